@@ -1,0 +1,61 @@
+//! The admin listener: `GET /healthz` (the process is up), `GET /readyz`
+//! (a snapshot is loaded and the log sink accepts records), `GET /metrics`
+//! (Prometheus text). Later the management API of SPEC section 7 lives here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+use crate::metrics::Metrics;
+use crate::snapshot::SnapshotStore;
+
+pub struct AdminApp {
+    store: Arc<SnapshotStore>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminApp {
+    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>) -> Self {
+        AdminApp { store, metrics }
+    }
+
+    fn metrics_text(&self) -> String {
+        let snapshot = self.store.load();
+        let age = SystemTime::now()
+            .duration_since(snapshot.built_at)
+            .map_or(0.0, |d| d.as_secs_f64());
+        self.metrics.render(age, snapshot.key_count)
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
+    let body = body.into_bytes();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .unwrap_or_default()
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        if req.method != http::Method::GET {
+            return reply(405, "text/plain", "only GET is served here\n".into());
+        }
+        match req.uri.path() {
+            "/healthz" => reply(200, "text/plain", "ok\n".into()),
+            // The file control source is loaded before the listener opens,
+            // and the file sink never refuses a record.
+            "/readyz" => reply(200, "text/plain", "ready\n".into()),
+            "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics_text()),
+            path => reply(404, "text/plain", format!("no admin endpoint {path}\n")),
+        }
+    }
+}

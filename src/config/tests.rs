@@ -1,0 +1,185 @@
+use super::*;
+
+const MINIMAL: &str = r#"
+server:
+  listen: "127.0.0.1:8080"
+  admin_listen: "127.0.0.1:9090"
+providers:
+  - name: local
+    kind: openai
+    base_url: "http://127.0.0.1:1/prefix/"
+    models: [m1]
+pricing:
+  - { model: m1, input_per_mtok_usd: 2.5, output_per_mtok_usd: 10 }
+control:
+  source: file
+  orgs:
+    - id: "0190a000-0000-7000-8000-000000000001"
+      name: "Org"
+      plan: starter
+      projects:
+        - { id: "0190a000-0000-7000-8000-0000000000c1", name: "Checkout", slug: "checkout" }
+      api_keys:
+        - id: "0190a000-0000-7000-8000-00000000000a"
+          name: "dev"
+          environment: development
+          default_project_id: "0190a000-0000-7000-8000-0000000000c1"
+          secret: "fpk_0123456789abcdefghijklmnopqrstuv"
+      environment_limits:
+        - { environment: development, rpm: 60, monthly_cost_usd: 12.5 }
+log_sink:
+  kind: file
+  path: "var/logs.jsonl"
+"#;
+
+fn errors_of(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn assert_error(text: &str, expected: &str) {
+    let errors = errors_of(text);
+    assert!(
+        errors.iter().any(|e| e.contains(expected)),
+        "expected an error containing {expected:?}, got {errors:#?}"
+    );
+}
+
+#[test]
+fn minimal_config_loads_with_defaults() {
+    let config = parse(MINIMAL).unwrap();
+    assert_eq!(config.max_body_bytes, DEFAULT_MAX_BODY_BYTES);
+    assert_eq!(config.server.grace_period_seconds, 10);
+    let p = &config.providers[0];
+    assert_eq!(p.endpoint.path_prefix, "/prefix");
+    assert_eq!(p.endpoint.authority, "127.0.0.1:1");
+    assert!(!p.endpoint.tls);
+    assert_eq!(
+        config.prices[0].1.cached_input, 2_500_000,
+        "cached defaults to input"
+    );
+    let ControlSource::File(data) = &config.control;
+    assert_eq!(data.projects.len(), 2, "the Default project is added");
+    assert!(data.projects.iter().any(|p| p.id == DEFAULT_PROJECT_ID));
+    assert_eq!(
+        data.environment_limits[0].monthly_cost_micro_usd,
+        Some(12_500_000)
+    );
+    assert_eq!(
+        data.api_keys[0].hash,
+        hash_key(b"fpk_0123456789abcdefghijklmnopqrstuv")
+    );
+}
+
+#[test]
+fn unknown_fields_are_errors_with_their_path() {
+    let text = MINIMAL.replace("    kind: openai", "    kind: openai\n    colour: red");
+    assert_error(&text, "providers[0]: unknown field `colour`");
+}
+
+#[test]
+fn wrong_types_name_the_field() {
+    let text = MINIMAL.replace("rpm: 60", "rpm: lots");
+    assert_error(&text, "control.orgs[0].environment_limits[0].rpm");
+}
+
+#[test]
+fn every_semantic_error_is_reported_with_its_path() {
+    let text = MINIMAL
+        .replace("http://127.0.0.1:1/prefix/", "ftp://x")
+        .replace("kind: openai", "kind: cohere")
+        .replace("slug: \"checkout\"", "slug: \"Check Out\"")
+        .replace(
+            "environment: development\n          default",
+            "environment: prod\n          default",
+        )
+        .replace("fpk_0123456789abcdefghijklmnopqrstuv", "short")
+        .replace("input_per_mtok_usd: 2.5", "input_per_mtok_usd: -1");
+    let errors = errors_of(&text);
+    for expected in [
+        "providers[0].kind: \"cohere\" is not one of openai, anthropic",
+        "providers[0].base_url: \"ftp://x\" must start with http:// or https://",
+        "control.orgs[0].projects[0].slug",
+        "control.orgs[0].api_keys[0].environment: \"prod\" is not one of",
+        "control.orgs[0].api_keys[0].secret: must look like fpk_",
+        "pricing[0].input_per_mtok_usd: -1 is not a price",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "missing {expected:?} in {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn plan_quota_counts_the_default_project() {
+    let text = MINIMAL.replace("plan: starter", "plan: free");
+    assert_error(
+        &text,
+        "control.orgs[0].projects: 2 projects (Default included) exceed the plan's quota of 1",
+    );
+}
+
+#[test]
+fn key_must_reference_a_project_of_its_org() {
+    let text = MINIMAL.replace(
+        "default_project_id: \"0190a000-0000-7000-8000-0000000000c1\"",
+        "default_project_id: \"0190a000-0000-7000-8000-0000000000ff\"",
+    );
+    assert_error(
+        &text,
+        "control.orgs[0].api_keys[0].default_project_id: project 0190a000-0000-7000-8000-0000000000ff is not a project of this org",
+    );
+}
+
+#[test]
+fn missing_credential_variable_is_named() {
+    let text = MINIMAL.replace(
+        "    models: [m1]",
+        "    credential: { env: FLOOPY_TEST_SURELY_UNSET_VARIABLE }\n    models: [m1]",
+    );
+    assert_error(
+        &text,
+        "providers[0].credential.env: environment variable FLOOPY_TEST_SURELY_UNSET_VARIABLE is not set",
+    );
+}
+
+#[test]
+fn duplicate_models_and_slugs_are_rejected() {
+    let text = MINIMAL.replace(
+        "        - { id: \"0190a000-0000-7000-8000-0000000000c1\", name: \"Checkout\", slug: \"checkout\" }",
+        "        - { id: \"0190a000-0000-7000-8000-0000000000c1\", name: \"Checkout\", slug: \"checkout\" }\n        - { id: \"0190a000-0000-7000-8000-0000000000c2\", name: \"Again\", slug: \"checkout\" }",
+    );
+    assert_error(&text, "slug \"checkout\" is already used in this org");
+}
+
+#[test]
+fn slugs_follow_the_spec_pattern() {
+    for good in ["a", "checkout", "a-b-c", "0-9", &"a".repeat(63)] {
+        assert!(is_valid_slug(good), "{good:?} should be valid");
+    }
+    for bad in ["", "-a", "a-", "a--b", "A", "a_b", "a b", &"a".repeat(64)] {
+        assert!(!is_valid_slug(bad), "{bad:?} should be invalid");
+    }
+}
+
+#[test]
+fn shipped_example_configs_are_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            // The reference config reads provider keys from the environment.
+            std::env::set_var("OPENAI_API_KEY", "sk-test");
+            std::env::set_var("ANTHROPIC_API_KEY", "sk-ant-test");
+            if let Err(errors) = load(&path) {
+                panic!("{} is invalid:\n{errors}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no example configuration found in conf/");
+}

@@ -1,0 +1,64 @@
+//! Request logs: the `RequestLog` record of SPEC section 4, and the
+//! `LogSink` trait every sink implements. The request path builds a record
+//! and hands it to `LogSink::submit`, which never blocks; writing, batching
+//! and retrying are the sink's background work.
+
+pub mod file;
+
+use serde::Serialize;
+
+/// One request, as written to the log. Only types every ClickHouse version
+/// reads from JSONEachRow: numbers, strings, 0/1 for booleans, arrays.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RequestLog {
+    pub request_id: String,
+    pub ts_ms: u64,
+    pub org_id: String,
+    pub project_id: String,
+    pub api_key_id: String,
+    /// Empty when the key has no environment.
+    pub environment: &'static str,
+    pub provider: String,
+    pub model: String,
+    pub path: String,
+    pub status: u16,
+    /// Empty when the request succeeded.
+    pub error_code: String,
+    /// 1 for a streamed (SSE) request, else 0.
+    pub stream: u8,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    /// Cost in USD (`cost_micro_usd / 1e6`).
+    pub cost_usd: f64,
+    /// The exact cost in integer micro-USD, for sums without float error.
+    pub cost_micro_usd: u64,
+    pub latency_ms: u64,
+    /// Time to the first byte of the provider's response; 0 when none came.
+    pub ttfb_ms: u64,
+    pub session_id: String,
+    pub user_id: String,
+    pub property_keys: Vec<String>,
+    pub property_values: Vec<String>,
+    pub gateway_id: String,
+}
+
+impl RequestLog {
+    /// The record as one JSON line (with the trailing newline).
+    pub fn to_json_line(&self, out: &mut Vec<u8>) {
+        // Serialising plain strings and numbers cannot fail.
+        if serde_json::to_writer(&mut *out, self).is_ok() {
+            out.push(b'\n');
+        }
+    }
+}
+
+/// Where request logs go. `submit` is called on the request path: it must
+/// return at once and must not lose the record.
+pub trait LogSink: Send + Sync {
+    fn submit(&self, record: RequestLog);
+
+    /// Stops accepting records, writes out everything accepted, and returns
+    /// when that is durable. Called once, after the server has drained.
+    fn shutdown(&self);
+}

@@ -1,0 +1,76 @@
+//! The per-request context: what each phase learned, for the next phases
+//! and for the request log.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use uuid::Uuid;
+
+use super::route::Route;
+use crate::auth::Principal;
+use crate::error::GatewayError;
+use crate::snapshot::Snapshot;
+use crate::upstream::Provider;
+use crate::usage::json::ResponseCapture;
+use crate::usage::sse::SseUsageParser;
+
+pub struct RequestCtx {
+    pub started: Instant,
+    pub request_id: Uuid,
+    /// Loaded once in `request_filter`; the whole request uses this one.
+    pub snapshot: Option<Arc<Snapshot>>,
+    /// Set once the key is known, even when it turns out revoked.
+    pub principal: Option<Principal>,
+    pub project_id: Option<Uuid>,
+    pub route: Option<Route>,
+    pub provider: Option<Arc<Provider>>,
+    pub model: String,
+    pub stream: bool,
+    /// The body's `user`, for the log when there is no `floopy-user-id`.
+    pub body_user: Option<String>,
+    /// The body sent upstream (possibly changed from the client's).
+    pub upstream_body: Bytes,
+    /// The gateway asked for stream usage the client did not ask for.
+    pub inject_usage: bool,
+    /// Status sent to the client (the gateway's own or the provider's).
+    pub status: Option<u16>,
+    /// The error the gateway answered with, if it answered itself.
+    pub error: Option<GatewayError>,
+    /// Status of the upstream response, once its header arrived.
+    pub upstream_status: Option<u16>,
+    pub first_byte_at: Option<Instant>,
+    pub sse: Option<SseUsageParser>,
+    pub capture: Option<ResponseCapture>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            request_id: Uuid::now_v7(),
+            snapshot: None,
+            principal: None,
+            project_id: None,
+            route: None,
+            provider: None,
+            model: String::new(),
+            stream: false,
+            body_user: None,
+            upstream_body: Bytes::new(),
+            inject_usage: false,
+            status: None,
+            error: None,
+            upstream_status: None,
+            first_byte_at: None,
+            sse: None,
+            capture: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

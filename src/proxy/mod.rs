@@ -1,0 +1,369 @@
+//! `Gateway`, the `ProxyHttp` implementation: a dispatcher. Each phase reads
+//! from the session, calls one function of a concern module (`auth`,
+//! `project`, `body`, `upstream`, `usage`, `logs`), and keeps the result in
+//! the request context. Phase contracts, in order:
+//!
+//! - `request_filter`: load the snapshot once, authenticate, route, resolve
+//!   the project, read the body (the model picks the provider). Answers
+//!   itself on any error and for `GET /v1/models`.
+//! - `upstream_peer`: the chosen provider's peer.
+//! - `upstream_request_filter`: provider credential, path, length headers.
+//! - `request_body_filter`: sends the body kept in the context.
+//! - `response_filter` / `response_body_filter`: gateway headers; usage from
+//!   the stream or the body, stripping the usage chunk the gateway asked for.
+//! - `fail_to_proxy`: the OpenAI-shaped 502/504.
+//! - `logging`: one request log record, every request that reached auth.
+
+mod body_reader;
+pub mod ctx;
+mod record;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_error::{ErrorSource, ErrorType};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::FailToProxy;
+
+use crate::auth::{authenticate, AuthError};
+use crate::body::{parse_request, request_stream_usage};
+use crate::error::GatewayError;
+use crate::logs::LogSink;
+use crate::metrics::Metrics;
+use crate::project::resolve_project;
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::usage::json::ResponseCapture;
+use crate::usage::sse::SseUsageParser;
+use ctx::RequestCtx;
+use route::Route;
+
+pub const REQUEST_ID_HEADER: &str = "floopy-request-id";
+pub const PROJECT_ID_HEADER: &str = "floopy-project-id";
+
+pub struct Gateway {
+    store: Arc<SnapshotStore>,
+    sink: Arc<dyn LogSink>,
+    metrics: Arc<Metrics>,
+}
+
+/// What `request_filter` decided.
+enum Admission {
+    /// Go on to the provider.
+    Forward,
+    /// The gateway answered (`GET /v1/models`).
+    Answered,
+}
+
+impl Gateway {
+    pub fn new(store: Arc<SnapshotStore>, sink: Arc<dyn LogSink>, metrics: Arc<Metrics>) -> Self {
+        Gateway {
+            store,
+            sink,
+            metrics,
+        }
+    }
+
+    async fn admit(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        snapshot: &Snapshot,
+    ) -> Result<Admission, GatewayError> {
+        let authorization = session
+            .get_header(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        let principal = match authenticate(snapshot, authorization) {
+            Ok(principal) => principal,
+            Err(AuthError::Revoked(principal)) => {
+                ctx.principal = Some(principal.clone());
+                return Err(AuthError::Revoked(principal).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.principal = Some(principal.clone());
+
+        let req = session.req_header();
+        let route = Route::classify(&req.method, req.uri.path()).ok_or_else(|| {
+            GatewayError::UnknownPath {
+                method: req.method.to_string(),
+                path: req.uri.path().to_string(),
+            }
+        })?;
+        ctx.route = Some(route);
+
+        let header = session.get_header(PROJECT_ID_HEADER).map(|v| v.as_bytes());
+        ctx.project_id = Some(resolve_project(snapshot, &principal, header)?);
+
+        if route == Route::Models {
+            respond(session, ctx, 200, snapshot.models_body.clone()).await;
+            return Ok(Admission::Answered);
+        }
+
+        let body = body_reader::read_body(session, snapshot.settings.max_body_bytes).await?;
+        let fields = parse_request(&body)?;
+        ctx.model.clone_from(&fields.model);
+        ctx.stream = fields.stream;
+        ctx.body_user.clone_from(&fields.user);
+        let provider = snapshot
+            .routes
+            .provider_for(&fields.model)
+            .ok_or_else(|| GatewayError::UnknownModel(fields.model.clone()))?;
+        if route.provider_kind() != Some(provider.kind) {
+            return Err(GatewayError::ModelPathMismatch {
+                model: fields.model,
+                path: session.req_header().uri.path().to_string(),
+            });
+        }
+        ctx.provider = Some(provider.clone());
+        // The gateway needs the usage of every stream; when the client did
+        // not ask for it, ask on its behalf and strip it from the answer.
+        let inject_usage = fields.stream && route.supports_stream_usage() && !fields.include_usage;
+        ctx.upstream_body = if inject_usage {
+            request_stream_usage(&body, &fields)?
+        } else {
+            body
+        };
+        ctx.inject_usage = inject_usage;
+        Ok(Admission::Forward)
+    }
+}
+
+/// Writes a complete JSON response from the gateway itself. A client that
+/// went away meanwhile is not an error worth more than a debug line.
+async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) {
+    ctx.status = Some(status);
+    let written = async {
+        let mut resp = ResponseHeader::build(status, Some(4))?;
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        add_gateway_headers(&mut resp, ctx)?;
+        session.write_response_header(Box::new(resp), false).await?;
+        session.write_response_body(Some(body), true).await
+    }
+    .await;
+    if let Err(e) = written {
+        tracing::debug!(error = %e, "could not write the gateway's response");
+    }
+}
+
+fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error::Result<()> {
+    resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.hyphenated().to_string())?;
+    if let Some(project) = ctx.project_id {
+        resp.insert_header(PROJECT_ID_HEADER, project.hyphenated().to_string())?;
+    }
+    Ok(())
+}
+
+/// The gateway error for a failure while proxying, or `None` when the client
+/// is the one that went away.
+fn proxy_error(e: &pingora_error::Error) -> Option<GatewayError> {
+    use ErrorType::*;
+    match e.etype() {
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+            Some(GatewayError::UpstreamTimeout)
+        }
+        ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+        | TLSHandshakeFailure | InvalidCert | HandshakeError | BindError | SocketError => {
+            Some(GatewayError::UpstreamUnreachable)
+        }
+        _ => match e.esource() {
+            ErrorSource::Downstream => None,
+            ErrorSource::Upstream => Some(GatewayError::UpstreamFailed(e.to_string())),
+            ErrorSource::Internal | ErrorSource::Unset => {
+                Some(GatewayError::Internal(e.to_string()))
+            }
+        },
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.store.load();
+        ctx.snapshot = Some(snapshot.clone());
+        match self.admit(session, ctx, &snapshot).await {
+            Ok(Admission::Forward) => Ok(false),
+            Ok(Admission::Answered) => Ok(true),
+            Err(e) => {
+                let body = e.body();
+                let status = e.status();
+                ctx.error = Some(e);
+                respond(session, ctx, status, body).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        match &ctx.provider {
+            Some(provider) => Ok(provider.peer()),
+            None => Error::e_explain(ErrorType::InternalError, "no provider chosen"),
+        }
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let Some(provider) = &ctx.provider {
+            provider.prepare_request(upstream_request)?;
+        }
+        // The body is sent whole from the context: its length is known.
+        upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
+        upstream_request.remove_header(&http::header::EXPECT);
+        upstream_request.insert_header(http::header::CONTENT_LENGTH, ctx.upstream_body.len())?;
+        Ok(())
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        // Pingora replays (the tail of) what `request_filter` read; the
+        // whole body, possibly changed, is in the context.
+        *body = Some(if end_of_stream {
+            ctx.upstream_body.clone()
+        } else {
+            Bytes::new()
+        });
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.status = Some(status);
+        ctx.upstream_status = Some(status);
+        ctx.first_byte_at.get_or_insert_with(Instant::now);
+        add_gateway_headers(upstream_response, ctx)?;
+        let Some(provider) = &ctx.provider else {
+            return Ok(());
+        };
+        if !upstream_response.status.is_success() {
+            return Ok(());
+        }
+        let is_sse = upstream_response
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if is_sse {
+            let parser = SseUsageParser::new(provider.kind, ctx.inject_usage);
+            if parser.rewrites() {
+                // The body changes length: send it chunked.
+                upstream_response.remove_header(&http::header::CONTENT_LENGTH);
+                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+            }
+            ctx.sse = Some(parser);
+        } else {
+            ctx.capture = Some(ResponseCapture::default());
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let Some(parser) = ctx.sse.as_mut() {
+            if let Some(chunk) = body.as_ref() {
+                if let Some(replacement) = parser.filter(chunk) {
+                    *body = Some(replacement);
+                }
+            }
+            if end_of_stream {
+                if let Some(rest) = parser.finish().filter(|rest| !rest.is_empty()) {
+                    *body = Some(match body.take() {
+                        Some(chunk) if !chunk.is_empty() => {
+                            let mut joined = BytesMut::with_capacity(chunk.len() + rest.len());
+                            joined.extend_from_slice(&chunk);
+                            joined.extend_from_slice(&rest);
+                            joined.freeze()
+                        }
+                        _ => rest,
+                    });
+                }
+            }
+            if body.as_ref().is_some_and(Bytes::is_empty) && !end_of_stream {
+                *body = None;
+            }
+        } else if let (Some(capture), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) {
+            capture.push(chunk);
+        }
+        Ok(None)
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+        // A client hanging up is routine at the edge; it is in the request
+        // log, not worth an error line each.
+        error.esource() == &ErrorSource::Downstream
+            && matches!(
+                error.etype(),
+                ErrorType::ReadError | ErrorType::WriteError | ErrorType::ConnectionClosed
+            )
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        self.metrics.upstream_errors.inc();
+        let Some(error) = proxy_error(e) else {
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
+        };
+        let status = error.status();
+        if session.response_written().is_none() {
+            let body = error.body();
+            ctx.error = Some(error);
+            respond(session, ctx, status, body).await;
+        } else if ctx.error.is_none() {
+            // The answer had begun: keep its status, note the failure.
+            ctx.error = Some(error);
+        }
+        FailToProxy {
+            error_code: status,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let status = ctx
+            .status
+            .or_else(|| ctx.error.as_ref().map(GatewayError::status));
+        self.metrics.count_request(status.unwrap_or(499));
+        if let Some(record) = record::build(session.req_header(), e, ctx, &self.metrics) {
+            self.sink.submit(record);
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Builds the one request log record of a request from its context, at the
+//! end of the request (Pingora's `logging` phase).
+
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use pingora_error::{Error, ErrorSource};
+use pingora_http::RequestHeader;
+
+use super::ctx::RequestCtx;
+use crate::logs::RequestLog;
+use crate::metrics::Metrics;
+use crate::usage::Usage;
+
+const PROPERTY_PREFIX: &str = "floopy-property-";
+
+/// The record, or `None` for a request with no known key (it has no org).
+pub fn build(
+    req: &RequestHeader,
+    e: Option<&Error>,
+    ctx: &RequestCtx,
+    metrics: &Metrics,
+) -> Option<RequestLog> {
+    let key = ctx.principal.as_ref()?;
+    let (status, error_code) = outcome(e, ctx);
+    let usage = match (&ctx.provider, &ctx.sse, &ctx.capture) {
+        (_, Some(parser), _) => parser.usage(),
+        (Some(provider), None, Some(capture)) => capture.usage(provider.kind),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let cost_micro_usd = cost(ctx, &usage, metrics);
+    let (property_keys, property_values) = properties(req);
+    let header = |name: &str| {
+        req.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let now = Instant::now();
+    Some(RequestLog {
+        request_id: ctx.request_id.hyphenated().to_string(),
+        ts_ms: epoch_ms(ctx.started, now),
+        org_id: key.org_id.hyphenated().to_string(),
+        project_id: ctx
+            .project_id
+            .map(|p| p.hyphenated().to_string())
+            .unwrap_or_default(),
+        api_key_id: key.id.hyphenated().to_string(),
+        environment: key.environment.map_or("", |e| e.as_str()),
+        provider: ctx
+            .provider
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default(),
+        model: ctx.model.clone(),
+        path: req.uri.path().to_string(),
+        status,
+        error_code,
+        stream: u8::from(ctx.stream),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        cached_tokens: usage.cached_tokens,
+        cost_usd: cost_micro_usd as f64 / 1_000_000.0,
+        cost_micro_usd,
+        latency_ms: millis(now - ctx.started),
+        ttfb_ms: ctx
+            .first_byte_at
+            .map_or(0, |t| millis(t.saturating_duration_since(ctx.started))),
+        session_id: header("floopy-session-id").unwrap_or_default(),
+        user_id: header("floopy-user-id")
+            .or_else(|| ctx.body_user.clone())
+            .unwrap_or_default(),
+        property_keys,
+        property_values,
+        gateway_id: ctx
+            .snapshot
+            .as_ref()
+            .map(|s| s.settings.gateway_id.to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// Status and error code for the log.
+fn outcome(e: Option<&Error>, ctx: &RequestCtx) -> (u16, String) {
+    if let Some(error) = &ctx.error {
+        // A failure after the provider's answer began keeps that status.
+        let status = ctx.upstream_status.unwrap_or_else(|| error.status());
+        return (status, error.code().to_string());
+    }
+    match (ctx.status, e) {
+        (Some(status), None) if status >= 400 => (status, "upstream_error".into()),
+        (Some(status), None) => (status, String::new()),
+        (Some(status), Some(e)) if e.esource() == &ErrorSource::Downstream => {
+            (status, "client_disconnected".into())
+        }
+        (Some(status), Some(_)) => (status, "upstream_disconnected".into()),
+        // nginx's convention for a client that left before any answer.
+        (None, _) => (499, "client_disconnected".into()),
+    }
+}
+
+/// Cost in micro-USD; an unpriced model with usage is counted in a metric.
+fn cost(ctx: &RequestCtx, usage: &Usage, metrics: &Metrics) -> u64 {
+    let Some(snapshot) = &ctx.snapshot else {
+        return 0;
+    };
+    if ctx.provider.is_none() {
+        return 0;
+    }
+    match snapshot.prices.cost(&ctx.model, usage) {
+        Some(cost) => cost,
+        None => {
+            metrics.unpriced_model_requests.inc();
+            0
+        }
+    }
+}
+
+fn properties(req: &RequestHeader) -> (Vec<String>, Vec<String>) {
+    let mut keys = Vec::new();
+    let mut values = Vec::new();
+    for (name, value) in &req.headers {
+        if let Some(key) = name.as_str().strip_prefix(PROPERTY_PREFIX) {
+            if let Ok(value) = value.to_str() {
+                keys.push(key.to_string());
+                values.push(value.to_string());
+            }
+        }
+    }
+    (keys, values)
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Wall-clock time of `started`, in epoch milliseconds.
+fn epoch_ms(started: Instant, now: Instant) -> u64 {
+    let wall = SystemTime::now()
+        .checked_sub(now - started)
+        .unwrap_or_else(SystemTime::now);
+    wall.duration_since(UNIX_EPOCH).map_or(0, millis)
+}

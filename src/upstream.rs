@@ -1,0 +1,269 @@
+//! Providers: model -> provider -> `HttpPeer`, and the provider credential
+//! injected on the upstream request. The credential lives in a `Secret`,
+//! whose `Debug` never prints it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use pingora::upstreams::peer::HttpPeer;
+use pingora_http::RequestHeader;
+use rustc_hash::FxHashMap;
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProviderKind {
+    /// Any OpenAI-compatible API.
+    OpenAi,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "openai" => Some(ProviderKind::OpenAi),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            _ => None,
+        }
+    }
+}
+
+/// A credential. Printing it shows `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Secret(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Where a provider is and how to reach it, resolved when the configuration
+/// is loaded (never on the request path).
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub tls: bool,
+    /// Host name: SNI and the `Host` header.
+    pub host: String,
+    /// `Host` header value (with the port when it is not the scheme's).
+    pub authority: String,
+    /// Prefix put before the request path (`/openai` in
+    /// `http://proxy/openai`); empty for none.
+    pub path_prefix: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+}
+
+#[derive(Debug)]
+pub struct Provider {
+    pub name: String,
+    pub kind: ProviderKind,
+    pub endpoint: Endpoint,
+    pub credential: Option<Secret>,
+    peer: HttpPeer,
+}
+
+impl Provider {
+    pub fn new(
+        name: String,
+        kind: ProviderKind,
+        endpoint: Endpoint,
+        credential: Option<Secret>,
+        timeouts: Timeouts,
+    ) -> Self {
+        let mut peer = HttpPeer::new(endpoint.address, endpoint.tls, endpoint.host.clone());
+        peer.options.connection_timeout = Some(timeouts.connect);
+        peer.options.total_connection_timeout = Some(timeouts.connect * 2);
+        peer.options.read_timeout = Some(timeouts.read);
+        peer.options.write_timeout = Some(timeouts.write);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Provider {
+            name,
+            kind,
+            endpoint,
+            credential,
+            peer,
+        }
+    }
+
+    /// The peer for one request.
+    pub fn peer(&self) -> Box<HttpPeer> {
+        Box::new(self.peer.clone())
+    }
+
+    /// Rewrites the client's request header for this provider: path prefix,
+    /// `Host`, the provider credential in place of the gateway key, and no
+    /// gateway-only headers.
+    pub fn prepare_request(&self, req: &mut RequestHeader) -> pingora_error::Result<()> {
+        if !self.endpoint.path_prefix.is_empty() {
+            let path_and_query = req
+                .uri
+                .path_and_query()
+                .map(|pq| pq.as_str())
+                .unwrap_or("/");
+            let uri = format!("{}{}", self.endpoint.path_prefix, path_and_query);
+            let uri = http::Uri::try_from(uri).map_err(|e| {
+                pingora_error::Error::because(
+                    pingora_error::ErrorType::InternalError,
+                    "building the upstream path",
+                    e,
+                )
+            })?;
+            req.set_uri(uri);
+        }
+        req.insert_header(http::header::HOST, self.endpoint.authority.as_str())?;
+        req.remove_header(&http::header::AUTHORIZATION);
+        req.remove_header("x-api-key");
+        strip_gateway_headers(req);
+        // Usage is read from the body: ask for it uncompressed.
+        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
+        match self.kind {
+            ProviderKind::OpenAi => {
+                if let Some(secret) = &self.credential {
+                    req.insert_header(
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", secret.expose()),
+                    )?;
+                }
+            }
+            ProviderKind::Anthropic => {
+                if let Some(secret) = &self.credential {
+                    req.insert_header("x-api-key", secret.expose())?;
+                }
+                if req.headers.get("anthropic-version").is_none() {
+                    req.insert_header("anthropic-version", "2023-06-01")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes `floopy-*` headers: they are for the gateway, not the provider.
+fn strip_gateway_headers(req: &mut RequestHeader) {
+    let names: Vec<http::HeaderName> = req
+        .headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("floopy-"))
+        .cloned()
+        .collect();
+    for name in names {
+        req.remove_header(&name);
+    }
+}
+
+/// Model name -> provider.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_model: FxHashMap<String, Arc<Provider>>,
+    /// Models in configuration order, for `GET /v1/models`.
+    pub models: Vec<(String, String)>,
+}
+
+impl Routes {
+    pub fn new(providers: &[Arc<Provider>], models: &[(String, usize)]) -> Self {
+        let mut routes = Routes::default();
+        for (model, index) in models {
+            if let Some(provider) = providers.get(*index) {
+                routes.by_model.insert(model.clone(), provider.clone());
+                routes.models.push((model.clone(), provider.name.clone()));
+            }
+        }
+        routes
+    }
+
+    pub fn provider_for(&self, model: &str) -> Option<&Arc<Provider>> {
+        self.by_model.get(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider(kind: ProviderKind, prefix: &str) -> Provider {
+        Provider::new(
+            "p".into(),
+            kind,
+            Endpoint {
+                address: "127.0.0.1:9".parse().unwrap(),
+                tls: false,
+                host: "api.example.com".into(),
+                authority: "api.example.com".into(),
+                path_prefix: prefix.into(),
+            },
+            Some(Secret::new("sk-provider".into())),
+            Timeouts {
+                connect: Duration::from_secs(1),
+                read: Duration::from_secs(1),
+                write: Duration::from_secs(1),
+            },
+        )
+    }
+
+    fn client_request() -> RequestHeader {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions?x=1", None).unwrap();
+        req.insert_header("authorization", "Bearer fpk_gateway")
+            .unwrap();
+        req.insert_header("floopy-project-id", "x").unwrap();
+        req.insert_header("floopy-property-team", "a").unwrap();
+        req.insert_header("accept-encoding", "gzip").unwrap();
+        req
+    }
+
+    #[test]
+    fn openai_request_gets_provider_bearer_and_loses_gateway_headers() {
+        let mut req = client_request();
+        provider(ProviderKind::OpenAi, "")
+            .prepare_request(&mut req)
+            .unwrap();
+        assert_eq!(req.headers["authorization"], "Bearer sk-provider");
+        assert_eq!(req.headers["host"], "api.example.com");
+        assert_eq!(req.headers["accept-encoding"], "identity");
+        assert!(req.headers.get("floopy-project-id").is_none());
+        assert!(req.headers.get("floopy-property-team").is_none());
+        assert_eq!(req.uri.path(), "/v1/chat/completions");
+    }
+
+    #[test]
+    fn anthropic_request_gets_api_key_and_version_and_prefix() {
+        let mut req = client_request();
+        provider(ProviderKind::Anthropic, "/anthropic")
+            .prepare_request(&mut req)
+            .unwrap();
+        assert!(
+            req.headers.get("authorization").is_none(),
+            "gateway key never forwarded"
+        );
+        assert_eq!(req.headers["x-api-key"], "sk-provider");
+        assert_eq!(req.headers["anthropic-version"], "2023-06-01");
+        assert_eq!(
+            req.uri.path_and_query().unwrap().as_str(),
+            "/anthropic/v1/chat/completions?x=1"
+        );
+    }
+
+    #[test]
+    fn secret_debug_is_masked() {
+        let secret = Secret::new("sk-live-123".into());
+        assert_eq!(format!("{secret:?}"), "***");
+        let p = provider(ProviderKind::OpenAi, "");
+        assert!(!format!("{p:?}").contains("sk-provider"));
+    }
+}
