@@ -161,7 +161,7 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_e
 
 /// The gateway error for a failure while proxying, or `None` when the client
 /// is the one that went away.
-fn proxy_error(e: &pingora_error::Error) -> Option<GatewayError> {
+pub(crate) fn proxy_error(e: &pingora_error::Error) -> Option<GatewayError> {
     use ErrorType::*;
     match e.etype() {
         ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
@@ -343,13 +343,12 @@ impl ProxyHttp for Gateway {
             };
         };
         let status = error.status();
+        // Once the answer has begun, its status stands; the log notes the
+        // failure from the error itself.
         if session.response_written().is_none() {
             let body = error.body();
             ctx.error = Some(error);
             respond(session, ctx, status, body).await;
-        } else if ctx.error.is_none() {
-            // The answer had begun: keep its status, note the failure.
-            ctx.error = Some(error);
         }
         FailToProxy {
             error_code: status,

@@ -3,10 +3,12 @@
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use pingora_error::{Error, ErrorSource};
+use pingora_error::Error;
 use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
+use super::proxy_error;
+use crate::error::GatewayError;
 use crate::logs::RequestLog;
 use crate::metrics::Metrics;
 use crate::usage::Usage;
@@ -83,17 +85,17 @@ pub fn build(
 /// Status and error code for the log.
 fn outcome(e: Option<&Error>, ctx: &RequestCtx) -> (u16, String) {
     if let Some(error) = &ctx.error {
-        // A failure after the provider's answer began keeps that status.
-        let status = ctx.upstream_status.unwrap_or_else(|| error.status());
-        return (status, error.code().to_string());
+        return (error.status(), error.code().to_string());
     }
     match (ctx.status, e) {
         (Some(status), None) if status >= 400 => (status, "upstream_error".into()),
         (Some(status), None) => (status, String::new()),
-        (Some(status), Some(e)) if e.esource() == &ErrorSource::Downstream => {
-            (status, "client_disconnected".into())
-        }
-        (Some(status), Some(_)) => (status, "upstream_disconnected".into()),
+        // The answer had begun when the request failed: its status stands.
+        (Some(status), Some(e)) => match proxy_error(e) {
+            None => (status, "client_disconnected".into()),
+            Some(GatewayError::UpstreamTimeout) => (status, "upstream_timeout".into()),
+            Some(_) => (status, "upstream_disconnected".into()),
+        },
         // nginx's convention for a client that left before any answer.
         (None, _) => (499, "client_disconnected".into()),
     }

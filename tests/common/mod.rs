@@ -1,0 +1,343 @@
+//! Test harness: the real `floopy-gateway` binary on free loopback ports,
+//! in front of the in-process fake provider, with its request log read back.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floopy_gateway::fake_provider::FakeProvider;
+use serde_json::Value;
+
+pub const ORG: &str = "0190a000-0000-7000-8000-000000000001";
+pub const OTHER_ORG: &str = "0190a000-0000-7000-8000-000000000002";
+pub const CHECKOUT: &str = "0190a000-0000-7000-8000-0000000000c1";
+pub const SEARCH: &str = "0190a000-0000-7000-8000-0000000000c2";
+pub const ARCHIVED: &str = "0190a000-0000-7000-8000-0000000000c3";
+pub const FOREIGN: &str = "0190a000-0000-7000-8000-0000000000f1";
+pub const ZERO: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Not locked, no default: header, else org Default.
+pub const KEY_FREE: &str = "fpk_freekey000000000000000000000000000001";
+pub const KEY_FREE_ID: &str = "0190a000-0000-7000-8000-00000000000a";
+/// Locked to CHECKOUT.
+pub const KEY_LOCKED: &str = "fpk_lockedkey0000000000000000000000000002";
+pub const KEY_LOCKED_ID: &str = "0190a000-0000-7000-8000-00000000000b";
+/// Default project SEARCH.
+pub const KEY_DEFAULT: &str = "fpk_defaultkey000000000000000000000000003";
+pub const KEY_DEFAULT_ID: &str = "0190a000-0000-7000-8000-00000000000c";
+pub const KEY_REVOKED: &str = "fpk_revokedkey000000000000000000000000004";
+pub const KEY_REVOKED_ID: &str = "0190a000-0000-7000-8000-00000000000d";
+/// No environment.
+pub const KEY_NO_ENV: &str = "fpk_noenvkey0000000000000000000000000005";
+pub const KEY_NO_ENV_ID: &str = "0190a000-0000-7000-8000-00000000000e";
+/// A key of the other org.
+pub const KEY_OTHER_ORG: &str = "fpk_otherorgkey00000000000000000000000006";
+
+/// The configuration every test starts from; `{UPSTREAM}`, `{LISTEN}`,
+/// `{ADMIN}`, `{LOG}` and `{EXTRA_KEYS}` are filled in.
+pub const BASE_CONFIG: &str = r##"
+server:
+  listen: "{LISTEN}"
+  admin_listen: "{ADMIN}"
+  threads: 2
+  gateway_id: "test-gw"
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 1
+limits:
+  max_body_bytes: {MAX_BODY}
+timeouts:
+  connect_ms: 1000
+  read_ms: {READ_MS}
+providers:
+  - name: fake-openai
+    kind: openai
+    base_url: "{UPSTREAM}"
+    credential: { env: FLOOPY_TEST_OPENAI_KEY }
+    models: [gpt-4o, gpt-4o-mini, text-embedding-3-small, unpriced-model]
+  - name: fake-anthropic
+    kind: anthropic
+    base_url: "{UPSTREAM}"
+    credential: { env: FLOOPY_TEST_ANTHROPIC_KEY }
+    models: [claude-sonnet-4-5]
+  - name: dead
+    kind: openai
+    base_url: "http://127.0.0.1:{DEAD_PORT}"
+    models: [dead-model]
+pricing:
+  - { model: gpt-4o, input_per_mtok_usd: 2.50, output_per_mtok_usd: 10.00, cached_input_per_mtok_usd: 1.25 }
+  - { model: gpt-4o-mini, input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.60 }
+  - { model: text-embedding-3-small, input_per_mtok_usd: 0.02, output_per_mtok_usd: 0 }
+  - { model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, output_per_mtok_usd: 15.00, cached_input_per_mtok_usd: 0.30 }
+control:
+  source: file
+  orgs:
+    - id: "0190a000-0000-7000-8000-000000000001"
+      name: "Test Org"
+      plan: pro
+      projects:
+        - { id: "0190a000-0000-7000-8000-0000000000c1", name: "Checkout", slug: "checkout" }
+        - { id: "0190a000-0000-7000-8000-0000000000c2", name: "Search", slug: "search" }
+        - { id: "0190a000-0000-7000-8000-0000000000c3", name: "Old", slug: "old", archived: true }
+      api_keys:
+        - { id: "0190a000-0000-7000-8000-00000000000a", name: free, environment: development, secret: "fpk_freekey000000000000000000000000000001" }
+        - { id: "0190a000-0000-7000-8000-00000000000b", name: locked, environment: production, project_id: "0190a000-0000-7000-8000-0000000000c1", secret: "fpk_lockedkey0000000000000000000000000002" }
+        - { id: "0190a000-0000-7000-8000-00000000000c", name: default, environment: staging, default_project_id: "0190a000-0000-7000-8000-0000000000c2", secret: "fpk_defaultkey000000000000000000000000003" }
+        - { id: "0190a000-0000-7000-8000-00000000000d", name: revoked, environment: production, revoked: true, secret: "fpk_revokedkey000000000000000000000000004" }
+        - { id: "0190a000-0000-7000-8000-00000000000e", name: noenv, secret: "fpk_noenvkey0000000000000000000000000005" }
+{EXTRA_KEYS}
+    - id: "0190a000-0000-7000-8000-000000000002"
+      name: "Other Org"
+      plan: enterprise
+      projects:
+        - { id: "0190a000-0000-7000-8000-0000000000f1", name: "Foreign", slug: "foreign" }
+      api_keys:
+        - { id: "0190a000-0000-7000-8000-0000000000ff", name: other, environment: production, secret: "fpk_otherorgkey00000000000000000000000006" }
+log_sink:
+  kind: file
+  path: "{LOG}"
+"##;
+
+/// Options of one gateway under test.
+#[derive(Clone)]
+pub struct Options {
+    pub max_body: u64,
+    pub read_ms: u64,
+    pub extra_keys: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            max_body: 10 * 1024 * 1024,
+            read_ms: 10_000,
+            extra_keys: String::new(),
+        }
+    }
+}
+
+/// A port nothing listens on (bound, read, released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub log_path: PathBuf,
+    pub upstream: String,
+    pub dead_port: u16,
+    stderr_path: PathBuf,
+}
+
+/// Renders the configuration for these ports and options.
+pub fn render_config(
+    upstream: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    log: &Path,
+    dead_port: u16,
+    options: &Options,
+) -> String {
+    BASE_CONFIG
+        .replace("{UPSTREAM}", upstream)
+        .replace("{LISTEN}", &listen.to_string())
+        .replace("{ADMIN}", &admin.to_string())
+        .replace("{LOG}", &log.display().to_string())
+        .replace("{DEAD_PORT}", &dead_port.to_string())
+        .replace("{MAX_BODY}", &options.max_body.to_string())
+        .replace("{READ_MS}", &options.read_ms.to_string())
+        .replace("{EXTRA_KEYS}", &options.extra_keys)
+}
+
+impl Gateway {
+    /// Starts the gateway binary in front of `provider`. Retries on a port
+    /// taken between choosing it and binding it.
+    pub async fn start(provider: &FakeProvider, options: Options) -> Gateway {
+        for _ in 0..5 {
+            if let Some(gateway) = Self::try_start(provider, &options).await {
+                return gateway;
+            }
+        }
+        panic!("the gateway did not start after 5 attempts");
+    }
+
+    async fn try_start(provider: &FakeProvider, options: &Options) -> Option<Gateway> {
+        let dir = tempfile::tempdir().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let dead_port = free_port();
+        let log_path = dir.path().join("logs").join("requests.jsonl");
+        let config_path = dir.path().join("gateway.yaml");
+        let upstream = provider.base_url();
+        std::fs::write(
+            &config_path,
+            render_config(&upstream, addr, admin, &log_path, dead_port, options),
+        )
+        .unwrap();
+        let stderr_path = dir.path().join("stderr.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+            .arg("--config")
+            .arg(&config_path)
+            .env("FLOOPY_TEST_OPENAI_KEY", "sk-test-openai")
+            .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk-test-anthropic")
+            .env("FLOOPY_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .unwrap();
+        let mut gateway = Gateway {
+            child,
+            addr,
+            admin,
+            dir,
+            config_path,
+            log_path,
+            upstream,
+            dead_port,
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = gateway.child.try_wait() {
+                eprintln!("gateway exited at start:\n{}", gateway.stderr());
+                return None;
+            }
+            let healthy = reqwest::get(format!("http://{}/healthz", gateway.admin))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if healthy && tokio::net::TcpStream::connect(gateway.addr).await.is_ok() {
+                return Some(gateway);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the gateway did not become healthy:\n{}", gateway.stderr());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Every request log record written so far.
+    pub fn records(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        text.lines()
+            .map(|line| serde_json::from_str(line).expect("every log line is JSON"))
+            .collect()
+    }
+
+    /// The record of `request_id`, waiting up to 5 s for the writer.
+    pub async fn record(&self, request_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(record) = self
+                .records()
+                .into_iter()
+                .find(|r| r["request_id"] == request_id)
+            {
+                return record;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no log record for request {request_id}; log has {:#?}",
+                self.records()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the log holds at least `n` records.
+    pub async fn wait_records(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let records = self.records();
+            if records.len() >= n || Instant::now() >= deadline {
+                return records;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// A chat request body of about `size` bytes.
+pub fn chat_body(model: &str, stream: bool, size: usize) -> Vec<u8> {
+    let content = "x".repeat(size.saturating_sub(120));
+    serde_json::to_vec(&serde_json::json!({
+        "model": model,
+        "stream": stream,
+        "messages": [{"role": "user", "content": content}],
+    }))
+    .unwrap()
+}
+
+pub async fn start_provider() -> FakeProvider {
+    FakeProvider::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap()
+}
+
+/// The error body's `error.code`.
+pub async fn error_code(resp: reqwest::Response) -> String {
+    let body: Value = resp.json().await.expect("error bodies are JSON");
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
