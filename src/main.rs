@@ -25,7 +25,8 @@ const USAGE: &str = "usage: floopy-gateway [--config FILE] [--upgrade] [--daemon
        floopy-gateway --check-config FILE [FILE...]
 
   --config FILE        the YAML configuration (default conf/gateway.yaml)
-  --check-config FILE  validate configuration files and exit (non-zero on errors)
+  --check-config FILE  validate configuration files and exit (non-zero on errors);
+                       provider hosts are not resolved
   -u, --upgrade        take the listening sockets of a running gateway (graceful upgrade)
   -d, --daemon         run in the background";
 
@@ -90,7 +91,7 @@ fn main() -> ExitCode {
 fn check_configs(paths: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for path in paths {
-        match config::load(path) {
+        match config::load_with(path, config::Resolve::Skip) {
             Ok(_) => println!("{}: ok", path.display()),
             Err(errors) => {
                 ok = false;

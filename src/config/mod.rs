@@ -108,19 +108,40 @@ pub enum LogSinkConfig {
     },
 }
 
-/// Reads, parses and validates a configuration file.
+/// Whether validation resolves provider host names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resolve {
+    /// Resolve them (to serve): an unresolvable host is an error.
+    Hosts,
+    /// Skip DNS (`--check-config` on a machine that cannot reach the
+    /// providers' DNS): addresses are left unspecified.
+    Skip,
+}
+
+/// Reads, parses and validates a configuration file, resolving provider
+/// hosts: the result can serve.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, Resolve::Hosts)
+}
+
+/// Reads, parses and validates a configuration file.
+pub fn load_with(path: &Path, resolve: Resolve) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigErrors(vec![ConfigError {
             path: path.display().to_string(),
             message: format!("cannot read the configuration file: {e}"),
         }])
     })?;
-    parse(&text)
+    parse_with(&text, resolve)
+}
+
+/// Parses and validates configuration text, resolving provider hosts.
+pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_with(text, Resolve::Hosts)
 }
 
 /// Parses and validates configuration text.
-pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
+pub fn parse_with(text: &str, resolve: Resolve) -> Result<Config, ConfigErrors> {
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
@@ -129,7 +150,7 @@ pub fn parse(text: &str) -> Result<Config, ConfigErrors> {
             message: e.into_inner().to_string(),
         }])
     })?;
-    validate(raw)
+    validate(raw, resolve)
 }
 
 /// Collects errors with their paths while validating.
@@ -145,7 +166,7 @@ impl Errors {
     }
 }
 
-fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
     let mut errors = Errors::default();
     let server = validate_server(&raw.server, &mut errors);
     let max_body_bytes = match raw.limits.max_body_bytes {
@@ -157,7 +178,7 @@ fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         None => DEFAULT_MAX_BODY_BYTES,
     };
     let timeouts = validate_timeouts(&raw.timeouts, &mut errors);
-    let providers = validate_providers(&raw.providers, &mut errors);
+    let providers = validate_providers(&raw.providers, resolve, &mut errors);
     let prices = validate_pricing(&raw.pricing, &mut errors);
     let control = validate_control(&raw.control, &mut errors);
     let log_sink = validate_log_sink(&raw.log_sink, &mut errors);
@@ -246,7 +267,11 @@ fn validate_timeouts(raw: &RawTimeouts, errors: &mut Errors) -> Timeouts {
     }
 }
 
-fn validate_providers(raw: &[RawProvider], errors: &mut Errors) -> Vec<ProviderConfig> {
+fn validate_providers(
+    raw: &[RawProvider],
+    resolve: Resolve,
+    errors: &mut Errors,
+) -> Vec<ProviderConfig> {
     let mut providers = Vec::new();
     let mut names = FxHashSet::default();
     let mut models: FxHashMap<&str, usize> = FxHashMap::default();
@@ -267,7 +292,7 @@ fn validate_providers(raw: &[RawProvider], errors: &mut Errors) -> Vec<ProviderC
                 format!("{:?} is not one of openai, anthropic", p.kind),
             );
         }
-        let endpoint = parse_base_url(&p.base_url, &format!("{path}.base_url"), errors);
+        let endpoint = parse_base_url(&p.base_url, &format!("{path}.base_url"), resolve, errors);
         let credential = p
             .credential
             .as_ref()
@@ -299,7 +324,12 @@ fn validate_providers(raw: &[RawProvider], errors: &mut Errors) -> Vec<ProviderC
 }
 
 /// `http[s]://host[:port][/prefix]` -> a resolved `Endpoint`.
-fn parse_base_url(value: &str, path: &str, errors: &mut Errors) -> Option<Endpoint> {
+fn parse_base_url(
+    value: &str,
+    path: &str,
+    resolve: Resolve,
+    errors: &mut Errors,
+) -> Option<Endpoint> {
     let uri: http::Uri = match value.parse() {
         Ok(uri) => uri,
         Err(e) => {
@@ -332,7 +362,11 @@ fn parse_base_url(value: &str, path: &str, errors: &mut Errors) -> Option<Endpoi
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_string();
-    let address = match (host.as_str(), port).to_socket_addrs() {
+    let resolved = match resolve {
+        Resolve::Skip => Ok(vec![SocketAddr::from(([0, 0, 0, 0], port))].into_iter()),
+        Resolve::Hosts => (host.as_str(), port).to_socket_addrs(),
+    };
+    let address = match resolved {
         Ok(mut addrs) => addrs.next(),
         Err(e) => {
             errors.add(path, format!("cannot resolve host {host:?}: {e}"));
