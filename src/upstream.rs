@@ -54,6 +54,8 @@ impl fmt::Debug for Secret {
 pub struct Endpoint {
     pub address: SocketAddr,
     pub tls: bool,
+    /// Extra CA certificates trusted for this provider's TLS.
+    pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
     /// Host name: SNI and the `Host` header.
     pub host: String,
     /// `Host` header value (with the port when it is not the scheme's).
@@ -93,6 +95,16 @@ impl Provider {
         peer.options.read_timeout = Some(timeouts.read);
         peer.options.write_timeout = Some(timeouts.write);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.ca = endpoint.ca.clone();
+        // Pingora's connection pool key leaves out the trusted CAs: without
+        // a group per provider, a connection verified under one provider's
+        // CA file could be reused for another provider at the same address.
+        peer.group_key = {
+            use std::hash::{Hash, Hasher};
+            let mut h = rustc_hash::FxHasher::default();
+            name.hash(&mut h);
+            h.finish()
+        };
         Provider {
             name,
             kind,
@@ -204,6 +216,7 @@ mod tests {
             Endpoint {
                 address: "127.0.0.1:9".parse().unwrap(),
                 tls: false,
+                ca: None,
                 host: "api.example.com".into(),
                 authority: "api.example.com".into(),
                 path_prefix: prefix.into(),

@@ -11,6 +11,7 @@ pub mod raw;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -310,7 +311,12 @@ fn validate_providers(
                 );
             }
         }
-        if let (Some(kind), Some(endpoint)) = (kind, endpoint) {
+        let ca = p
+            .ca_file
+            .as_ref()
+            .and_then(|file| read_ca_file(file, &format!("{path}.ca_file"), errors));
+        if let (Some(kind), Some(mut endpoint)) = (kind, endpoint) {
+            endpoint.ca = ca;
             providers.push(ProviderConfig {
                 name: p.name.clone(),
                 kind,
@@ -385,10 +391,36 @@ fn parse_base_url(
     Some(Endpoint {
         address,
         tls,
+        ca: None,
         host,
         authority,
         path_prefix: uri.path().trim_end_matches('/').to_string(),
     })
+}
+
+fn read_ca_file(
+    file: &str,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<Arc<pingora::protocols::tls::CaType>> {
+    let pem = match std::fs::read(file) {
+        Ok(pem) => pem,
+        Err(e) => {
+            errors.add(path, format!("cannot read {file}: {e}"));
+            return None;
+        }
+    };
+    match pingora::tls::x509::X509::stack_from_pem(&pem) {
+        Ok(certs) if !certs.is_empty() => Some(Arc::new(certs.into_boxed_slice())),
+        Ok(_) => {
+            errors.add(path, format!("{file} holds no PEM certificate"));
+            None
+        }
+        Err(e) => {
+            errors.add(path, format!("{file} is not PEM certificates: {e}"));
+            None
+        }
+    }
 }
 
 fn read_credential(raw: &RawCredential, path: &str, errors: &mut Errors) -> Option<Secret> {

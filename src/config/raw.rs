@@ -78,6 +78,9 @@ pub struct RawProvider {
     pub kind: String,
     pub base_url: String,
     pub credential: Option<RawCredential>,
+    /// PEM file of CA certificates to trust for this provider, besides the
+    /// system ones (a private CA, or a self-signed certificate).
+    pub ca_file: Option<String>,
     pub models: Vec<String>,
 }
 

@@ -66,6 +66,7 @@ providers:
     kind: openai
     base_url: "http://127.0.0.1:{DEAD_PORT}"
     models: [dead-model]
+{EXTRA_PROVIDERS}
 pricing:
   - { model: gpt-4o, input_per_mtok_usd: 2.50, output_per_mtok_usd: 10.00, cached_input_per_mtok_usd: 1.25 }
   - { model: gpt-4o-mini, input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.60 }
@@ -106,6 +107,8 @@ pub struct Options {
     pub max_body: u64,
     pub read_ms: u64,
     pub extra_keys: String,
+    /// YAML list items appended to `providers`.
+    pub extra_providers: String,
 }
 
 impl Default for Options {
@@ -114,6 +117,7 @@ impl Default for Options {
             max_body: 10 * 1024 * 1024,
             read_ms: 10_000,
             extra_keys: String::new(),
+            extra_providers: String::new(),
         }
     }
 }
@@ -157,6 +161,7 @@ pub fn render_config(
         .replace("{MAX_BODY}", &options.max_body.to_string())
         .replace("{READ_MS}", &options.read_ms.to_string())
         .replace("{EXTRA_KEYS}", &options.extra_keys)
+        .replace("{EXTRA_PROVIDERS}", &options.extra_providers)
 }
 
 impl Gateway {
