@@ -22,6 +22,9 @@ pub struct RequestFields {
     pub include_usage: bool,
     /// The body's `user` string (OpenAI), or Anthropic's `metadata.user_id`.
     pub user: Option<String>,
+    /// The most output tokens the request allows (`max_tokens`,
+    /// `max_completion_tokens` or `max_output_tokens`).
+    pub max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +35,9 @@ struct Fields<'a> {
     stream_options: Option<serde_json::Value>,
     user: Option<serde_json::Value>,
     metadata: Option<serde_json::Value>,
+    max_tokens: Option<serde_json::Value>,
+    max_completion_tokens: Option<serde_json::Value>,
+    max_output_tokens: Option<serde_json::Value>,
 }
 
 /// Parses the fields; the body must be one JSON object.
@@ -60,7 +66,15 @@ pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
                 .and_then(serde_json::Value::as_str)
         })
         .map(str::to_owned);
+    let max_tokens = [
+        &fields.max_completion_tokens,
+        &fields.max_tokens,
+        &fields.max_output_tokens,
+    ]
+    .into_iter()
+    .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
     Ok(RequestFields {
+        max_tokens,
         model: model.into_owned(),
         stream: fields.stream.unwrap_or(false),
         has_stream_options: fields.stream_options.is_some(),
@@ -137,6 +151,7 @@ mod tests {
         assert_eq!(f.model, "claude-3");
         assert!(!f.stream);
         assert_eq!(f.user.as_deref(), Some("u-2"));
+        assert_eq!(f.max_tokens, Some(5));
     }
 
     #[test]

@@ -28,6 +28,14 @@ pub enum GatewayError {
     UnknownModel(String),
     #[error("the model {model:?} is not served on {path}")]
     ModelPathMismatch { model: String, path: String },
+    #[error("rate limit of {limit} requests per minute reached for the {environment} environment; retry in {retry_after_secs} s")]
+    RateLimited {
+        environment: &'static str,
+        limit: u32,
+        retry_after_secs: u64,
+    },
+    #[error("the monthly cost cap of the {environment} environment is reached")]
+    CostCapReached { environment: &'static str },
     #[error("could not read the request body: {0}")]
     BodyRead(String),
     #[error("the provider could not be reached")]
@@ -54,6 +62,8 @@ impl GatewayError {
             GatewayError::MissingModel => 400,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::CostCapReached { .. } => 402,
             GatewayError::BodyRead(_) => 400,
             GatewayError::UpstreamUnreachable => 502,
             GatewayError::UpstreamTimeout => 504,
@@ -78,6 +88,8 @@ impl GatewayError {
             GatewayError::MissingModel => "missing_model",
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
+            GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::CostCapReached { .. } => "environment_cost_cap_exceeded",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
             GatewayError::UpstreamTimeout => "upstream_timeout",
@@ -100,6 +112,8 @@ impl GatewayError {
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
             | GatewayError::BodyRead(_) => "invalid_request_error",
+            GatewayError::RateLimited { .. } => "requests",
+            GatewayError::CostCapReached { .. } => "insufficient_quota",
             GatewayError::UpstreamUnreachable
             | GatewayError::UpstreamTimeout
             | GatewayError::UpstreamFailed(_) => "upstream_error",

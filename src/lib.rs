@@ -10,6 +10,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod fake_provider;
+pub mod limits;
 pub mod logs;
 pub mod metrics;
 pub mod model;

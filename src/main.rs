@@ -14,6 +14,9 @@ use pingora::services::listening::Service;
 use floopy_gateway::admin::AdminApp;
 use floopy_gateway::config::{self, Config, LogSinkConfig};
 use floopy_gateway::fake_provider;
+use floopy_gateway::limits::clock::SystemClock;
+use floopy_gateway::limits::state::{read_state, StateWriter};
+use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
 use floopy_gateway::logs::LogSink;
 use floopy_gateway::metrics::Metrics;
@@ -157,6 +160,15 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
 
+    // Month-to-date spend survives restarts through the state file.
+    let limiter = Arc::new(Limiter::new(Arc::new(SystemClock)));
+    let state = read_state(&config.state_file).context("restoring month-to-date spend")?;
+    limiter.import_state(&state);
+    let state_writer = StateWriter {
+        path: config.state_file.clone(),
+        limiter: limiter.clone(),
+    };
+
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,
@@ -165,7 +177,12 @@ fn run(args: Args) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, args.daemon));
     server.bootstrap();
 
-    let gateway = Gateway::new(store.clone(), sink.clone(), metrics.clone());
+    let gateway = Gateway::new(
+        store.clone(),
+        limiter.clone(),
+        sink.clone(),
+        metrics.clone(),
+    );
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
         gateway,
@@ -189,6 +206,13 @@ fn run(args: Args) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         },
     ));
+    server.add_service(background_service(
+        "spend-state",
+        StateWriter {
+            path: config.state_file.clone(),
+            limiter: limiter.clone(),
+        },
+    ));
     if let Some(listen) = config.fake_provider {
         server.add_service(background_service(
             "fake-provider",
@@ -203,8 +227,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         "floopy-gateway starting"
     );
     server.run(RunArgs::default());
-    // The server has drained: write out every request log it accepted.
+    // The server has drained: write out every request log it accepted, and
+    // the spend of the last requests.
     sink.shutdown();
+    state_writer.flush(u64::MAX);
     tracing::info!("floopy-gateway stopped");
     Ok(())
 }

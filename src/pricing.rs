@@ -53,6 +53,18 @@ pub fn cost_micro_usd(price: &Price, usage: &Usage) -> u64 {
     u64::try_from(micro).unwrap_or(u64::MAX)
 }
 
+/// A request's cost reserved at admission: every byte of the body counted
+/// as a fraction of a prompt token (about four bytes a token, rounded up,
+/// which over-counts JSON) and `output_tokens` at the output price.
+pub fn estimate_cost(price: &Price, body_bytes: usize, output_tokens: u64) -> u64 {
+    let usage = Usage {
+        prompt_tokens: (body_bytes as u64).div_ceil(4),
+        completion_tokens: output_tokens,
+        cached_tokens: 0,
+    };
+    cost_micro_usd(price, &usage)
+}
+
 /// Converts a YAML price (USD per million tokens) to micro-USD per million
 /// tokens. `None` for negative, NaN or absurdly large values.
 pub fn usd_per_mtok_to_micro(usd: f64) -> Option<u64> {
@@ -135,6 +147,17 @@ mod tests {
             cached_input: 0,
         };
         assert_eq!(cost_micro_usd(&price, &usage), u64::MAX);
+    }
+
+    #[test]
+    fn estimates_from_body_size_and_max_tokens() {
+        // 4000 bytes -> 1000 tokens * 2.5 + 500 * 10 micro-USD
+        assert_eq!(estimate_cost(&gpt4o(), 4_000, 500), 7_500);
+        assert_eq!(
+            estimate_cost(&gpt4o(), 1, 0),
+            3,
+            "one byte is a whole token"
+        );
     }
 
     #[test]

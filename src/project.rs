@@ -104,6 +104,7 @@ mod tests {
             PriceTable::default(),
             Settings {
                 max_body_bytes: 1,
+                default_completion_tokens: 1,
                 gateway_id: "t".into(),
             },
         )

@@ -29,6 +29,11 @@ use raw::*;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
 /// Default log queue: about a second of traffic at a high request rate.
 pub const DEFAULT_LOG_QUEUE_CAPACITY: usize = 65_536;
+/// Output tokens assumed for a request without `max_tokens`: a long answer,
+/// so that reservations err on the side of the cap.
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 4_096;
+/// Where month-to-date spend is kept by default (file control source).
+pub const DEFAULT_STATE_FILE: &str = "var/spend-state.json";
 
 /// One validation error: where, and what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +70,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub server: ServerSettings,
     pub max_body_bytes: u64,
+    pub default_completion_tokens: u64,
+    pub state_file: PathBuf,
     pub timeouts: Timeouts,
     pub providers: Vec<ProviderConfig>,
     pub prices: Vec<(String, Price)>,
@@ -178,6 +185,22 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
         Some(n) => n,
         None => DEFAULT_MAX_BODY_BYTES,
     };
+    let default_completion_tokens = match raw.limits.default_completion_tokens {
+        Some(0) => {
+            errors.add("limits.default_completion_tokens", "must be greater than 0");
+            DEFAULT_COMPLETION_TOKENS
+        }
+        Some(n) => n,
+        None => DEFAULT_COMPLETION_TOKENS,
+    };
+    let state_file = match &raw.limits.state_file {
+        Some(p) if p.is_empty() => {
+            errors.add("limits.state_file", "must not be empty");
+            PathBuf::new()
+        }
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(DEFAULT_STATE_FILE),
+    };
     let timeouts = validate_timeouts(&raw.timeouts, &mut errors);
     let providers = validate_providers(&raw.providers, resolve, &mut errors);
     let prices = validate_pricing(&raw.pricing, &mut errors);
@@ -192,6 +215,8 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
         (Some(server), Some(control)) if errors.0.is_empty() => Ok(Config {
             server,
             max_body_bytes,
+            default_completion_tokens,
+            state_file,
             timeouts,
             providers,
             prices,

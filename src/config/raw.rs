@@ -59,6 +59,12 @@ fn default_graceful_shutdown_timeout_seconds() -> u64 {
 pub struct RawLimits {
     /// Largest request body accepted, in bytes (SPEC: 10 MiB by default).
     pub max_body_bytes: Option<u64>,
+    /// Output tokens assumed when reserving the cost of a request that sets
+    /// no `max_tokens`.
+    pub default_completion_tokens: Option<u64>,
+    /// Where month-to-date spend is kept across restarts (file control
+    /// source).
+    pub state_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

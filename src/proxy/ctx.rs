@@ -10,6 +10,8 @@ use uuid::Uuid;
 use super::route::Route;
 use crate::auth::Principal;
 use crate::error::GatewayError;
+use crate::limits::rpm::RpmDecision;
+use crate::limits::Admission;
 use crate::snapshot::Snapshot;
 use crate::upstream::Provider;
 use crate::usage::json::ResponseCapture;
@@ -42,6 +44,10 @@ pub struct RequestCtx {
     pub first_byte_at: Option<Instant>,
     pub sse: Option<SseUsageParser>,
     pub capture: Option<ResponseCapture>,
+    /// What the limits admitted; settled once, in `logging`.
+    pub admission: Option<Admission>,
+    /// The RPM state, for the `x-ratelimit-*` headers.
+    pub rpm: Option<RpmDecision>,
 }
 
 impl RequestCtx {
@@ -65,6 +71,8 @@ impl RequestCtx {
             first_byte_at: None,
             sse: None,
             capture: None,
+            admission: None,
+            rpm: None,
         }
     }
 }

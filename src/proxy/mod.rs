@@ -33,8 +33,10 @@ use pingora_proxy::FailToProxy;
 use crate::auth::{authenticate, AuthError};
 use crate::body::{parse_request, request_stream_usage};
 use crate::error::GatewayError;
+use crate::limits::{LimitRefusal, Limiter};
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
+use crate::pricing::estimate_cost;
 use crate::project::resolve_project;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::usage::json::ResponseCapture;
@@ -47,6 +49,7 @@ pub const PROJECT_ID_HEADER: &str = "floopy-project-id";
 
 pub struct Gateway {
     store: Arc<SnapshotStore>,
+    limiter: Arc<Limiter>,
     sink: Arc<dyn LogSink>,
     metrics: Arc<Metrics>,
 }
@@ -60,9 +63,15 @@ enum Admission {
 }
 
 impl Gateway {
-    pub fn new(store: Arc<SnapshotStore>, sink: Arc<dyn LogSink>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        store: Arc<SnapshotStore>,
+        limiter: Arc<Limiter>,
+        sink: Arc<dyn LogSink>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Gateway {
             store,
+            limiter,
             sink,
             metrics,
         }
@@ -120,6 +129,42 @@ impl Gateway {
             });
         }
         ctx.provider = Some(provider.clone());
+        if let Some(environment) = principal.environment {
+            let estimate = snapshot.prices.get(&fields.model).map_or(0, |price| {
+                estimate_cost(
+                    price,
+                    body.len(),
+                    fields
+                        .max_tokens
+                        .unwrap_or(snapshot.settings.default_completion_tokens),
+                )
+            });
+            let limits = snapshot.environment_limits(principal.org_id, environment);
+            match self
+                .limiter
+                .admit(principal.org_id, environment, limits, estimate)
+            {
+                Ok(admission) => {
+                    ctx.rpm = admission.rpm;
+                    ctx.admission = Some(admission);
+                }
+                Err(LimitRefusal::RateLimited(decision)) => {
+                    self.metrics.rate_limited.inc();
+                    ctx.rpm = Some(decision);
+                    return Err(GatewayError::RateLimited {
+                        environment: environment.as_str(),
+                        limit: decision.limit,
+                        retry_after_secs: decision.reset_secs(),
+                    });
+                }
+                Err(LimitRefusal::CostCapReached(_)) => {
+                    self.metrics.cost_capped.inc();
+                    return Err(GatewayError::CostCapReached {
+                        environment: environment.as_str(),
+                    });
+                }
+            }
+        }
         // The gateway needs the usage of every stream; when the client did
         // not ask for it, ask on its behalf and strip it from the answer.
         let inject_usage = fields.stream && route.supports_stream_usage() && !fields.include_usage;
@@ -155,6 +200,18 @@ fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_e
     resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.hyphenated().to_string())?;
     if let Some(project) = ctx.project_id {
         resp.insert_header(PROJECT_ID_HEADER, project.hyphenated().to_string())?;
+    }
+    if let Some(rpm) = &ctx.rpm {
+        // OpenAI's names and formats.
+        resp.insert_header("x-ratelimit-limit-requests", rpm.limit)?;
+        resp.insert_header("x-ratelimit-remaining-requests", rpm.remaining)?;
+        resp.insert_header(
+            "x-ratelimit-reset-requests",
+            format!("{}s", rpm.reset_secs()),
+        )?;
+        if !rpm.allowed {
+            resp.insert_header(http::header::RETRY_AFTER, rpm.reset_secs())?;
+        }
     }
     Ok(())
 }
@@ -361,8 +418,24 @@ impl ProxyHttp for Gateway {
             .status
             .or_else(|| ctx.error.as_ref().map(GatewayError::status));
         self.metrics.count_request(status.unwrap_or(499));
-        if let Some(record) = record::build(session.req_header(), e, ctx, &self.metrics) {
-            self.sink.submit(record);
+        let Some(record) = record::build(session.req_header(), e, ctx, &self.metrics) else {
+            return;
+        };
+        if let Some(key) = &ctx.principal {
+            let cap = ctx
+                .snapshot
+                .as_ref()
+                .zip(key.environment)
+                .and_then(|(snapshot, env)| snapshot.environment_limits(key.org_id, env))
+                .and_then(|l| l.monthly_cost_micro_usd);
+            self.limiter.settle(
+                ctx.admission.take().unwrap_or_default(),
+                key.org_id,
+                ctx.project_id,
+                cap,
+                record.cost_micro_usd,
+            );
         }
+        self.sink.submit(record);
     }
 }

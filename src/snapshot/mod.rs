@@ -61,6 +61,8 @@ pub type KeyMap = HashMap<HashedKey, Arc<ApiKey>, BuildHasherDefault<PassThrough
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_body_bytes: u64,
+    /// Output tokens assumed when reserving a request without `max_tokens`.
+    pub default_completion_tokens: u64,
     pub gateway_id: Arc<str>,
 }
 
@@ -109,6 +111,7 @@ impl Snapshot {
             PriceTable::new(config.prices.iter().cloned()),
             Settings {
                 max_body_bytes: config.max_body_bytes,
+                default_completion_tokens: config.default_completion_tokens,
                 gateway_id: Arc::from(config.server.gateway_id.as_str()),
             },
         )

@@ -122,7 +122,13 @@ impl SseUsageParser {
 
     /// Records the usage an event carries; returns whether to forward it.
     fn on_event(&mut self, event: &[u8]) -> bool {
-        if memchr::memmem::find(event, b"\"usage\"").is_none() {
+        let Some(at) = memchr::memmem::find(event, KEY) else {
+            return true;
+        };
+        // A stream that asked for usage carries `"usage":null` in every
+        // content chunk: skip those without parsing.
+        let rest = &event[at + KEY.len()..];
+        if is_null_value(rest) && memchr::memmem::find(rest, KEY).is_none() {
             return true;
         }
         let Some(data) = event_data(event) else {
@@ -182,6 +188,15 @@ impl SseUsageParser {
             None => self.usage = Some(usage),
         }
     }
+}
+
+const KEY: &[u8] = b"\"usage\"";
+
+/// Whether `rest` (what follows a key) is `: null`.
+fn is_null_value(rest: &[u8]) -> bool {
+    let rest = rest.trim_ascii_start();
+    rest.strip_prefix(b":")
+        .is_some_and(|v| v.trim_ascii_start().starts_with(b"null"))
 }
 
 /// Length of the first complete event in `data` (through its blank line).
@@ -349,6 +364,25 @@ mod tests {
         let client = run(&mut parser, junk, 3);
         assert_eq!(client, junk, "unparseable usage event is forwarded");
         assert_eq!(parser.usage(), None);
+    }
+
+    #[test]
+    fn null_usage_on_content_chunks_is_skipped_and_the_real_one_read() {
+        let stream = concat!(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}],\"usage\" : null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n",
+        );
+        let mut parser = SseUsageParser::new(ProviderKind::OpenAi, true);
+        let client = run(&mut parser, stream.as_bytes(), 7);
+        assert_eq!(parser.usage().map(|u| u.completion_tokens), Some(4));
+        assert_eq!(
+            client.windows(7).filter(|w| w == b"\"usage\"").count(),
+            2,
+            "content chunks kept, usage chunk stripped"
+        );
+        assert!(is_null_value(b" : null}"));
+        assert!(!is_null_value(b":{\"a\":null}"));
     }
 
     #[test]

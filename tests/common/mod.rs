@@ -48,6 +48,8 @@ server:
   graceful_shutdown_timeout_seconds: 1
 limits:
   max_body_bytes: {MAX_BODY}
+  state_file: "{STATE}"
+  default_completion_tokens: 100
 timeouts:
   connect_ms: 1000
   read_ms: {READ_MS}
@@ -89,6 +91,7 @@ control:
         - { id: "0190a000-0000-7000-8000-00000000000d", name: revoked, environment: production, revoked: true, secret: "fpk_revokedkey000000000000000000000000004" }
         - { id: "0190a000-0000-7000-8000-00000000000e", name: noenv, secret: "fpk_noenvkey0000000000000000000000000005" }
 {EXTRA_KEYS}
+{ENV_LIMITS}
     - id: "0190a000-0000-7000-8000-000000000002"
       name: "Other Org"
       plan: enterprise
@@ -109,6 +112,10 @@ pub struct Options {
     pub extra_keys: String,
     /// YAML list items appended to `providers`.
     pub extra_providers: String,
+    /// The test org's `environment_limits:` member (indented 6 spaces).
+    pub env_limits: String,
+    /// Spend state file; default: beside the request log.
+    pub state_file: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -118,6 +125,8 @@ impl Default for Options {
             read_ms: 10_000,
             extra_keys: String::new(),
             extra_providers: String::new(),
+            env_limits: String::new(),
+            state_file: None,
         }
     }
 }
@@ -161,6 +170,16 @@ pub fn render_config(
         .replace("{MAX_BODY}", &options.max_body.to_string())
         .replace("{READ_MS}", &options.read_ms.to_string())
         .replace("{EXTRA_KEYS}", &options.extra_keys)
+        .replace("{ENV_LIMITS}", &options.env_limits)
+        .replace(
+            "{STATE}",
+            &options
+                .state_file
+                .clone()
+                .unwrap_or_else(|| log.with_file_name("spend-state.json"))
+                .display()
+                .to_string(),
+        )
         .replace("{EXTRA_PROVIDERS}", &options.extra_providers)
 }
 

@@ -1,0 +1,311 @@
+//! Environment limits: requests per minute and the monthly cost cap of each
+//! (org, environment), and month-to-date spend per environment and per
+//! project. The counters live here, outside the snapshot, so reloads keep
+//! them; the limits themselves are read from the request's snapshot.
+//!
+//! A request is admitted once (`Limiter::admit`: the RPM count, then a
+//! reservation of its estimated cost) and ended once (`Limiter::settle`:
+//! release the reservation, add the real cost). `rpm` and `spend` hold the
+//! arithmetic; `state` makes spend survive a restart.
+
+pub mod clock;
+pub mod rpm;
+pub mod spend;
+pub mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use rustc_hash::FxHashMap;
+use uuid::Uuid;
+
+use crate::model::{Environment, EnvironmentLimits};
+use clock::{month_of, Clock};
+use rpm::{RpmDecision, RpmWindow};
+use spend::{CapRefusal, Spend};
+
+/// Counters of one (org, environment).
+#[derive(Debug, Default)]
+pub struct EnvCounters {
+    pub rpm: RpmWindow,
+    pub spend: Mutex<Spend>,
+}
+
+/// Month-to-date spend of one project.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectSpend {
+    pub month: u32,
+    pub settled: u64,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitRefusal {
+    RateLimited(RpmDecision),
+    CostCapReached(CapRefusal),
+}
+
+/// What admission took; handed back to `settle` when the request ends.
+#[derive(Debug, Default)]
+pub struct Admission {
+    counters: Option<Arc<EnvCounters>>,
+    reserved: u64,
+    /// The RPM state for the response's `x-ratelimit-*` headers.
+    pub rpm: Option<RpmDecision>,
+}
+
+pub struct Limiter {
+    clock: Arc<dyn Clock>,
+    envs: RwLock<FxHashMap<(Uuid, Environment), Arc<EnvCounters>>>,
+    projects: RwLock<FxHashMap<(Uuid, Uuid), ProjectSpend>>,
+    /// Bumped on every settlement: the state file is written when it moved.
+    changes: AtomicU64,
+}
+
+impl Limiter {
+    pub fn new(clock: Arc<dyn Clock>) -> Self {
+        Limiter {
+            clock,
+            envs: RwLock::default(),
+            projects: RwLock::default(),
+            changes: AtomicU64::new(0),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    /// The counters of (org, env), created on first use.
+    pub fn counters(&self, org: Uuid, env: Environment) -> Arc<EnvCounters> {
+        if let Some(c) = self
+            .envs
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(org, env)).cloned())
+        {
+            return c;
+        }
+        match self.envs.write() {
+            Ok(mut map) => map.entry((org, env)).or_default().clone(),
+            // A panic while holding the lock cannot leave the map
+            // inconsistent (inserts only): keep counting in a fresh entry.
+            Err(poisoned) => poisoned.into_inner().entry((org, env)).or_default().clone(),
+        }
+    }
+
+    /// Admits a request of a key with environment `env` in `org` under
+    /// `limits`, reserving `estimate` micro-USD against the cost cap.
+    pub fn admit(
+        &self,
+        org: Uuid,
+        env: Environment,
+        limits: Option<&EnvironmentLimits>,
+        estimate: u64,
+    ) -> Result<Admission, LimitRefusal> {
+        let counters = self.counters(org, env);
+        let now = self.clock.now_ms();
+        let mut admission = Admission::default();
+        if let Some(rpm) = limits.and_then(|l| l.rpm) {
+            let decision = counters.rpm.try_acquire(now, rpm);
+            if !decision.allowed {
+                return Err(LimitRefusal::RateLimited(decision));
+            }
+            admission.rpm = Some(decision);
+        }
+        if let Some(cap) = limits.and_then(|l| l.monthly_cost_micro_usd) {
+            let mut spend = lock(&counters.spend);
+            spend
+                .try_reserve(month_of(now), cap, estimate)
+                .map_err(LimitRefusal::CostCapReached)?;
+            admission.reserved = estimate;
+        }
+        admission.counters = Some(counters);
+        Ok(admission)
+    }
+
+    /// Ends a request: releases what `admission` reserved and adds `actual`
+    /// micro-USD to its environment (if it has one) and its project.
+    /// `cap` is the environment's cap now (the block follows it).
+    pub fn settle(
+        &self,
+        admission: Admission,
+        org: Uuid,
+        project: Option<Uuid>,
+        cap: Option<u64>,
+        actual: u64,
+    ) {
+        let month = month_of(self.clock.now_ms());
+        if let Some(counters) = &admission.counters {
+            lock(&counters.spend).settle(month, cap, admission.reserved, actual);
+        }
+        if let Some(project) = project.filter(|_| actual > 0) {
+            let mut projects = match self.projects.write() {
+                Ok(map) => map,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let entry = projects.entry((org, project)).or_default();
+            if month > entry.month {
+                *entry = ProjectSpend { month, settled: 0 };
+            }
+            entry.settled = entry.settled.saturating_add(actual);
+        }
+        self.changes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Month-to-date settled spend of (org, env), this month.
+    pub fn environment_spend(&self, org: Uuid, env: Environment) -> u64 {
+        let month = month_of(self.clock.now_ms());
+        let spend = *lock(&self.counters(org, env).spend);
+        if spend.month == month {
+            spend.settled
+        } else {
+            0
+        }
+    }
+
+    /// Month-to-date settled spend of a project, this month.
+    pub fn project_spend(&self, org: Uuid, project: Uuid) -> u64 {
+        let month = month_of(self.clock.now_ms());
+        self.projects
+            .read()
+            .ok()
+            .and_then(|m| m.get(&(org, project)).copied())
+            .filter(|p| p.month == month)
+            .map_or(0, |p| p.settled)
+    }
+
+    /// A counter that moves whenever spend changes.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The guarded values are plain numbers updated in one step: a poisoned
+    // lock still holds a consistent value.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clock::{month_start_ms, FakeClock};
+
+    const ORG: Uuid = Uuid::from_u128(1);
+    const PROJECT: Uuid = Uuid::from_u128(2);
+
+    fn limits(rpm: Option<u32>, cap: Option<u64>) -> EnvironmentLimits {
+        EnvironmentLimits {
+            org_id: ORG,
+            environment: Environment::Production,
+            rpm,
+            monthly_cost_micro_usd: cap,
+        }
+    }
+
+    fn limiter_at(ms: u64) -> (Arc<FakeClock>, Limiter) {
+        let clock = Arc::new(FakeClock::at(ms));
+        (clock.clone(), Limiter::new(clock))
+    }
+
+    #[test]
+    fn environments_are_counted_apart() {
+        let (_, limiter) = limiter_at(month_start_ms(2026, 11));
+        let l = limits(Some(1), None);
+        assert!(limiter
+            .admit(ORG, Environment::Production, Some(&l), 0)
+            .is_ok());
+        assert!(matches!(
+            limiter.admit(ORG, Environment::Production, Some(&l), 0),
+            Err(LimitRefusal::RateLimited(_))
+        ));
+        assert!(limiter
+            .admit(ORG, Environment::Staging, Some(&l), 0)
+            .is_ok());
+        assert!(limiter
+            .admit(Uuid::from_u128(9), Environment::Production, Some(&l), 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn minute_windows_follow_the_clock() {
+        let (clock, limiter) = limiter_at(month_start_ms(2026, 11) + 30_000);
+        let l = limits(Some(2), None);
+        for _ in 0..2 {
+            assert!(limiter
+                .admit(ORG, Environment::Production, Some(&l), 0)
+                .is_ok());
+        }
+        let refused = limiter.admit(ORG, Environment::Production, Some(&l), 0);
+        assert!(matches!(refused, Err(LimitRefusal::RateLimited(d)) if d.reset_secs() == 30));
+        clock.advance(30_000);
+        assert!(limiter
+            .admit(ORG, Environment::Production, Some(&l), 0)
+            .is_ok());
+    }
+
+    #[test]
+    fn spend_settles_per_environment_and_project_and_rolls_monthly() {
+        let (clock, limiter) = limiter_at(month_start_ms(2026, 12) - 1);
+        let l = limits(None, Some(1_000));
+        let a = limiter
+            .admit(ORG, Environment::Production, Some(&l), 600)
+            .unwrap();
+        limiter.settle(a, ORG, Some(PROJECT), Some(1_000), 999);
+        assert_eq!(limiter.environment_spend(ORG, Environment::Production), 999);
+        assert_eq!(limiter.project_spend(ORG, PROJECT), 999);
+        let a = limiter
+            .admit(ORG, Environment::Production, Some(&l), 600)
+            .unwrap();
+        limiter.settle(a, ORG, Some(PROJECT), Some(1_000), 1);
+        assert!(matches!(
+            limiter.admit(ORG, Environment::Production, Some(&l), 1),
+            Err(LimitRefusal::CostCapReached(CapRefusal::Blocked { .. }))
+        ));
+        clock.advance(1); // 00:00 UTC, December 1st
+        assert_eq!(limiter.environment_spend(ORG, Environment::Production), 0);
+        assert_eq!(limiter.project_spend(ORG, PROJECT), 0);
+        assert!(limiter
+            .admit(ORG, Environment::Production, Some(&l), 1)
+            .is_ok());
+    }
+
+    #[test]
+    fn concurrent_admissions_overshoot_by_at_most_one_estimate_plus_excess() {
+        let (_, limiter) = limiter_at(month_start_ms(2026, 11));
+        let limiter = Arc::new(limiter);
+        let cap = 1_000_000;
+        let l = limits(None, Some(cap));
+        let threads: Vec<_> = (0..8)
+            .map(|i| {
+                let limiter = limiter.clone();
+                std::thread::spawn(move || {
+                    let mut admitted = 0u64;
+                    for j in 0..5_000u64 {
+                        // Estimates 1000, actual costs 900..=1100.
+                        if let Ok(a) = limiter.admit(ORG, Environment::Production, Some(&l), 1_000)
+                        {
+                            admitted += 1;
+                            let actual = 900 + (i * 31 + j * 17) % 201;
+                            limiter.settle(a, ORG, None, Some(cap), actual);
+                        }
+                    }
+                    admitted
+                })
+            })
+            .collect();
+        let admitted: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        let settled = limiter.environment_spend(ORG, Environment::Production);
+        assert!(settled >= cap, "the cap was reached ({settled})");
+        // One request's cost plus what actual costs exceeded estimates
+        // (at most 100 each for the requests in flight at the end: 8).
+        assert!(
+            settled <= cap + 1_100 + 8 * 100,
+            "overshoot too large: {settled}"
+        );
+        assert!(admitted < 8 * 5_000, "requests were refused");
+    }
+}
