@@ -590,8 +590,77 @@ fn request_body(c: &mut Criterion) {
     g.finish();
 }
 
+/// The per-request limit check: RPM count plus cost reservation at
+/// admission, settlement at the end; next to the same bookkeeping in one
+/// mutex-guarded map.
+fn limits(c: &mut Criterion) {
+    use floopy_gateway::limits::clock::SystemClock;
+    use floopy_gateway::limits::Limiter;
+    use floopy_gateway::model::{Environment, EnvironmentLimits};
+    use std::sync::Mutex;
+
+    let mut group = group(c, "limits");
+    let orgs: Vec<Uuid> = (0..1000u128).map(Uuid::from_u128).collect();
+    let limits: Vec<EnvironmentLimits> = orgs
+        .iter()
+        .map(|&org_id| EnvironmentLimits {
+            org_id,
+            environment: Environment::Production,
+            rpm: Some(u32::MAX),
+            monthly_cost_micro_usd: Some(u64::MAX / 2),
+        })
+        .collect();
+    let limiter = Limiter::new(Arc::new(SystemClock));
+    let mut i = 0usize;
+    group.bench_function("admit_and_settle", |b| {
+        b.iter(|| {
+            i = (i + 1) % orgs.len();
+            let admission = limiter
+                .admit(orgs[i], Environment::Production, Some(&limits[i]), 10_000)
+                .unwrap();
+            limiter.settle(
+                admission,
+                orgs[i],
+                Some(DEFAULT_PROJECT_ID),
+                limits[i].monthly_cost_micro_usd,
+                9_000,
+            );
+        })
+    });
+    // (org, env) -> (minute, count, settled, reserved) under one mutex.
+    type Counters = (u64, u64, u64, u64);
+    let plain: Mutex<HashMap<(Uuid, Environment), Counters>> = Mutex::new(HashMap::new());
+    let mut j = 0usize;
+    group.bench_function("plain_mutex_map", |b| {
+        b.iter(|| {
+            j = (j + 1) % orgs.len();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let key = (orgs[j], Environment::Production);
+            {
+                let mut map = plain.lock().unwrap();
+                let e = map.entry(key).or_default();
+                if e.0 != now / 60_000 {
+                    *e = (now / 60_000, 0, e.2, e.3);
+                }
+                e.1 += 1;
+                e.3 += 10_000;
+            }
+            let mut map = plain.lock().unwrap();
+            let e = map.entry(key).or_default();
+            e.3 -= 10_000;
+            e.2 += 9_000;
+            black_box(e.2);
+        })
+    });
+    group.finish();
+}
+
 criterion_group!(
     benches,
+    limits,
     key_lookup,
     project_resolution,
     usage_json,
