@@ -54,10 +54,36 @@ pub struct Admission {
     pub rpm: Option<RpmDecision>,
 }
 
+/// Shared counters by key, created on first use and never removed (a few
+/// bytes per environment or project seen).
+#[derive(Debug)]
+struct CounterMap<K, V>(RwLock<FxHashMap<K, Arc<V>>>);
+
+impl<K: std::hash::Hash + Eq + Copy, V: Default> CounterMap<K, V> {
+    fn new() -> Self {
+        CounterMap(RwLock::new(FxHashMap::default()))
+    }
+
+    fn get(&self, key: K) -> Arc<V> {
+        if let Some(v) = self.0.read().ok().and_then(|m| m.get(&key).cloned()) {
+            return v;
+        }
+        // A panic while holding the lock cannot leave the map inconsistent
+        // (inserts only): go on with it.
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key).or_default().clone()
+    }
+
+    fn entries(&self) -> Vec<(K, Arc<V>)> {
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        map.iter().map(|(k, v)| (*k, v.clone())).collect()
+    }
+}
+
 pub struct Limiter {
     clock: Arc<dyn Clock>,
-    envs: RwLock<FxHashMap<(Uuid, Environment), Arc<EnvCounters>>>,
-    projects: RwLock<FxHashMap<(Uuid, Uuid), ProjectSpend>>,
+    envs: CounterMap<(Uuid, Environment), EnvCounters>,
+    projects: CounterMap<(Uuid, Uuid), Mutex<ProjectSpend>>,
     /// Bumped on every settlement: the state file is written when it moved.
     changes: AtomicU64,
 }
@@ -66,8 +92,8 @@ impl Limiter {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Limiter {
             clock,
-            envs: RwLock::default(),
-            projects: RwLock::default(),
+            envs: CounterMap::new(),
+            projects: CounterMap::new(),
             changes: AtomicU64::new(0),
         }
     }
@@ -78,20 +104,11 @@ impl Limiter {
 
     /// The counters of (org, env), created on first use.
     pub fn counters(&self, org: Uuid, env: Environment) -> Arc<EnvCounters> {
-        if let Some(c) = self
-            .envs
-            .read()
-            .ok()
-            .and_then(|m| m.get(&(org, env)).cloned())
-        {
-            return c;
-        }
-        match self.envs.write() {
-            Ok(mut map) => map.entry((org, env)).or_default().clone(),
-            // A panic while holding the lock cannot leave the map
-            // inconsistent (inserts only): keep counting in a fresh entry.
-            Err(poisoned) => poisoned.into_inner().entry((org, env)).or_default().clone(),
-        }
+        self.envs.get((org, env))
+    }
+
+    fn project(&self, org: Uuid, project: Uuid) -> Arc<Mutex<ProjectSpend>> {
+        self.projects.get((org, project))
     }
 
     /// Admits a request of a key with environment `env` in `org` under
@@ -140,11 +157,8 @@ impl Limiter {
             lock(&counters.spend).settle(month, cap, admission.reserved, actual);
         }
         if let Some(project) = project.filter(|_| actual > 0) {
-            let mut projects = match self.projects.write() {
-                Ok(map) => map,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            let entry = projects.entry((org, project)).or_default();
+            let spend = self.project(org, project);
+            let mut entry = lock(&spend);
             if month > entry.month {
                 *entry = ProjectSpend { month, settled: 0 };
             }
@@ -167,12 +181,12 @@ impl Limiter {
     /// Month-to-date settled spend of a project, this month.
     pub fn project_spend(&self, org: Uuid, project: Uuid) -> u64 {
         let month = month_of(self.clock.now_ms());
-        self.projects
-            .read()
-            .ok()
-            .and_then(|m| m.get(&(org, project)).copied())
-            .filter(|p| p.month == month)
-            .map_or(0, |p| p.settled)
+        let spend = *lock(&self.project(org, project));
+        if spend.month == month {
+            spend.settled
+        } else {
+            0
+        }
     }
 
     /// A counter that moves whenever spend changes.

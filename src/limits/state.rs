@@ -73,29 +73,26 @@ impl Limiter {
             version: VERSION,
             ..SpendState::default()
         };
-        if let Ok(envs) = self.envs.read() {
-            for ((org, env), counters) in envs.iter() {
-                let spend = *lock(&counters.spend);
-                if spend.month == month && spend.settled > 0 {
-                    state.environments.push(EnvironmentEntry {
-                        org_id: *org,
-                        environment: env.as_str().to_string(),
-                        month,
-                        settled_micro_usd: spend.settled,
-                    });
-                }
+        for ((org, env), counters) in self.envs.entries() {
+            let spend = *lock(&counters.spend);
+            if spend.month == month && spend.settled > 0 {
+                state.environments.push(EnvironmentEntry {
+                    org_id: org,
+                    environment: env.as_str().to_string(),
+                    month,
+                    settled_micro_usd: spend.settled,
+                });
             }
         }
-        if let Ok(projects) = self.projects.read() {
-            for ((org, project), spend) in projects.iter() {
-                if spend.month == month {
-                    state.projects.push(ProjectEntry {
-                        org_id: *org,
-                        project_id: *project,
-                        month,
-                        settled_micro_usd: spend.settled,
-                    });
-                }
+        for ((org, project), spend) in self.projects.entries() {
+            let spend = *lock(&spend);
+            if spend.month == month {
+                state.projects.push(ProjectEntry {
+                    org_id: org,
+                    project_id: project,
+                    month,
+                    settled_micro_usd: spend.settled,
+                });
             }
         }
         state
@@ -117,18 +114,11 @@ impl Limiter {
             spend.roll(month);
             spend.settled = spend.settled.max(e.settled_micro_usd);
         }
-        let mut projects = match self.projects.write() {
-            Ok(map) => map,
-            Err(poisoned) => poisoned.into_inner(),
-        };
         for p in state.projects.iter().filter(|p| p.month == month) {
-            projects.insert(
-                (p.org_id, p.project_id),
-                ProjectSpend {
-                    month,
-                    settled: p.settled_micro_usd,
-                },
-            );
+            *lock(&self.project(p.org_id, p.project_id)) = ProjectSpend {
+                month,
+                settled: p.settled_micro_usd,
+            };
         }
     }
 }
