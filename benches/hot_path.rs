@@ -23,7 +23,7 @@ use floopy_gateway::body::{parse_request, request_stream_usage};
 use floopy_gateway::model::{hash_key, ApiKey, ControlData, KeyHash, Project, DEFAULT_PROJECT_ID};
 use floopy_gateway::pricing::{cost_micro_usd, Price, PriceTable};
 use floopy_gateway::project::resolve_project;
-use floopy_gateway::snapshot::{Settings, Snapshot};
+use floopy_gateway::snapshot::{ConfigParts, Settings, Snapshot};
 use floopy_gateway::upstream::{ProviderKind, Routes};
 use floopy_gateway::usage::json::usage_from_json;
 use floopy_gateway::usage::sse::SseUsageParser;
@@ -41,13 +41,15 @@ fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
 fn snapshot_of(data: &ControlData) -> Snapshot {
     Snapshot::build(
         data,
-        Routes::default(),
-        PriceTable::default(),
-        Settings {
-            max_body_bytes: 1 << 20,
-            default_completion_tokens: 4096,
-            gateway_id: "bench".into(),
-        },
+        std::sync::Arc::new(ConfigParts::new(
+            Routes::default(),
+            PriceTable::default(),
+            Settings {
+                max_body_bytes: 1 << 20,
+                default_completion_tokens: 4096,
+                gateway_id: "bench".into(),
+            },
+        )),
     )
 }
 

@@ -47,7 +47,7 @@ mod tests {
     use super::*;
     use crate::model::ControlData;
     use crate::pricing::PriceTable;
-    use crate::snapshot::Settings;
+    use crate::snapshot::{ConfigParts, Settings};
     use crate::upstream::Routes;
     use uuid::Uuid;
 
@@ -71,13 +71,15 @@ mod tests {
         };
         Snapshot::build(
             &data,
-            Routes::default(),
-            PriceTable::default(),
-            Settings {
-                max_body_bytes: 1,
-                default_completion_tokens: 1,
-                gateway_id: "t".into(),
-            },
+            std::sync::Arc::new(ConfigParts::new(
+                Routes::default(),
+                PriceTable::default(),
+                Settings {
+                    max_body_bytes: 1,
+                    default_completion_tokens: 1,
+                    gateway_id: "t".into(),
+                },
+            )),
         )
     }
 

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod fake_provider;
 pub mod limits;

@@ -12,7 +12,9 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use floopy_gateway::admin::AdminApp;
-use floopy_gateway::config::{self, Config, LogSinkConfig};
+use floopy_gateway::config::{self, Config, ControlSource, LogSinkConfig};
+use floopy_gateway::control::cache::read_cache;
+use floopy_gateway::control::postgres::{initial_load, ControlSync};
 use floopy_gateway::fake_provider;
 use floopy_gateway::limits::clock::SystemClock;
 use floopy_gateway::limits::state::{read_state, StateWriter};
@@ -20,12 +22,14 @@ use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
 use floopy_gateway::logs::LogSink;
 use floopy_gateway::metrics::Metrics;
+use floopy_gateway::model::ControlData;
 use floopy_gateway::proxy::Gateway;
 use floopy_gateway::reload::{install_sighup_handler, Reloader};
-use floopy_gateway::snapshot::{Snapshot, SnapshotStore};
+use floopy_gateway::snapshot::{ConfigParts, SnapshotStore};
 
 const USAGE: &str = "usage: floopy-gateway [--config FILE] [--upgrade] [--daemon]
        floopy-gateway --check-config FILE [FILE...]
+       floopy-gateway admin [--database-url URL] COMMAND ... (see: floopy-gateway admin help)
 
   --config FILE        the YAML configuration (default conf/gateway.yaml)
   --check-config FILE  validate configuration files and exit (non-zero on errors);
@@ -68,6 +72,10 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().is_some_and(|a| a == "admin") {
+        return admin(&argv[1..]);
+    }
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
@@ -88,6 +96,56 @@ fn main() -> ExitCode {
             eprintln!("floopy-gateway: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn admin(args: &[String]) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("floopy-gateway admin: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(floopy_gateway::control::admin::run(args)) {
+        Ok(output) => {
+            print!("{output}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("floopy-gateway admin: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The control data to start with: the file's, or the control database's
+/// (falling back to the cache file when the database is unreachable).
+fn initial_control_data(source: &ControlSource) -> anyhow::Result<ControlData> {
+    let postgres = match source {
+        ControlSource::File(data) => return Ok(data.clone()),
+        ControlSource::Postgres(postgres) => postgres,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match runtime.block_on(initial_load(postgres)) {
+        Ok(data) => Ok(data),
+        Err(e) => match &postgres.cache_file {
+            Some(path) => {
+                let data = read_cache(path).map_err(|cache| {
+                    anyhow::anyhow!("{e}; and the cache file cannot be used: {cache}")
+                })?;
+                tracing::warn!(error = %e, cache = %path.display(), "control database unreachable at start; serving the cached control data until it is back");
+                Ok(data)
+            }
+            None => Err(anyhow::anyhow!(
+                "{e} (configure control.cache_file to start from the last known data when the database is down)"
+            )),
+        },
     }
 }
 
@@ -149,7 +207,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     install_sighup_handler().context("installing the SIGHUP handler")?;
 
     let metrics = Arc::new(Metrics::default());
-    let store = Arc::new(SnapshotStore::new(Snapshot::from_config(&config)));
+    let data = initial_control_data(&config.control)?;
+    let store = Arc::new(SnapshotStore::new(ConfigParts::from_config(&config), data));
     let sink: Arc<dyn LogSink> = match &config.log_sink {
         LogSinkConfig::File {
             path,
@@ -193,7 +252,14 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     let mut admin = Service::new(
         "floopy-admin".to_string(),
-        AdminApp::new(store.clone(), metrics.clone()),
+        AdminApp::new(
+            store.clone(),
+            metrics.clone(),
+            match &config.control {
+                ControlSource::File(_) => None,
+                ControlSource::Postgres(p) => Some(p.max_staleness),
+            },
+        ),
     );
     admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(admin);
@@ -206,6 +272,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             metrics: metrics.clone(),
         },
     ));
+    if let ControlSource::Postgres(source) = &config.control {
+        server.add_service(background_service(
+            "control-sync",
+            ControlSync {
+                source: source.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+            },
+        ));
+    }
     server.add_service(background_service(
         "spend-state",
         StateWriter {

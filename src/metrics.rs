@@ -36,6 +36,8 @@ pub struct Metrics {
     pub log_queue_overflow: Counter,
     pub log_write_errors: Counter,
     pub reloads_ok: Counter,
+    pub control_loads: Counter,
+    pub control_errors: Counter,
     pub reloads_failed: Counter,
 }
 
@@ -52,6 +54,8 @@ impl Default for Metrics {
             log_queue_overflow: Counter::default(),
             log_write_errors: Counter::default(),
             reloads_ok: Counter::default(),
+            control_loads: Counter::default(),
+            control_errors: Counter::default(),
             reloads_failed: Counter::default(),
         }
     }
@@ -89,6 +93,16 @@ impl Metrics {
                 "floopy_unpriced_model_requests_total",
                 "Requests for a model without a price, logged with cost 0.",
                 &self.unpriced_model_requests,
+            ),
+            (
+                "floopy_control_loads_total",
+                "Control data loads from the control database.",
+                &self.control_loads,
+            ),
+            (
+                "floopy_control_errors_total",
+                "Control database sessions that failed (the last snapshot keeps serving).",
+                &self.control_errors,
             ),
             (
                 "floopy_rate_limited_total",

@@ -70,7 +70,7 @@ mod tests {
     use super::*;
     use crate::model::{hash_key, ControlData, Project};
     use crate::pricing::PriceTable;
-    use crate::snapshot::Settings;
+    use crate::snapshot::{ConfigParts, Settings};
     use crate::upstream::Routes;
 
     const ORG: Uuid = Uuid::from_u128(0xA);
@@ -100,13 +100,15 @@ mod tests {
         };
         Snapshot::build(
             &data,
-            Routes::default(),
-            PriceTable::default(),
-            Settings {
-                max_body_bytes: 1,
-                default_completion_tokens: 1,
-                gateway_id: "t".into(),
-            },
+            std::sync::Arc::new(ConfigParts::new(
+                Routes::default(),
+                PriceTable::default(),
+                Settings {
+                    max_body_bytes: 1,
+                    default_completion_tokens: 1,
+                    gateway_id: "t".into(),
+                },
+            )),
         )
     }
 

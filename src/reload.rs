@@ -11,14 +11,20 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{self, ConfigErrors};
+use crate::config::{self, ConfigErrors, ControlSource};
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::snapshot::{ConfigParts, SnapshotStore};
 
-/// Loads `path` and, if it is valid, swaps in its snapshot.
+/// Loads `path` and, if it is valid, swaps in its snapshot. With the file
+/// control source the file's orgs, projects and keys are swapped too; with
+/// Postgres the data stays what the database says.
 pub fn reload(path: &std::path::Path, store: &SnapshotStore) -> Result<(), ConfigErrors> {
     let config = config::load(path)?;
-    store.store(Snapshot::from_config(&config));
+    let parts = ConfigParts::from_config(&config);
+    match config.control {
+        ControlSource::File(data) => store.replace_all(parts, data),
+        ControlSource::Postgres(_) => store.replace_config(parts),
+    }
     Ok(())
 }
 

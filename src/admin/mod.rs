@@ -3,7 +3,7 @@
 //! (Prometheus text). Later the management API of SPEC section 7 lives here.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use http::Response;
@@ -16,19 +16,43 @@ use crate::snapshot::SnapshotStore;
 pub struct AdminApp {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
+    /// With a control database: how long without a confirmed sync is still
+    /// ready.
+    max_staleness: Option<Duration>,
 }
 
 impl AdminApp {
-    pub fn new(store: Arc<SnapshotStore>, metrics: Arc<Metrics>) -> Self {
-        AdminApp { store, metrics }
+    pub fn new(
+        store: Arc<SnapshotStore>,
+        metrics: Arc<Metrics>,
+        max_staleness: Option<Duration>,
+    ) -> Self {
+        AdminApp {
+            store,
+            metrics,
+            max_staleness,
+        }
+    }
+
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let staleness = self.store.staleness_seconds();
+        match self.max_staleness {
+            Some(max) if staleness > max.as_secs_f64() => reply(
+                503,
+                "text/plain",
+                format!(
+                    "not ready: control data last synced {staleness:.1} s ago (more than {} s); serving the last snapshot\n",
+                    max.as_secs()
+                ),
+            ),
+            _ => reply(200, "text/plain", "ready\n".into()),
+        }
     }
 
     fn metrics_text(&self) -> String {
         let snapshot = self.store.load();
-        let age = SystemTime::now()
-            .duration_since(snapshot.built_at)
-            .map_or(0.0, |d| d.as_secs_f64());
-        self.metrics.render(age, snapshot.key_count)
+        self.metrics
+            .render(self.store.staleness_seconds(), snapshot.key_count)
     }
 }
 
@@ -51,9 +75,10 @@ impl ServeHttp for AdminApp {
         }
         match req.uri.path() {
             "/healthz" => reply(200, "text/plain", "ok\n".into()),
-            // The file control source is loaded before the listener opens,
-            // and the file sink never refuses a record.
-            "/readyz" => reply(200, "text/plain", "ready\n".into()),
+            // A snapshot is loaded before the listener opens, and the file
+            // sink never refuses a record; what can go stale is the control
+            // data of a database.
+            "/readyz" => self.readiness(),
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics_text()),
             path => reply(404, "text/plain", format!("no admin endpoint {path}\n")),
         }

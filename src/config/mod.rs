@@ -105,6 +105,16 @@ pub struct ProviderConfig {
 pub enum ControlSource {
     /// Orgs, projects, keys and limits declared in the YAML itself.
     File(ControlData),
+    /// The control database, shared by every replica.
+    Postgres(PostgresSource),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresSource {
+    pub url: String,
+    pub poll_interval: Duration,
+    pub max_staleness: Duration,
+    pub cache_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -553,13 +563,75 @@ fn validate_log_sink(raw: &RawLogSink, errors: &mut Errors) -> LogSinkConfig {
 }
 
 fn validate_control(raw: &RawControl, errors: &mut Errors) -> Option<ControlSource> {
-    if raw.source != "file" {
+    match raw.source.as_str() {
+        "file" => {
+            for (field, set) in [
+                ("url", raw.url.is_some()),
+                ("poll_interval_ms", raw.poll_interval_ms.is_some()),
+                ("max_staleness_seconds", raw.max_staleness_seconds.is_some()),
+                ("cache_file", raw.cache_file.is_some()),
+            ] {
+                if set {
+                    errors.add(format!("control.{field}"), "only for source: postgres");
+                }
+            }
+            validate_file_control(raw, errors)
+        }
+        "postgres" => validate_postgres_control(raw, errors),
+        other => {
+            errors.add(
+                "control.source",
+                format!("{other:?} is not one of: file, postgres"),
+            );
+            None
+        }
+    }
+}
+
+fn validate_postgres_control(raw: &RawControl, errors: &mut Errors) -> Option<ControlSource> {
+    if !raw.orgs.is_empty() {
         errors.add(
-            "control.source",
-            format!("{:?} is not one of: file", raw.source),
+            "control.orgs",
+            "only for source: file (with postgres the data is in the database)",
         );
+    }
+    let url = match &raw.url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            url.clone()
+        }
+        Some(_) => {
+            errors.add(
+                "control.url",
+                "must start with postgres:// or postgresql://",
+            );
+            return None;
+        }
+        None => {
+            errors.add("control.url", "required for source: postgres");
+            return None;
+        }
+    };
+    if let Err(e) = url.parse::<tokio_postgres::Config>() {
+        errors.add("control.url", format!("not a valid connection string: {e}"));
         return None;
     }
+    let poll_ms = raw.poll_interval_ms.unwrap_or(1_000);
+    if poll_ms == 0 {
+        errors.add("control.poll_interval_ms", "must be greater than 0");
+    }
+    let staleness = raw.max_staleness_seconds.unwrap_or(30);
+    if staleness == 0 {
+        errors.add("control.max_staleness_seconds", "must be greater than 0");
+    }
+    Some(ControlSource::Postgres(PostgresSource {
+        url,
+        poll_interval: Duration::from_millis(poll_ms.max(1)),
+        max_staleness: Duration::from_secs(staleness.max(1)),
+        cache_file: raw.cache_file.as_ref().map(PathBuf::from),
+    }))
+}
+
+fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> Option<ControlSource> {
     let mut data = ControlData::default();
     let mut org_ids = FxHashSet::default();
     let mut key_ids = FxHashSet::default();

@@ -111,8 +111,20 @@ pub struct RawPrice {
 #[serde(deny_unknown_fields)]
 pub struct RawControl {
     pub source: String,
+    /// `file`: the control data itself.
     #[serde(default)]
     pub orgs: Vec<RawOrg>,
+    /// `postgres`: the connection string (`postgres://user@host:5432/db`).
+    pub url: Option<String>,
+    /// `postgres`: how often to check for missed changes, besides
+    /// LISTEN/NOTIFY.
+    pub poll_interval_ms: Option<u64>,
+    /// `postgres`: after this long without a confirmed sync, `/readyz`
+    /// reports not ready (the gateway keeps serving its last snapshot).
+    pub max_staleness_seconds: Option<u64>,
+    /// `postgres`: a copy of the last loaded control data, to start from
+    /// when the database is unreachable at start.
+    pub cache_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

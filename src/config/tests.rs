@@ -60,7 +60,9 @@ fn minimal_config_loads_with_defaults() {
         config.prices[0].1.cached_input, 2_500_000,
         "cached defaults to input"
     );
-    let ControlSource::File(data) = &config.control;
+    let ControlSource::File(data) = &config.control else {
+        panic!("the file control source");
+    };
     assert_eq!(data.projects.len(), 2, "the Default project is added");
     assert!(data.projects.iter().any(|p| p.id == DEFAULT_PROJECT_ID));
     assert_eq!(

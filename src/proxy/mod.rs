@@ -109,17 +109,17 @@ impl Gateway {
         ctx.project_id = Some(resolve_project(snapshot, &principal, header)?);
 
         if route == Route::Models {
-            respond(session, ctx, 200, snapshot.models_body.clone()).await;
+            respond(session, ctx, 200, snapshot.config.models_body.clone()).await;
             return Ok(Admission::Answered);
         }
 
-        let body = body_reader::read_body(session, snapshot.settings.max_body_bytes).await?;
+        let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
         let fields = parse_request(&body)?;
         ctx.model.clone_from(&fields.model);
         ctx.stream = fields.stream;
         ctx.body_user.clone_from(&fields.user);
         let provider = snapshot
-            .routes
+            .routes()
             .provider_for(&fields.model)
             .ok_or_else(|| GatewayError::UnknownModel(fields.model.clone()))?;
         if route.provider_kind() != Some(provider.kind) {
@@ -130,13 +130,13 @@ impl Gateway {
         }
         ctx.provider = Some(provider.clone());
         if let Some(environment) = principal.environment {
-            let estimate = snapshot.prices.get(&fields.model).map_or(0, |price| {
+            let estimate = snapshot.prices().get(&fields.model).map_or(0, |price| {
                 estimate_cost(
                     price,
                     body.len(),
                     fields
                         .max_tokens
-                        .unwrap_or(snapshot.settings.default_completion_tokens),
+                        .unwrap_or(snapshot.settings().default_completion_tokens),
                 )
             });
             let limits = snapshot.environment_limits(principal.org_id, environment);

@@ -77,7 +77,7 @@ pub fn build(
         gateway_id: ctx
             .snapshot
             .as_ref()
-            .map(|s| s.settings.gateway_id.to_string())
+            .map(|s| s.settings().gateway_id.to_string())
             .unwrap_or_default(),
     })
 }
@@ -109,7 +109,7 @@ fn cost(ctx: &RequestCtx, usage: &Usage, metrics: &Metrics) -> u64 {
     if ctx.provider.is_none() {
         return 0;
     }
-    match snapshot.prices.cost(&ctx.model, usage) {
+    match snapshot.prices().cost(&ctx.model, usage) {
         Some(cost) => cost,
         None => {
             metrics.unpriced_model_requests.inc();

@@ -7,7 +7,8 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use crate::config::{Config, ControlSource};
+use crate::config::Config;
 use crate::model::{ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash};
 use crate::pricing::PriceTable;
 use crate::upstream::{Provider, Routes};
@@ -71,19 +72,34 @@ pub struct Snapshot {
     /// (org, project) -> archived. The Default project of every org is here.
     projects: FxHashMap<(Uuid, Uuid), bool>,
     limits: FxHashMap<(Uuid, Environment), EnvironmentLimits>,
+    /// What comes from the YAML (providers, prices, settings), shared by
+    /// every snapshot built from the same configuration.
+    pub config: Arc<ConfigParts>,
+    pub built_at: SystemTime,
+    pub key_count: usize,
+}
+
+/// The parts of a snapshot that come from the configuration file.
+pub struct ConfigParts {
     pub routes: Routes,
     pub prices: PriceTable,
     /// `GET /v1/models`, rendered once.
     pub models_body: Bytes,
     pub settings: Settings,
-    pub built_at: SystemTime,
-    pub key_count: usize,
 }
 
-impl Snapshot {
-    /// Builds the snapshot of a validated configuration. Cannot fail: all
-    /// that can fail happened in `config::load`.
-    pub fn from_config(config: &Config) -> Snapshot {
+impl ConfigParts {
+    pub fn new(routes: Routes, prices: PriceTable, settings: Settings) -> Self {
+        ConfigParts {
+            models_body: render_models(&routes),
+            routes,
+            prices,
+            settings,
+        }
+    }
+
+    /// Providers, prices and settings of a validated configuration.
+    pub fn from_config(config: &Config) -> Self {
         let providers: Vec<Arc<Provider>> = config
             .providers
             .iter()
@@ -103,11 +119,8 @@ impl Snapshot {
             .enumerate()
             .flat_map(|(i, p)| p.models.iter().map(move |m| (m.clone(), i)))
             .collect();
-        let routes = Routes::new(&providers, &models);
-        let ControlSource::File(data) = &config.control;
-        Snapshot::build(
-            data,
-            routes,
+        ConfigParts::new(
+            Routes::new(&providers, &models),
             PriceTable::new(config.prices.iter().cloned()),
             Settings {
                 max_body_bytes: config.max_body_bytes,
@@ -116,14 +129,12 @@ impl Snapshot {
             },
         )
     }
+}
 
-    /// Indexes control data for the request path.
-    pub fn build(
-        data: &ControlData,
-        routes: Routes,
-        prices: PriceTable,
-        settings: Settings,
-    ) -> Self {
+impl Snapshot {
+    /// Indexes control data for the request path. Cannot fail: everything
+    /// that can fail happened while loading the configuration and the data.
+    pub fn build(data: &ControlData, config: Arc<ConfigParts>) -> Self {
         let mut keys = KeyMap::with_capacity_and_hasher(data.api_keys.len(), Default::default());
         for key in &data.api_keys {
             keys.insert(HashedKey(key.hash), Arc::new(key.clone()));
@@ -138,18 +149,31 @@ impl Snapshot {
             .iter()
             .map(|l| ((l.org_id, l.environment), *l))
             .collect();
-        let models_body = render_models(&routes);
         Snapshot {
             key_count: keys.len(),
             keys,
             projects,
             limits,
-            routes,
-            prices,
-            models_body,
-            settings,
+            config,
             built_at: SystemTime::now(),
         }
+    }
+
+    /// A snapshot of a configuration whose control data is in the file.
+    pub fn from_config(config: &Config, data: &ControlData) -> Self {
+        Snapshot::build(data, Arc::new(ConfigParts::from_config(config)))
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.config.routes
+    }
+
+    pub fn prices(&self) -> &PriceTable {
+        &self.config.prices
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.config.settings
     }
 
     /// The key whose SHA-256 is `hash`, revoked or not.
@@ -180,15 +204,24 @@ fn render_models(routes: &Routes) -> Bytes {
     Bytes::from(body.to_string())
 }
 
-/// The one place the current snapshot lives.
+/// The one place the current snapshot lives, with the two inputs it was
+/// built from, so that either can be replaced alone: a reload brings new
+/// configuration parts, the control database new data.
 pub struct SnapshotStore {
     current: ArcSwap<Snapshot>,
+    inputs: Mutex<(Arc<ConfigParts>, Arc<ControlData>)>,
+    /// When the control data was last confirmed current (epoch ms).
+    synced_at_ms: AtomicU64,
 }
 
 impl SnapshotStore {
-    pub fn new(snapshot: Snapshot) -> Self {
+    pub fn new(config: ConfigParts, data: ControlData) -> Self {
+        let config = Arc::new(config);
+        let data = Arc::new(data);
         SnapshotStore {
-            current: ArcSwap::from_pointee(snapshot),
+            current: ArcSwap::from_pointee(Snapshot::build(&data, config.clone())),
+            inputs: Mutex::new((config, data)),
+            synced_at_ms: AtomicU64::new(now_ms()),
         }
     }
 
@@ -197,8 +230,70 @@ impl SnapshotStore {
         self.current.load_full()
     }
 
-    /// Replaces the snapshot. Requests in flight keep the one they loaded.
-    pub fn store(&self, snapshot: Snapshot) {
-        self.current.store(Arc::new(snapshot));
+    /// Rebuilds with new configuration parts and the current control data.
+    pub fn replace_config(&self, config: ConfigParts) {
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        inputs.0 = Arc::new(config);
+        self.current
+            .store(Arc::new(Snapshot::build(&inputs.1, inputs.0.clone())));
     }
+
+    /// Rebuilds with both inputs new (a reload of a file that holds the
+    /// control data too).
+    pub fn replace_all(&self, config: ConfigParts, data: ControlData) {
+        let config = Arc::new(config);
+        let data = Arc::new(data);
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        self.current
+            .store(Arc::new(Snapshot::build(&data, config.clone())));
+        *inputs = (config, data);
+        self.mark_synced();
+    }
+
+    /// Rebuilds with new control data and the current configuration parts.
+    /// The index is built before the swap; requests never wait for it.
+    pub fn replace_control(&self, data: ControlData) {
+        let data = Arc::new(data);
+        let config = {
+            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            inputs.0.clone()
+        };
+        let snapshot = Arc::new(Snapshot::build(&data, config.clone()));
+        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        // A reload may have swapped the configuration meanwhile: rebuild
+        // with it rather than lose it.
+        let snapshot = if Arc::ptr_eq(&inputs.0, &config) {
+            snapshot
+        } else {
+            Arc::new(Snapshot::build(&data, inputs.0.clone()))
+        };
+        inputs.1 = data;
+        self.current.store(snapshot);
+        self.mark_synced();
+    }
+
+    /// The control data the current snapshot was built from.
+    pub fn control_data(&self) -> Arc<ControlData> {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .clone()
+    }
+
+    /// Records that the control data was confirmed current now.
+    pub fn mark_synced(&self) {
+        self.synced_at_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Seconds since the control data was last confirmed current.
+    pub fn staleness_seconds(&self) -> f64 {
+        now_ms().saturating_sub(self.synced_at_ms.load(Ordering::Relaxed)) as f64 / 1000.0
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
