@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/start-postgres.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

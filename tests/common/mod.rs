@@ -38,6 +38,34 @@ pub const KEY_OTHER_ORG: &str = "fpk_otherorgkey00000000000000000000000006";
 
 /// The configuration every test starts from; `{UPSTREAM}`, `{LISTEN}`,
 /// `{ADMIN}`, `{LOG}` and `{EXTRA_KEYS}` are filled in.
+/// The file control source of the tests: two orgs, projects, keys.
+pub const FILE_CONTROL: &str = r##"control:
+  source: file
+  orgs:
+    - id: "0190a000-0000-7000-8000-000000000001"
+      name: "Test Org"
+      plan: pro
+      projects:
+        - { id: "0190a000-0000-7000-8000-0000000000c1", name: "Checkout", slug: "checkout" }
+        - { id: "0190a000-0000-7000-8000-0000000000c2", name: "Search", slug: "search" }
+        - { id: "0190a000-0000-7000-8000-0000000000c3", name: "Old", slug: "old", archived: true }
+      api_keys:
+        - { id: "0190a000-0000-7000-8000-00000000000a", name: free, environment: development, secret: "fpk_freekey000000000000000000000000000001" }
+        - { id: "0190a000-0000-7000-8000-00000000000b", name: locked, environment: production, project_id: "0190a000-0000-7000-8000-0000000000c1", secret: "fpk_lockedkey0000000000000000000000000002" }
+        - { id: "0190a000-0000-7000-8000-00000000000c", name: default, environment: staging, default_project_id: "0190a000-0000-7000-8000-0000000000c2", secret: "fpk_defaultkey000000000000000000000000003" }
+        - { id: "0190a000-0000-7000-8000-00000000000d", name: revoked, environment: production, revoked: true, secret: "fpk_revokedkey000000000000000000000000004" }
+        - { id: "0190a000-0000-7000-8000-00000000000e", name: noenv, secret: "fpk_noenvkey0000000000000000000000000005" }
+{EXTRA_KEYS}
+{ENV_LIMITS}
+    - id: "0190a000-0000-7000-8000-000000000002"
+      name: "Other Org"
+      plan: enterprise
+      projects:
+        - { id: "0190a000-0000-7000-8000-0000000000f1", name: "Foreign", slug: "foreign" }
+      api_keys:
+        - { id: "0190a000-0000-7000-8000-0000000000ff", name: other, environment: production, secret: "fpk_otherorgkey00000000000000000000000006" }
+"##;
+
 pub const BASE_CONFIG: &str = r##"
 server:
   listen: "{LISTEN}"
@@ -74,32 +102,7 @@ pricing:
   - { model: gpt-4o-mini, input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.60 }
   - { model: text-embedding-3-small, input_per_mtok_usd: 0.02, output_per_mtok_usd: 0 }
   - { model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, output_per_mtok_usd: 15.00, cached_input_per_mtok_usd: 0.30 }
-control:
-  source: file
-  orgs:
-    - id: "0190a000-0000-7000-8000-000000000001"
-      name: "Test Org"
-      plan: pro
-      projects:
-        - { id: "0190a000-0000-7000-8000-0000000000c1", name: "Checkout", slug: "checkout" }
-        - { id: "0190a000-0000-7000-8000-0000000000c2", name: "Search", slug: "search" }
-        - { id: "0190a000-0000-7000-8000-0000000000c3", name: "Old", slug: "old", archived: true }
-      api_keys:
-        - { id: "0190a000-0000-7000-8000-00000000000a", name: free, environment: development, secret: "fpk_freekey000000000000000000000000000001" }
-        - { id: "0190a000-0000-7000-8000-00000000000b", name: locked, environment: production, project_id: "0190a000-0000-7000-8000-0000000000c1", secret: "fpk_lockedkey0000000000000000000000000002" }
-        - { id: "0190a000-0000-7000-8000-00000000000c", name: default, environment: staging, default_project_id: "0190a000-0000-7000-8000-0000000000c2", secret: "fpk_defaultkey000000000000000000000000003" }
-        - { id: "0190a000-0000-7000-8000-00000000000d", name: revoked, environment: production, revoked: true, secret: "fpk_revokedkey000000000000000000000000004" }
-        - { id: "0190a000-0000-7000-8000-00000000000e", name: noenv, secret: "fpk_noenvkey0000000000000000000000000005" }
-{EXTRA_KEYS}
-{ENV_LIMITS}
-    - id: "0190a000-0000-7000-8000-000000000002"
-      name: "Other Org"
-      plan: enterprise
-      projects:
-        - { id: "0190a000-0000-7000-8000-0000000000f1", name: "Foreign", slug: "foreign" }
-      api_keys:
-        - { id: "0190a000-0000-7000-8000-0000000000ff", name: other, environment: production, secret: "fpk_otherorgkey00000000000000000000000006" }
-log_sink:
+{CONTROL}log_sink:
   kind: file
   path: "{LOG}"
 "##;
@@ -116,6 +119,8 @@ pub struct Options {
     pub env_limits: String,
     /// Spend state file; default: beside the request log.
     pub state_file: Option<PathBuf>,
+    /// The whole `control:` section; default `FILE_CONTROL`.
+    pub control: Option<String>,
 }
 
 impl Default for Options {
@@ -127,6 +132,7 @@ impl Default for Options {
             extra_providers: String::new(),
             env_limits: String::new(),
             state_file: None,
+            control: None,
         }
     }
 }
@@ -162,6 +168,10 @@ pub fn render_config(
     options: &Options,
 ) -> String {
     BASE_CONFIG
+        .replace(
+            "{CONTROL}",
+            options.control.as_deref().unwrap_or(FILE_CONTROL),
+        )
         .replace("{UPSTREAM}", upstream)
         .replace("{LISTEN}", &listen.to_string())
         .replace("{ADMIN}", &admin.to_string())

@@ -1,0 +1,639 @@
+//! The Postgres control source against the real Postgres on this machine
+//! (`FLOOPY_TEST_PG`, default `postgres://postgres@127.0.0.1:5432/test`):
+//! changes made with the admin command reach the request path within 2 s,
+//! losing the database keeps the gateway serving and reconnecting, start-up
+//! without the database, and the schema's constraints.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio_postgres::NoTls;
+
+fn admin_url() -> String {
+    std::env::var("FLOOPY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database of its own, owned by a role of its own (so a test can lock
+/// the gateway out of it), dropped at the end.
+struct TestDb {
+    name: String,
+    admin: tokio_postgres::Client,
+}
+
+impl TestDb {
+    async fn create() -> TestDb {
+        let (admin, conn) = tokio_postgres::connect(&admin_url(), NoTls)
+            .await
+            .expect("the test Postgres (FLOOPY_TEST_PG) is reachable");
+        tokio::spawn(conn);
+        let name = format!("floopy_t_{}", uuid::Uuid::now_v7().simple());
+        for sql in [
+            format!("CREATE ROLE {name} LOGIN"),
+            format!("CREATE DATABASE {name} OWNER {name}"),
+        ] {
+            admin.batch_execute(&sql).await.unwrap();
+        }
+        TestDb { name, admin }
+    }
+
+    /// The URL of the test database, as its own role.
+    fn url(&self) -> String {
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config.user(&self.name).dbname(&self.name);
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!("postgres://{}@{host}:{port}/{}", self.name, self.name)
+    }
+
+    /// The test database as the superuser (works while the role is locked
+    /// out).
+    fn superuser_url(&self) -> String {
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config.dbname(&self.name);
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres://{}@{host}:{port}/{}",
+            config.get_user().unwrap_or("postgres"),
+            self.name
+        )
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url(), NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+    }
+
+    /// Ends the gateway's connections; with `lock_out`, it cannot come back
+    /// until `let_in`.
+    async fn cut_gateway(&self, lock_out: bool) {
+        if lock_out {
+            self.admin
+                .batch_execute(&format!("ALTER ROLE {} NOLOGIN", self.name))
+                .await
+                .unwrap();
+        }
+        self.admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                  WHERE datname = $1 AND application_name = 'floopy-gateway'",
+                &[&self.name],
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn let_in(&self) {
+        self.admin
+            .batch_execute(&format!("ALTER ROLE {} LOGIN", self.name))
+            .await
+            .unwrap();
+    }
+
+    async fn drop_db(self) {
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+            format!("DROP ROLE IF EXISTS {}", self.name),
+        ] {
+            self.admin.batch_execute(&sql).await.unwrap();
+        }
+    }
+}
+
+/// Runs `floopy-gateway admin` against `url`; returns stdout, or panics
+/// with stderr.
+fn admin(url: &str, args: &[&str]) -> String {
+    let out = admin_output(url, args);
+    assert!(
+        out.status.success(),
+        "admin {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn admin_output(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+        .arg("admin")
+        .arg("--database-url")
+        .arg(url)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// (key id, key string) of `admin create-key`.
+fn create_key(url: &str, args: &[&str]) -> (String, String) {
+    let out = admin(url, &[&["create-key"], args].concat());
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    (field("key id:"), field("key:"))
+}
+
+fn postgres_control(url: &str, extra: &str) -> String {
+    format!(
+        "control:\n  source: postgres\n  url: \"{url}\"\n  poll_interval_ms: 200\n  max_staleness_seconds: 1\n{extra}"
+    )
+}
+
+async fn status(gw: &Gateway, key: &str, project: Option<&str>) -> u16 {
+    let mut req = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .body(r#"{"model":"gpt-4o","messages":[]}"#);
+    if let Some(project) = project {
+        req = req.header("floopy-project-id", project);
+    }
+    req.send().await.map(|r| r.status().as_u16()).unwrap_or(0)
+}
+
+/// Waits (at most `within`) until the request gets `expected`; returns how
+/// long it took.
+async fn eventually(
+    gw: &Gateway,
+    key: &str,
+    project: Option<&str>,
+    expected: u16,
+    within: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let got = status(gw, key, project).await;
+        if got == expected {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "still {got} after {within:?}, expected {expected}:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn readyz(gw: &Gateway) -> u16 {
+    reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_reach_the_request_path_within_two_seconds() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let org = admin(&url, &["create-org", "--name", "Acme", "--plan", "pro"])
+        .trim()
+        .to_string();
+    let project = admin(
+        &url,
+        &[
+            "create-project",
+            "--org",
+            &org,
+            "--name",
+            "Checkout",
+            "--slug",
+            "checkout",
+        ],
+    )
+    .trim()
+    .to_string();
+    let (_, key) = create_key(
+        &url,
+        &[
+            "--org",
+            &org,
+            "--name",
+            "dev",
+            "--environment",
+            "development",
+        ],
+    );
+    let (_, locked) = create_key(
+        &url,
+        &["--org", &org, "--name", "locked", "--project", &project],
+    );
+
+    let provider = start_provider().await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            control: Some(postgres_control(&url, "")),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&gw, &key, None).await, 200);
+    assert_eq!(status(&gw, &key, Some(&project)).await, 200);
+    assert_eq!(status(&gw, &locked, None).await, 200);
+    assert_eq!(readyz(&gw).await, 200);
+
+    // A new key works within 2 s.
+    let (new_id, new_key) = create_key(&url, &["--org", &org, "--name", "new"]);
+    let took = eventually(&gw, &new_key, None, 200, Duration::from_secs(2)).await;
+    eprintln!("new key served after {took:?}");
+
+    // A revoked key gets 401 within 2 s.
+    admin(&url, &["revoke-key", "--key", &new_id]);
+    eventually(&gw, &new_key, None, 401, Duration::from_secs(2)).await;
+
+    // An archived project is no longer resolvable.
+    admin(
+        &url,
+        &["archive-project", "--org", &org, "--project", &project],
+    );
+    eventually(&gw, &key, Some(&project), 404, Duration::from_secs(2)).await;
+    eventually(&gw, &locked, None, 404, Duration::from_secs(2)).await;
+
+    // Deleting it revokes the keys locked to it.
+    admin(
+        &url,
+        &["delete-project", "--org", &org, "--project", &project],
+    );
+    eventually(&gw, &locked, None, 401, Duration::from_secs(2)).await;
+    assert_eq!(
+        status(&gw, &key, None).await,
+        200,
+        "other keys are untouched"
+    );
+
+    // Limits set in the database apply.
+    admin(
+        &url,
+        &[
+            "set-limits",
+            "--org",
+            &org,
+            "--environment",
+            "development",
+            "--rpm",
+            "1000",
+        ],
+    );
+    let started = Instant::now();
+    loop {
+        let resp = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(r#"{"model":"gpt-4o","messages":[]}"#)
+            .send()
+            .await
+            .unwrap();
+        if resp
+            .headers()
+            .get("x-ratelimit-limit-requests")
+            .is_some_and(|v| v == "1000")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "limits not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gw);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_database_fails_no_request_and_changes_made_meanwhile_arrive() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let org = admin(&url, &["create-org", "--name", "Acme", "--plan", "pro"])
+        .trim()
+        .to_string();
+    let (_, key) = create_key(
+        &url,
+        &[
+            "--org",
+            &org,
+            "--name",
+            "dev",
+            "--environment",
+            "production",
+        ],
+    );
+    let provider = start_provider().await;
+    let gw = Arc::new(
+        Gateway::start(
+            &provider,
+            Options {
+                control: Some(postgres_control(&url, "")),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+
+    // Load for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (gw, stop, ok, failed, key) = (
+                gw.clone(),
+                stop.clone(),
+                ok.clone(),
+                failed.clone(),
+                key.clone(),
+            );
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    if status(&gw, &key, None).await == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+
+    // 1. The connection is killed mid-load: it reconnects by itself.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    db.cut_gateway(false).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // 2. The database refuses the gateway for a while; a key is created
+    //    meanwhile. The gateway keeps serving, turns unready, and picks
+    //    the change up once it is let back in.
+    db.cut_gateway(true).await;
+    let (_, new_key) = create_key(&db.superuser_url(), &["--org", &org, "--name", "meanwhile"]);
+    let started = Instant::now();
+    while readyz(&gw).await == 200 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "readyz stayed ready without the database"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(body.contains("control data last synced"), "{body}");
+    assert_eq!(
+        status(&gw, &new_key, None).await,
+        401,
+        "not seen while locked out"
+    );
+    db.let_in().await;
+    let took = eventually(&gw, &new_key, None, 200, Duration::from_secs(8)).await;
+    eprintln!("change made while disconnected served {took:?} after reconnection was allowed");
+    assert_eq!(readyz(&gw).await, 200);
+
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed");
+    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
+    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("floopy_control_errors_total 0\n"),
+        "the lost connection is counted:\n{metrics}"
+    );
+    drop(gw);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_without_the_database_fails_fast_or_serves_from_the_cache() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let org = admin(&url, &["create-org", "--name", "Acme", "--plan", "free"])
+        .trim()
+        .to_string();
+    let (_, key) = create_key(&url, &["--org", &org, "--name", "dev"]);
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("control-cache.json");
+
+    // A first gateway writes the cache.
+    let provider = start_provider().await;
+    let cache_line = format!("  cache_file: \"{}\"\n", cache.display());
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            control: Some(postgres_control(&url, &cache_line)),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&gw, &key, None).await, 200);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !cache.exists() {
+        assert!(Instant::now() < deadline, "no cache file written");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    drop(gw);
+
+    // Without the database and without a cache: a clear error, at once.
+    let dead = format!("postgres://nobody@127.0.0.1:{}/nowhere", free_port());
+    let config = dir.path().join("dead.yaml");
+    let rendered = render_config(
+        &provider.base_url(),
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+        &dir.path().join("log.jsonl"),
+        free_port(),
+        &Options {
+            control: Some(postgres_control(&dead, "")),
+            ..Options::default()
+        },
+    );
+    std::fs::write(&config, rendered).unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+        .arg("--config")
+        .arg(&config)
+        .env("FLOOPY_TEST_OPENAI_KEY", "sk")
+        .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(started.elapsed() < Duration::from_secs(8), "fails fast");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("control database 127.0.0.1:"), "{stderr}");
+    assert!(
+        stderr.contains("cache_file"),
+        "says what would help: {stderr}"
+    );
+    assert!(!stderr.contains("nobody@"), "no credentials in messages");
+
+    // Locked out, with the cache: it starts and serves the cached keys.
+    db.cut_gateway(true).await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            control: Some(postgres_control(&url, &cache_line)),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&gw, &key, None).await, 200, "served from the cache");
+    assert!(gw.stderr().contains("serving the cached control data"));
+    drop(gw);
+    db.let_in().await;
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_constraints_reject_bad_data_with_clear_messages() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    admin(&url, &["migrate"]);
+    let org = admin(&url, &["create-org", "--name", "Acme", "--plan", "starter"])
+        .trim()
+        .to_string();
+    let client = db.client().await;
+    let org_id: uuid::Uuid = org.parse().unwrap();
+
+    let default: i64 = client
+        .query_one("SELECT count(*) FROM projects WHERE org_id = $1 AND id = '00000000-0000-0000-0000-000000000000'", &[&org_id])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(default, 1, "the Default project is created with the org");
+
+    let insert = |id: u128, name: String, slug: &str, description: Option<String>| {
+        let client = &client;
+        let slug = slug.to_string();
+        async move {
+            client
+                .execute(
+                    "INSERT INTO projects (org_id, id, name, slug, description) VALUES ($1, $2, $3, $4, $5)",
+                    &[&org_id, &uuid::Uuid::from_u128(id), &name, &slug, &description],
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.as_db_error().map(|d| format!("{} {:?}", d.message(), d.constraint())).unwrap_or_default())
+        }
+    };
+    let e = insert(1, "A".into(), "Bad Slug", None).await.unwrap_err();
+    assert!(e.contains("projects_slug_format"), "{e}");
+    let e = insert(1, "A".into(), "-a", None).await.unwrap_err();
+    assert!(e.contains("projects_slug_format"), "{e}");
+    let e = insert(1, "x".repeat(101), "ok", None).await.unwrap_err();
+    assert!(e.contains("projects_name_length"), "{e}");
+    let e = insert(1, "A".into(), "ok", Some("d".repeat(501)))
+        .await
+        .unwrap_err();
+    assert!(e.contains("projects_description_length"), "{e}");
+    insert(1, "A".into(), "checkout", None).await.unwrap();
+    let e = insert(2, "B".into(), "checkout", None).await.unwrap_err();
+    assert!(e.contains("projects_slug_unique_in_org"), "{e}");
+    let e = insert(0, "Second Default".into(), "default-two", None)
+        .await
+        .unwrap_err();
+    assert!(e.contains("projects_pkey"), "a second Default project: {e}");
+    insert(3, "C".into(), "c", None).await.unwrap();
+    let e = insert(4, "D".into(), "d", None).await.unwrap_err();
+    assert!(
+        e.contains("already has 3 of 3 projects"),
+        "the starter quota: {e}"
+    );
+
+    let e = client
+        .execute("DELETE FROM projects WHERE org_id = $1 AND id = '00000000-0000-0000-0000-000000000000'", &[&org_id])
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("cannot be deleted"),
+        "{e:?}"
+    );
+
+    let e = client
+        .execute(
+            "INSERT INTO api_keys (id, org_id, name, key_hash, environment) VALUES ($1, $2, 'k', $3, 'prod')",
+            &[&uuid::Uuid::from_u128(9), &org_id, &vec![0u8; 32]],
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        e.as_db_error()
+            .unwrap()
+            .message()
+            .contains("invalid input value for enum floopy_environment"),
+        "{e:?}"
+    );
+
+    // The admin command reports the database's reason and the constraint.
+    let out = admin_output(
+        &url,
+        &[
+            "create-project",
+            "--org",
+            &org,
+            "--name",
+            "E",
+            "--slug",
+            "e",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already has 3 of 3 projects"));
+    let out = admin_output(
+        &url,
+        &[
+            "create-project",
+            "--org",
+            &org,
+            "--name",
+            "E",
+            "--slug",
+            "Bad",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--slug: \"Bad\" is not a slug"));
+    let out = admin_output(
+        &url,
+        &["set-limits", "--org", &org, "--environment", "prod"],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not one of development"));
+
+    // Deleting the org takes its Default project with it.
+    client
+        .execute("DELETE FROM organizations WHERE id = $1", &[&org_id])
+        .await
+        .unwrap();
+    let left: i64 = client
+        .query_one("SELECT count(*) FROM projects", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(left, 0);
+    drop(client);
+    db.drop_db().await;
+}
