@@ -81,20 +81,17 @@ fn key_lookup(c: &mut Criterion) {
     let data = ControlData {
         api_keys: (0..KEYS)
             .map(|i| {
-                api_key(
+                Arc::new(api_key(
                     Uuid::from_u128(i as u128 % 1000),
                     hash_key(secret(i).as_bytes()),
-                )
+                ))
             })
             .collect(),
         ..Default::default()
     };
     let snapshot = snapshot_of(&data);
-    let sip: HashMap<KeyHash, Arc<ApiKey>> = data
-        .api_keys
-        .iter()
-        .map(|k| (k.hash, Arc::new(k.clone())))
-        .collect();
+    let sip: HashMap<KeyHash, Arc<ApiKey>> =
+        data.api_keys.iter().map(|k| (k.hash, k.clone())).collect();
     // A fixed, scattered set of present keys.
     let picks: Vec<usize> = (0..PROBES).map(|i| (i * 7919 + 13) % KEYS).collect();
     let hashes: Vec<KeyHash> = picks

@@ -66,7 +66,7 @@ mod tests {
             revoked,
         };
         let data = ControlData {
-            api_keys: vec![key(KEY, false), key(REVOKED, true)],
+            api_keys: vec![Arc::new(key(KEY, false)), Arc::new(key(REVOKED, true))],
             ..Default::default()
         };
         Snapshot::build(

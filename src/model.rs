@@ -3,6 +3,7 @@
 //! plain values; `snapshot` indexes them for the request path.
 
 use std::fmt;
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -123,7 +124,9 @@ pub struct EnvironmentLimits {
 pub struct ControlData {
     pub orgs: Vec<Org>,
     pub projects: Vec<Project>,
-    pub api_keys: Vec<ApiKey>,
+    /// Shared with the snapshots built from this data: a rebuild copies
+    /// pointers, not keys.
+    pub api_keys: Vec<Arc<ApiKey>>,
     pub environment_limits: Vec<EnvironmentLimits>,
 }
 

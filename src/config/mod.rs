@@ -680,7 +680,7 @@ fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> Option<Contro
                 if !key_hashes.insert(key.hash) {
                     errors.add(key_path, "another key has the same secret");
                 }
-                data.api_keys.push(key);
+                data.api_keys.push(Arc::new(key));
             }
         }
         let mut envs = FxHashSet::default();

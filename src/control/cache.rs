@@ -122,7 +122,7 @@ pub fn read_cache(path: &Path) -> Result<ControlData, String> {
             Some(e) => Some(Environment::parse(&e).ok_or_else(|| bad("environment"))?),
             None => None,
         };
-        data.api_keys.push(ApiKey {
+        data.api_keys.push(std::sync::Arc::new(ApiKey {
             id: k.id,
             org_id: k.org_id,
             name: k.name,
@@ -131,7 +131,7 @@ pub fn read_cache(path: &Path) -> Result<ControlData, String> {
             project_id: k.project_id,
             default_project_id: k.default_project_id,
             revoked: k.revoked,
-        });
+        }));
     }
     for (org_id, env, rpm, cost) in file.limits {
         data.environment_limits.push(EnvironmentLimits {
@@ -174,7 +174,7 @@ mod tests {
                 slug: "default".into(),
                 archived: false,
             }],
-            api_keys: vec![ApiKey {
+            api_keys: vec![std::sync::Arc::new(ApiKey {
                 id: Uuid::from_u128(3),
                 org_id: org,
                 name: "k".into(),
@@ -183,7 +183,7 @@ mod tests {
                 project_id: None,
                 default_project_id: Some(Uuid::nil()),
                 revoked: true,
-            }],
+            })],
             environment_limits: vec![EnvironmentLimits {
                 org_id: org,
                 environment: Environment::Staging,

@@ -203,7 +203,7 @@ pub async fn load_control(conn: &mut Connection) -> Result<(ControlData, i64), C
         let hash_bytes: &[u8] = row.get(3);
         let hash = <[u8; 32]>::try_from(hash_bytes)
             .map_err(|_| invalid("api_keys", format!("key {id}: hash is not 32 bytes")))?;
-        data.api_keys.push(ApiKey {
+        data.api_keys.push(Arc::new(ApiKey {
             id,
             org_id: row.get(1),
             name: row.get(2),
@@ -213,7 +213,7 @@ pub async fn load_control(conn: &mut Connection) -> Result<(ControlData, i64), C
             project_id: row.get(5),
             default_project_id: row.get(6),
             revoked: row.get(7),
-        });
+        }));
     }
     for row in tx
         .query(

@@ -137,7 +137,7 @@ impl Snapshot {
     pub fn build(data: &ControlData, config: Arc<ConfigParts>) -> Self {
         let mut keys = KeyMap::with_capacity_and_hasher(data.api_keys.len(), Default::default());
         for key in &data.api_keys {
-            keys.insert(HashedKey(key.hash), Arc::new(key.clone()));
+            keys.insert(HashedKey(key.hash), key.clone());
         }
         let projects = data
             .projects
