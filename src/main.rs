@@ -10,6 +10,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
+use uuid::Uuid;
 
 use floopy_gateway::admin::AdminApp;
 use floopy_gateway::config::{self, Config, ControlSource, LogSinkConfig};
@@ -17,6 +18,7 @@ use floopy_gateway::control::cache::read_cache;
 use floopy_gateway::control::postgres::{initial_load, ControlSync};
 use floopy_gateway::fake_provider;
 use floopy_gateway::limits::clock::SystemClock;
+use floopy_gateway::limits::exchange::UsageExchange;
 use floopy_gateway::limits::state::{read_state, StateWriter};
 use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
@@ -149,6 +151,17 @@ fn initial_control_data(source: &ControlSource) -> anyhow::Result<ControlData> {
     }
 }
 
+/// The exchange service, shared with `main` for the exchanges at start and
+/// at shutdown.
+struct SharedExchange(Arc<UsageExchange>);
+
+#[async_trait::async_trait]
+impl pingora::services::background::BackgroundService for SharedExchange {
+    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.0.start(shutdown).await
+    }
+}
+
 fn check_configs(paths: &[PathBuf]) -> ExitCode {
     let mut ok = true;
     for path in paths {
@@ -227,6 +240,28 @@ fn run(args: Args) -> anyhow::Result<()> {
         path: config.state_file.clone(),
         limiter: limiter.clone(),
     };
+    // With a control database, spend and request counts are exchanged with
+    // the other replicas through it (and kept there, not in the state file).
+    let exchange = match &config.control {
+        ControlSource::File(_) => None,
+        ControlSource::Postgres(source) => Some(Arc::new(UsageExchange {
+            url: source.url.clone(),
+            replica: format!(
+                "{}-{}",
+                config.server.gateway_id,
+                &Uuid::now_v7().simple().to_string()[20..]
+            ),
+            limiter: limiter.clone(),
+            metrics: metrics.clone(),
+            interval: config.exchange_interval,
+        })),
+    };
+    if let Some(exchange) = &exchange {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(exchange.exchange_now());
+    }
 
     let opt = Opt {
         upgrade: args.upgrade,
@@ -282,13 +317,23 @@ fn run(args: Args) -> anyhow::Result<()> {
             },
         ));
     }
-    server.add_service(background_service(
-        "spend-state",
-        StateWriter {
-            path: config.state_file.clone(),
-            limiter: limiter.clone(),
-        },
-    ));
+    match &exchange {
+        Some(exchange) => {
+            server.add_service(background_service(
+                "usage-exchange",
+                SharedExchange(exchange.clone()),
+            ));
+        }
+        None => {
+            server.add_service(background_service(
+                "spend-state",
+                StateWriter {
+                    path: config.state_file.clone(),
+                    limiter: limiter.clone(),
+                },
+            ));
+        }
+    }
     if let Some(listen) = config.fake_provider {
         server.add_service(background_service(
             "fake-provider",
@@ -306,7 +351,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The server has drained: write out every request log it accepted, and
     // the spend of the last requests.
     sink.shutdown();
-    state_writer.flush(u64::MAX);
+    match &exchange {
+        Some(exchange) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(exchange.exchange_now()),
+        None => {
+            state_writer.flush(u64::MAX);
+        }
+    }
     tracing::info!("floopy-gateway stopped");
     Ok(())
 }

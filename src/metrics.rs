@@ -37,6 +37,8 @@ pub struct Metrics {
     pub log_write_errors: Counter,
     pub reloads_ok: Counter,
     pub control_loads: Counter,
+    pub usage_exchanges: Counter,
+    pub usage_exchange_errors: Counter,
     pub control_errors: Counter,
     pub reloads_failed: Counter,
 }
@@ -55,6 +57,8 @@ impl Default for Metrics {
             log_write_errors: Counter::default(),
             reloads_ok: Counter::default(),
             control_loads: Counter::default(),
+            usage_exchanges: Counter::default(),
+            usage_exchange_errors: Counter::default(),
             control_errors: Counter::default(),
             reloads_failed: Counter::default(),
         }
@@ -103,6 +107,16 @@ impl Metrics {
                 "floopy_control_errors_total",
                 "Control database sessions that failed (the last snapshot keeps serving).",
                 &self.control_errors,
+            ),
+            (
+                "floopy_usage_exchanges_total",
+                "Exchanges of spend and request counts with the other replicas.",
+                &self.usage_exchanges,
+            ),
+            (
+                "floopy_usage_exchange_errors_total",
+                "Failed usage exchanges (limits hold with the last known totals).",
+                &self.usage_exchange_errors,
             ),
             (
                 "floopy_rate_limited_total",

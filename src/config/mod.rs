@@ -72,6 +72,7 @@ pub struct Config {
     pub max_body_bytes: u64,
     pub default_completion_tokens: u64,
     pub state_file: PathBuf,
+    pub exchange_interval: Duration,
     pub timeouts: Timeouts,
     pub providers: Vec<ProviderConfig>,
     pub prices: Vec<(String, Price)>,
@@ -211,6 +212,14 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
         Some(p) => PathBuf::from(p),
         None => PathBuf::from(DEFAULT_STATE_FILE),
     };
+    let exchange_interval = match raw.limits.exchange_interval_ms {
+        Some(0) => {
+            errors.add("limits.exchange_interval_ms", "must be greater than 0");
+            Duration::from_secs(1)
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::from_secs(1),
+    };
     let timeouts = validate_timeouts(&raw.timeouts, &mut errors);
     let providers = validate_providers(&raw.providers, resolve, &mut errors);
     let prices = validate_pricing(&raw.pricing, &mut errors);
@@ -227,6 +236,7 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
             max_body_bytes,
             default_completion_tokens,
             state_file,
+            exchange_interval,
             timeouts,
             providers,
             prices,

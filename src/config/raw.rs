@@ -65,6 +65,9 @@ pub struct RawLimits {
     /// Where month-to-date spend is kept across restarts (file control
     /// source).
     pub state_file: Option<String>,
+    /// How often replicas sharing a control database exchange spend and
+    /// request counts.
+    pub exchange_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

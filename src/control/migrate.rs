@@ -6,11 +6,14 @@
 use tokio_postgres::Client;
 
 /// (version, name, SQL), in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "control",
-    include_str!("../../migrations/0001_control.sql"),
-)];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "control",
+        include_str!("../../migrations/0001_control.sql"),
+    ),
+    (2, "usage", include_str!("../../migrations/0002_usage.sql")),
+];
 
 /// An arbitrary constant naming the migration lock.
 const LOCK_KEY: i64 = 0x666c_6f6f_7079;

@@ -9,11 +9,13 @@
 //! arithmetic; `state` makes spend survive a restart.
 
 pub mod clock;
+pub mod exchange;
 pub mod rpm;
+pub mod shared;
 pub mod spend;
 pub mod state;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -21,21 +23,37 @@ use uuid::Uuid;
 
 use crate::model::{Environment, EnvironmentLimits};
 use clock::{month_of, Clock};
-use rpm::{RpmDecision, RpmWindow};
+use rpm::{RpmCount, RpmDecision};
+use shared::Shared;
 use spend::{CapRefusal, Spend};
 
-/// Counters of one (org, environment).
-#[derive(Debug, Default)]
-pub struct EnvCounters {
-    pub rpm: RpmWindow,
-    pub spend: Mutex<Spend>,
+/// This replica's counters of one (org, environment), and what it knows of
+/// the other replicas; one lock, taken once at admission and once at
+/// settlement.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EnvState {
+    pub rpm: RpmCount,
+    pub spend: Spend,
+    pub shared: Shared,
+    /// The limits the last admission saw, for the claims of the exchange.
+    pub cap: Option<u64>,
+    pub rpm_limit: Option<u32>,
 }
 
-/// Month-to-date spend of one project.
+#[derive(Debug, Default)]
+pub struct EnvCounters {
+    pub state: Mutex<EnvState>,
+}
+
+/// Month-to-date spend of one project: this replica's, and all replicas'
+/// as of the last exchange.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProjectSpend {
     pub month: u32,
     pub settled: u64,
+    pub shared_month: u32,
+    pub global_settled: u64,
+    pub own_at_exchange: u64,
 }
 
 /// Why a request was refused.
@@ -86,6 +104,9 @@ pub struct Limiter {
     projects: CounterMap<(Uuid, Uuid), Mutex<ProjectSpend>>,
     /// Bumped on every settlement: the state file is written when it moved.
     changes: AtomicU64,
+    /// Live replicas sharing the limits (this one included), as of the last
+    /// exchange; it divides every limit, also those no replica has used yet.
+    replicas: AtomicU32,
 }
 
 impl Limiter {
@@ -95,6 +116,7 @@ impl Limiter {
             envs: CounterMap::new(),
             projects: CounterMap::new(),
             changes: AtomicU64::new(0),
+            replicas: AtomicU32::new(1),
         }
     }
 
@@ -123,19 +145,30 @@ impl Limiter {
         let counters = self.counters(org, env);
         let now = self.clock.now_ms();
         let mut admission = Admission::default();
-        if let Some(rpm) = limits.and_then(|l| l.rpm) {
-            let decision = counters.rpm.try_acquire(now, rpm);
-            if !decision.allowed {
-                return Err(LimitRefusal::RateLimited(decision));
+        {
+            let mut state = lock(&counters.state);
+            state.cap = limits.and_then(|l| l.monthly_cost_micro_usd);
+            state.rpm_limit = limits.and_then(|l| l.rpm);
+            let EnvState {
+                rpm, spend, shared, ..
+            } = &mut *state;
+            let shared = &self.with_replicas(shared);
+            // The cap is checked first: a request it refuses does not use
+            // up the minute's requests.
+            if let Some(cap) = limits.and_then(|l| l.monthly_cost_micro_usd) {
+                spend
+                    .try_reserve(month_of(now), cap, estimate, shared)
+                    .map_err(LimitRefusal::CostCapReached)?;
+                admission.reserved = estimate;
             }
-            admission.rpm = Some(decision);
-        }
-        if let Some(cap) = limits.and_then(|l| l.monthly_cost_micro_usd) {
-            let mut spend = lock(&counters.spend);
-            spend
-                .try_reserve(month_of(now), cap, estimate)
-                .map_err(LimitRefusal::CostCapReached)?;
-            admission.reserved = estimate;
+            if let Some(limit) = limits.and_then(|l| l.rpm) {
+                let decision = rpm.try_acquire(now, limit, shared);
+                if !decision.allowed {
+                    spend.settle(month_of(now), None, admission.reserved, 0, shared);
+                    return Err(LimitRefusal::RateLimited(decision));
+                }
+                admission.rpm = Some(decision);
+            }
         }
         admission.counters = Some(counters);
         Ok(admission)
@@ -154,38 +187,63 @@ impl Limiter {
     ) {
         let month = month_of(self.clock.now_ms());
         if let Some(counters) = &admission.counters {
-            lock(&counters.spend).settle(month, cap, admission.reserved, actual);
+            let mut state = lock(&counters.state);
+            let EnvState { spend, shared, .. } = &mut *state;
+            let shared = &self.with_replicas(shared);
+            spend.settle(month, cap, admission.reserved, actual, shared);
         }
         if let Some(project) = project.filter(|_| actual > 0) {
             let spend = self.project(org, project);
             let mut entry = lock(&spend);
             if month > entry.month {
-                *entry = ProjectSpend { month, settled: 0 };
+                entry.month = month;
+                entry.settled = 0;
             }
             entry.settled = entry.settled.saturating_add(actual);
         }
         self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Month-to-date settled spend of (org, env), this month.
-    pub fn environment_spend(&self, org: Uuid, env: Environment) -> u64 {
-        let month = month_of(self.clock.now_ms());
-        let spend = *lock(&self.counters(org, env).spend);
-        if spend.month == month {
-            spend.settled
-        } else {
-            0
+    /// `shared` with the current number of live replicas.
+    fn with_replicas(&self, shared: &Shared) -> Shared {
+        Shared {
+            replicas: self.replicas.load(Ordering::Relaxed).max(1),
+            ..*shared
         }
     }
 
-    /// Month-to-date settled spend of a project, this month.
+    /// Sets the number of live replicas (from an exchange).
+    pub fn set_replicas(&self, replicas: u32) {
+        self.replicas.store(replicas.max(1), Ordering::Relaxed);
+    }
+
+    /// Month-to-date spend of (org, env), all replicas as far as known.
+    pub fn environment_spend(&self, org: Uuid, env: Environment) -> u64 {
+        let month = month_of(self.clock.now_ms());
+        let state = *lock(&self.counters(org, env).state);
+        let own = if state.spend.month == month {
+            state.spend.settled
+        } else {
+            0
+        };
+        state.shared.total_settled(month, own)
+    }
+
+    /// Month-to-date spend of a project, all replicas as far as known.
     pub fn project_spend(&self, org: Uuid, project: Uuid) -> u64 {
         let month = month_of(self.clock.now_ms());
         let spend = *lock(&self.project(org, project));
-        if spend.month == month {
+        let own = if spend.month == month {
             spend.settled
         } else {
             0
+        };
+        if spend.shared_month == month {
+            spend
+                .global_settled
+                .saturating_add(own.saturating_sub(spend.own_at_exchange))
+        } else {
+            own
         }
     }
 

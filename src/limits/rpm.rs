@@ -1,8 +1,7 @@
-//! Requests per minute of one (org, environment): an exact counter per UTC
-//! minute, in one atomic word (minute index and count), updated with a
-//! compare-and-swap so concurrent requests never over- or under-count.
+//! Requests per minute of one (org, environment): this replica's exact count
+//! per UTC minute, admitted against its share of the limit (`shared`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use super::shared::Shared;
 
 /// The outcome of one request against the limit, with what the
 /// `x-ratelimit-*` headers report.
@@ -22,66 +21,39 @@ impl RpmDecision {
     }
 }
 
-#[derive(Debug, Default)]
-pub struct RpmWindow(AtomicU64);
-
-fn pack(minute: u32, count: u32) -> u64 {
-    (u64::from(minute) << 32) | u64::from(count)
+/// This replica's requests in one UTC minute.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RpmCount {
+    pub minute: u64,
+    pub count: u64,
 }
 
-fn unpack(word: u64) -> (u32, u32) {
-    ((word >> 32) as u32, word as u32)
-}
-
-impl RpmWindow {
-    /// Counts one request if the window has room.
-    pub fn try_acquire(&self, now_ms: u64, limit: u32) -> RpmDecision {
-        let minute = (now_ms / 60_000) as u32;
-        let reset_ms = 60_000 - now_ms % 60_000;
-        let mut current = self.0.load(Ordering::Acquire);
-        loop {
-            let (window, count) = unpack(current);
-            // A window from a clock read a moment later on another thread
-            // is the current one.
-            let (window, count) = if window >= minute {
-                (window, count)
-            } else {
-                (minute, 0)
-            };
-            if count >= limit {
-                return RpmDecision {
-                    allowed: false,
-                    limit,
-                    remaining: 0,
-                    reset_ms,
-                };
-            }
-            match self.0.compare_exchange_weak(
-                current,
-                pack(window, count + 1),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    return RpmDecision {
-                        allowed: true,
-                        limit,
-                        remaining: limit - count - 1,
-                        reset_ms,
-                    }
-                }
-                Err(actual) => current = actual,
-            }
+impl RpmCount {
+    /// The count of the minute of `now_ms` (a new minute starts at 0; a
+    /// clock read late by another thread does not go back).
+    pub fn roll(&mut self, now_ms: u64) {
+        let minute = now_ms / 60_000;
+        if minute > self.minute {
+            *self = RpmCount { minute, count: 0 };
         }
     }
 
-    /// Requests counted in the window of `now_ms`.
-    pub fn count(&self, now_ms: u64) -> u32 {
-        let (window, count) = unpack(self.0.load(Ordering::Acquire));
-        if u64::from(window) == now_ms / 60_000 {
-            count
-        } else {
-            0
+    /// Counts one request if this replica's share of `limit` has room.
+    pub fn try_acquire(&mut self, now_ms: u64, limit: u32, shared: &Shared) -> RpmDecision {
+        self.roll(now_ms);
+        let reset_ms = 60_000 - now_ms % 60_000;
+        let allowance = shared.request_allowance(self.minute, u64::from(limit));
+        let total = shared.total_requests(self.minute, self.count);
+        let allowed = self.count < allowance && total < u64::from(limit);
+        if allowed {
+            self.count += 1;
+        }
+        let used = shared.total_requests(self.minute, self.count);
+        RpmDecision {
+            allowed,
+            limit,
+            remaining: u32::try_from(u64::from(limit).saturating_sub(used)).unwrap_or(0),
+            reset_ms,
         }
     }
 }
@@ -90,57 +62,58 @@ impl RpmWindow {
 mod tests {
     use super::*;
 
-    const T0: u64 = 1_795_000_000_000 - 1_795_000_000_000 % 60_000;
+    // The start of a UTC minute.
+    const T0: u64 = 1_795_000_020_000;
 
     #[test]
     fn allows_limit_requests_per_minute_then_refuses_until_the_next() {
-        let w = RpmWindow::default();
+        let mut w = RpmCount::default();
+        let alone = Shared::default();
         for i in 0..3 {
-            let d = w.try_acquire(T0 + 10_000, 3);
+            let d = w.try_acquire(T0 + 10_000, 3, &alone);
             assert!(d.allowed, "request {i}");
             assert_eq!(d.remaining, 2 - i);
         }
-        let refused = w.try_acquire(T0 + 59_999, 3);
+        let refused = w.try_acquire(T0 + 59_999, 3, &alone);
         assert!(!refused.allowed);
         assert_eq!(refused.remaining, 0);
-        assert_eq!(refused.reset_ms, 1);
         assert_eq!(refused.reset_secs(), 1);
-        let next = w.try_acquire(T0 + 60_000, 3);
+        let next = w.try_acquire(T0 + 60_000, 3, &alone);
         assert!(next.allowed, "a new minute starts empty");
         assert_eq!(next.remaining, 2);
         assert_eq!(next.reset_secs(), 60);
     }
 
     #[test]
-    fn concurrent_requests_are_counted_exactly() {
-        let w = std::sync::Arc::new(RpmWindow::default());
-        let allowed = std::sync::Arc::new(AtomicU64::new(0));
-        let threads: Vec<_> = (0..8)
-            .map(|_| {
-                let (w, allowed) = (w.clone(), allowed.clone());
-                std::thread::spawn(move || {
-                    for _ in 0..1000 {
-                        if w.try_acquire(T0, 5000).allowed {
-                            allowed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        assert_eq!(allowed.load(Ordering::Relaxed), 5000);
-        assert_eq!(w.count(T0), 5000);
+    fn a_late_clock_read_does_not_reset_the_window() {
+        let mut w = RpmCount::default();
+        let alone = Shared::default();
+        assert!(w.try_acquire(T0 + 60_000, 1, &alone).allowed);
+        assert!(
+            !w.try_acquire(T0 + 59_999, 1, &alone).allowed,
+            "the newer window stands"
+        );
     }
 
     #[test]
-    fn a_late_clock_read_does_not_reset_the_window() {
-        let w = RpmWindow::default();
-        assert!(w.try_acquire(T0 + 60_000, 1).allowed);
-        assert!(
-            !w.try_acquire(T0 + 59_999, 1).allowed,
-            "the newer window stands"
-        );
+    fn another_replica_counts_against_the_limit() {
+        let mut w = RpmCount::default();
+        let minute = T0 / 60_000;
+        // At the exchange: 8 requests in all, 2 of them ours, 2 replicas.
+        w.roll(T0);
+        w.count = 2;
+        let shared = Shared {
+            replicas: 2,
+            minute,
+            global_requests: 8,
+            own_requests: 2,
+            others_request_claims: 6,
+            ..Shared::default()
+        };
+        // 10 - 6 - 2 = 2 left, 1 each.
+        assert!(w.try_acquire(T0 + 1, 10, &shared).allowed);
+        let d = w.try_acquire(T0 + 2, 10, &shared);
+        assert!(!d.allowed, "this replica's share is used");
+        assert_eq!(d.remaining, 1, "the other replica's share is still there");
     }
 }

@@ -74,7 +74,7 @@ impl Limiter {
             ..SpendState::default()
         };
         for ((org, env), counters) in self.envs.entries() {
-            let spend = *lock(&counters.spend);
+            let spend = lock(&counters.state).spend;
             if spend.month == month && spend.settled > 0 {
                 state.environments.push(EnvironmentEntry {
                     org_id: org,
@@ -110,14 +110,15 @@ impl Limiter {
                 continue;
             };
             let counters = self.counters(e.org_id, env);
-            let mut spend = lock(&counters.spend);
-            spend.roll(month);
-            spend.settled = spend.settled.max(e.settled_micro_usd);
+            let mut state = lock(&counters.state);
+            state.spend.roll(month);
+            state.spend.settled = state.spend.settled.max(e.settled_micro_usd);
         }
         for p in state.projects.iter().filter(|p| p.month == month) {
             *lock(&self.project(p.org_id, p.project_id)) = ProjectSpend {
                 month,
                 settled: p.settled_micro_usd,
+                ..ProjectSpend::default()
             };
         }
     }
