@@ -19,7 +19,7 @@ use floopy_gateway::control::postgres::{initial_load, ControlSync};
 use floopy_gateway::fake_provider;
 use floopy_gateway::limits::clock::SystemClock;
 use floopy_gateway::limits::exchange::UsageExchange;
-use floopy_gateway::limits::state::{read_state, StateWriter};
+use floopy_gateway::limits::state::{sync_state, StateWriter};
 use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
 use floopy_gateway::logs::LogSink;
@@ -234,8 +234,9 @@ fn run(args: Args) -> anyhow::Result<()> {
 
     // Month-to-date spend survives restarts through the state file.
     let limiter = Arc::new(Limiter::new(Arc::new(SystemClock)));
-    let state = read_state(&config.state_file).context("restoring month-to-date spend")?;
-    limiter.import_state(&state);
+    if let ControlSource::File(_) = &config.control {
+        sync_state(&config.state_file, &limiter).context("restoring month-to-date spend")?;
+    }
     let state_writer = StateWriter {
         path: config.state_file.clone(),
         limiter: limiter.clone(),
@@ -357,7 +358,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             .build()?
             .block_on(exchange.exchange_now()),
         None => {
-            state_writer.flush(u64::MAX);
+            state_writer.flush();
         }
     }
     tracing::info!("floopy-gateway stopped");

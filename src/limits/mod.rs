@@ -15,7 +15,7 @@ pub mod shared;
 pub mod spend;
 pub mod state;
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use rustc_hash::FxHashMap;
@@ -51,6 +51,8 @@ pub struct EnvCounters {
 pub struct ProjectSpend {
     pub month: u32,
     pub settled: u64,
+    /// The part of `settled` already in the spend state file.
+    pub persisted: u64,
     pub shared_month: u32,
     pub global_settled: u64,
     pub own_at_exchange: u64,
@@ -102,8 +104,6 @@ pub struct Limiter {
     clock: Arc<dyn Clock>,
     envs: CounterMap<(Uuid, Environment), EnvCounters>,
     projects: CounterMap<(Uuid, Uuid), Mutex<ProjectSpend>>,
-    /// Bumped on every settlement: the state file is written when it moved.
-    changes: AtomicU64,
     /// Live replicas sharing the limits (this one included), as of the last
     /// exchange; it divides every limit, also those no replica has used yet.
     replicas: AtomicU32,
@@ -115,7 +115,6 @@ impl Limiter {
             clock,
             envs: CounterMap::new(),
             projects: CounterMap::new(),
-            changes: AtomicU64::new(0),
             replicas: AtomicU32::new(1),
         }
     }
@@ -198,10 +197,10 @@ impl Limiter {
             if month > entry.month {
                 entry.month = month;
                 entry.settled = 0;
+                entry.persisted = 0;
             }
             entry.settled = entry.settled.saturating_add(actual);
         }
-        self.changes.fetch_add(1, Ordering::Relaxed);
     }
 
     /// `shared` with the current number of live replicas.
@@ -245,11 +244,6 @@ impl Limiter {
         } else {
             own
         }
-    }
-
-    /// A counter that moves whenever spend changes.
-    pub fn changes(&self) -> u64 {
-        self.changes.load(Ordering::Relaxed)
     }
 }
 

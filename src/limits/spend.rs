@@ -36,6 +36,8 @@ pub struct Spend {
     pub settled: u64,
     pub reserved: u64,
     pub blocked: bool,
+    /// The part of `settled` already in the spend state file.
+    pub persisted: u64,
 }
 
 impl Spend {
@@ -44,6 +46,7 @@ impl Spend {
         if month > self.month {
             self.month = month;
             self.settled = 0;
+            self.persisted = 0;
             self.blocked = false;
         }
     }
