@@ -76,6 +76,7 @@ server:
   gateway_id: "test-gw"
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 1
+  upgrade_sock: "{UPGRADE_SOCK}"
 limits:
   max_body_bytes: {MAX_BODY}
   state_file: "{STATE}"
@@ -184,6 +185,10 @@ pub fn render_config(
         .replace("{EXTRA_KEYS}", &options.extra_keys)
         .replace("{ENV_LIMITS}", &options.env_limits)
         .replace(
+            "{UPGRADE_SOCK}",
+            &log.with_file_name("upgrade.sock").display().to_string(),
+        )
+        .replace(
             "{STATE}",
             &options
                 .state_file
@@ -257,6 +262,22 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway did not become healthy:\n{}", gateway.stderr());
+    }
+
+    /// Starts a second gateway process with the same configuration and
+    /// `--upgrade`: it waits for this one's listening sockets, which this one
+    /// hands over on SIGQUIT.
+    pub fn spawn_upgrade(&self) -> Child {
+        Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .arg("--upgrade")
+            .env("FLOOPY_TEST_OPENAI_KEY", "sk-test-openai")
+            .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk-test-anthropic")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("stderr-upgrade.log")).unwrap())
+            .spawn()
+            .unwrap()
     }
 
     pub fn url(&self, path: &str) -> String {
