@@ -1,8 +1,15 @@
 //! Process metrics: plain atomic counters, bumped on the request path with a
 //! relaxed add, rendered in Prometheus text format by the admin listener.
+//! Labelled request counts live in a map read under a shared lock (a write
+//! lock only the first time a label set is seen).
 
 use std::fmt::Write;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use rustc_hash::{FxHashMap, FxHasher};
 
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -21,12 +28,98 @@ impl Counter {
     }
 }
 
-/// Status codes 100..=599, one counter each.
-const STATUSES: usize = 500;
+/// Upper bounds of the latency histograms, in seconds.
+const BUCKETS: [f64; 16] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
-#[derive(Debug)]
+/// A Prometheus histogram of durations.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; BUCKETS.len()],
+    count: Counter,
+    sum_micros: Counter,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].inc();
+        }
+        self.count.inc();
+        self.sum_micros
+            .add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.get();
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.get();
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {:.6}\n{name}_count {count}",
+            self.sum_micros.get() as f64 / 1e6
+        );
+    }
+}
+
+/// (status, environment, hash of the provider name).
+type RequestLabels = (u16, &'static str, u64);
+
+/// Requests by (status, environment, provider).
+#[derive(Debug, Default)]
+struct RequestCounts(RwLock<FxHashMap<RequestLabels, (Box<str>, Counter)>>);
+
+impl RequestCounts {
+    fn inc(&self, status: u16, environment: &'static str, provider: &str) {
+        let mut h = FxHasher::default();
+        provider.hash(&mut h);
+        let key = (status, environment, h.finish());
+        if let Some((_, counter)) = self.0.read().ok().as_ref().and_then(|m| m.get(&key)) {
+            counter.inc();
+            return;
+        }
+        let mut map = self.0.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| (provider.into(), Counter::default()))
+            .1
+            .inc();
+    }
+
+    fn render(&self, out: &mut String) {
+        out.push_str("# HELP floopy_requests_total Requests answered, by HTTP status, environment and provider.\n");
+        out.push_str("# TYPE floopy_requests_total counter\n");
+        let map = self.0.read().unwrap_or_else(|p| p.into_inner());
+        let mut lines: Vec<String> = map
+            .iter()
+            .map(|((status, env, _), (provider, counter))| {
+                format!(
+                    "floopy_requests_total{{status=\"{status}\",environment=\"{env}\",provider=\"{provider}\"}} {}",
+                    counter.get()
+                )
+            })
+            .collect();
+        lines.sort();
+        for line in lines {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+}
+
+#[derive(Debug, Default)]
 pub struct Metrics {
-    requests_by_status: Vec<Counter>,
+    requests: RequestCounts,
+    /// Whole request, first byte in to last byte out.
+    pub latency: Histogram,
+    /// Request start to the provider's response header.
+    pub ttfb: Histogram,
     pub upstream_errors: Counter,
     pub unpriced_model_requests: Counter,
     pub rate_limited: Counter,
@@ -43,50 +136,28 @@ pub struct Metrics {
     pub reloads_failed: Counter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics {
-            requests_by_status: (0..STATUSES).map(|_| Counter::default()).collect(),
-            upstream_errors: Counter::default(),
-            unpriced_model_requests: Counter::default(),
-            rate_limited: Counter::default(),
-            cost_capped: Counter::default(),
-            log_records_submitted: Counter::default(),
-            log_records_written: Counter::default(),
-            log_queue_overflow: Counter::default(),
-            log_write_errors: Counter::default(),
-            reloads_ok: Counter::default(),
-            control_loads: Counter::default(),
-            usage_exchanges: Counter::default(),
-            usage_exchange_errors: Counter::default(),
-            control_errors: Counter::default(),
-            reloads_failed: Counter::default(),
-        }
-    }
-}
-
 impl Metrics {
-    pub fn count_request(&self, status: u16) {
-        if let Some(counter) = usize::from(status)
-            .checked_sub(100)
-            .and_then(|i| self.requests_by_status.get(i))
-        {
-            counter.inc();
-        }
+    /// Counts one answered request. `environment` and `provider` are ""
+    /// when there are none.
+    pub fn count_request(&self, status: u16, environment: &'static str, provider: &str) {
+        self.requests.inc(status, environment, provider);
     }
 
     /// Prometheus text exposition. `snapshot_age_seconds` and
     /// `snapshot_keys` describe the snapshot being served.
     pub fn render(&self, snapshot_age_seconds: f64, snapshot_keys: usize) -> String {
         let mut out = String::with_capacity(4096);
-        out.push_str("# HELP floopy_requests_total Requests answered, by HTTP status.\n");
-        out.push_str("# TYPE floopy_requests_total counter\n");
-        for (i, counter) in self.requests_by_status.iter().enumerate() {
-            let n = counter.get();
-            if n > 0 {
-                let _ = writeln!(out, "floopy_requests_total{{status=\"{}\"}} {n}", i + 100);
-            }
-        }
+        self.requests.render(&mut out);
+        self.latency.render(
+            &mut out,
+            "floopy_request_duration_seconds",
+            "Request latency, first byte in to last byte out.",
+        );
+        self.ttfb.render(
+            &mut out,
+            "floopy_upstream_ttfb_seconds",
+            "Time from the request's arrival to the provider's response header.",
+        );
         let counters = [
             (
                 "floopy_upstream_errors_total",
@@ -185,18 +256,26 @@ mod tests {
     #[test]
     fn renders_counted_statuses_and_counters() {
         let m = Metrics::default();
-        m.count_request(200);
-        m.count_request(200);
-        m.count_request(429);
-        m.count_request(42); // out of range: ignored, no panic
+        m.count_request(200, "production", "openai");
+        m.count_request(200, "production", "openai");
+        m.count_request(429, "", "");
+        m.latency.observe(Duration::from_millis(3));
+        m.latency.observe(Duration::from_secs(1000));
         m.unpriced_model_requests.inc();
         let text = m.render(1.5, 3);
         assert!(
-            text.contains("floopy_requests_total{status=\"200\"} 2\n"),
+            text.contains("floopy_requests_total{status=\"200\",environment=\"production\",provider=\"openai\"} 2\n"),
             "{text}"
         );
-        assert!(text.contains("floopy_requests_total{status=\"429\"} 1\n"));
+        assert!(text
+            .contains("floopy_requests_total{status=\"429\",environment=\"\",provider=\"\"} 1\n"));
         assert!(!text.contains("status=\"404\""));
+        assert!(
+            text.contains("floopy_request_duration_seconds_bucket{le=\"0.005\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("floopy_request_duration_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("floopy_request_duration_seconds_count 2\n"));
         assert!(text.contains("floopy_unpriced_model_requests_total 1\n"));
         assert!(text.contains("floopy_snapshot_age_seconds 1.500\n"));
         assert!(text.contains("floopy_snapshot_keys 3\n"));

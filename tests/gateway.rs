@@ -856,12 +856,25 @@ async fn models_admin_and_keepalive() {
         .text()
         .await
         .unwrap();
+    let count = |status: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(&format!("floopy_requests_total{{status=\"{status}\",")))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(count("200"), 51, "{metrics}");
+    assert_eq!(count("401"), 1, "{metrics}");
     assert!(
-        metrics.contains("floopy_requests_total{status=\"200\"} 51\n"),
+        metrics.contains("floopy_requests_total{status=\"200\",environment=\"development\",provider=\"fake-openai\"} 50\n"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("floopy_requests_total{status=\"401\"} 1\n"),
+        metrics.contains("floopy_request_duration_seconds_count 52\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("floopy_upstream_ttfb_seconds_count 50\n"),
         "{metrics}"
     );
 }

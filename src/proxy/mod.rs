@@ -414,13 +414,18 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let status = ctx
-            .status
-            .or_else(|| ctx.error.as_ref().map(GatewayError::status));
-        self.metrics.count_request(status.unwrap_or(499));
+        self.metrics.latency.observe(ctx.started.elapsed());
+        if let Some(first_byte) = ctx.first_byte_at {
+            self.metrics.ttfb.observe(first_byte - ctx.started);
+        }
         let Some(record) = record::build(session.req_header(), e, ctx, &self.metrics) else {
+            // An unknown key: no org, no record; still counted.
+            self.metrics
+                .count_request(ctx.status.unwrap_or(499), "", "");
             return;
         };
+        self.metrics
+            .count_request(record.status, record.environment, &record.provider);
         if let Some(key) = &ctx.principal {
             let cap = ctx
                 .snapshot
