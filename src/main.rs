@@ -291,6 +291,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         AdminApp::new(
             store.clone(),
             metrics.clone(),
+            sink.clone(),
             match &config.control {
                 ControlSource::File(_) => None,
                 ControlSource::Postgres(p) => Some(p.max_staleness),

@@ -900,3 +900,90 @@ async fn sigterm_flushes_every_record() {
     }
     assert_eq!(records.len(), ids.len());
 }
+
+/// A Prometheus text exposition: every sample line is `name{labels} value`
+/// with a declared TYPE; returns (name with labels, value).
+fn parse_prometheus(text: &str) -> Vec<(String, f64)> {
+    let mut typed = std::collections::HashSet::new();
+    let mut samples = Vec::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap();
+            let kind = parts.next().unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            typed.insert(name.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(
+            !line.is_empty() && !line.starts_with('#'),
+            "unexpected line {line:?}"
+        );
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        let value: f64 = value
+            .parse()
+            .unwrap_or_else(|_| panic!("bad value in {line:?}"));
+        let name = series.split('{').next().unwrap();
+        if let Some(labels) = series.strip_prefix(name) {
+            if !labels.is_empty() {
+                assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+                for pair in labels[1..labels.len() - 1].split(',') {
+                    let (k, v) = pair.split_once('=').unwrap();
+                    assert!(
+                        k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+                        "{line}"
+                    );
+                    assert!(v.starts_with('"') && v.ends_with('"'), "{line}");
+                }
+            }
+        }
+        let base = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|b| typed.contains(*b)))
+            .unwrap_or(name);
+        assert!(typed.contains(base), "{name} has no TYPE");
+        samples.push((series.to_string(), value));
+    }
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(&provider, Options::default()).await;
+    let scrape = || async {
+        let text = reqwest::get(format!("http://{}/metrics", gw.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        parse_prometheus(&text)
+            .into_iter()
+            .collect::<std::collections::HashMap<String, f64>>()
+    };
+    let before = scrape().await;
+    for _ in 0..5 {
+        assert_eq!(post_chat(&gw, KEY_LOCKED, None).await.status(), 200);
+    }
+    assert_eq!(post_chat(&gw, KEY_FREE, Some("bad")).await.status(), 400);
+    gw.wait_records(6).await;
+    let after = scrape().await;
+    let ok =
+        "floopy_requests_total{status=\"200\",environment=\"production\",provider=\"fake-openai\"}";
+    assert_eq!(after[ok] - before.get(ok).copied().unwrap_or(0.0), 5.0);
+    let bad = "floopy_requests_total{status=\"400\",environment=\"development\",provider=\"\"}";
+    assert_eq!(after[bad], 1.0);
+    let count = "floopy_request_duration_seconds_count";
+    assert_eq!(after[count] - before[count], 6.0);
+    assert_eq!(after["floopy_log_records_written_total"], 6.0);
+    assert_eq!(after["floopy_log_queue_depth"], 0.0);
+    assert_eq!(after["floopy_snapshot_keys"], 6.0);
+    let ready = reqwest::get(format!("http://{}/readyz", gw.admin))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+}

@@ -10,12 +10,14 @@ use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
+use crate::logs::LogSink;
 use crate::metrics::Metrics;
 use crate::snapshot::SnapshotStore;
 
 pub struct AdminApp {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
+    sink: Arc<dyn LogSink>,
     /// With a control database: how long without a confirmed sync is still
     /// ready.
     max_staleness: Option<Duration>,
@@ -25,11 +27,13 @@ impl AdminApp {
     pub fn new(
         store: Arc<SnapshotStore>,
         metrics: Arc<Metrics>,
+        sink: Arc<dyn LogSink>,
         max_staleness: Option<Duration>,
     ) -> Self {
         AdminApp {
             store,
             metrics,
+            sink,
             max_staleness,
         }
     }
@@ -45,14 +49,23 @@ impl AdminApp {
                     max.as_secs()
                 ),
             ),
-            _ => reply(200, "text/plain", "ready\n".into()),
+            _ => match self.sink.health() {
+                Err(reason) => reply(503, "text/plain", format!("not ready: {reason}\n")),
+                Ok(()) => reply(200, "text/plain", "ready\n".into()),
+            },
         }
     }
 
     fn metrics_text(&self) -> String {
         let snapshot = self.store.load();
-        self.metrics
-            .render(self.store.staleness_seconds(), snapshot.key_count)
+        let mut text = self
+            .metrics
+            .render(self.store.staleness_seconds(), snapshot.key_count);
+        text.push_str(&format!(
+            "# HELP floopy_log_queue_depth Request log records accepted and not yet written.\n# TYPE floopy_log_queue_depth gauge\nfloopy_log_queue_depth {}\n",
+            self.sink.queue_depth()
+        ));
+        text
     }
 }
 

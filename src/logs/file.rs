@@ -29,6 +29,8 @@ enum Message {
 
 pub struct FileSink {
     tx: mpsc::Sender<Message>,
+    /// The last write error, cleared by the next successful write.
+    failing: Arc<Mutex<Option<String>>>,
     overflow: Arc<Mutex<Vec<RequestLog>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
@@ -44,7 +46,9 @@ impl FileSink {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let (tx, rx) = mpsc::channel(capacity);
         let overflow = Arc::new(Mutex::new(Vec::new()));
+        let failing = Arc::new(Mutex::new(None));
         let writer = Writer {
+            failing: failing.clone(),
             path: path.to_path_buf(),
             file,
             rx,
@@ -56,6 +60,7 @@ impl FileSink {
             .spawn(move || writer.run())?;
         Ok(FileSink {
             tx,
+            failing,
             overflow,
             writer: Mutex::new(Some(handle)),
             metrics,
@@ -80,6 +85,18 @@ impl LogSink for FileSink {
         }
     }
 
+    fn queue_depth(&self) -> usize {
+        let overflow = self.overflow.lock().map_or(0, |o| o.len());
+        self.tx.max_capacity() - self.tx.capacity() + overflow
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match self.failing.lock().ok().and_then(|f| f.clone()) {
+            Some(e) => Err(format!("request log writes are failing: {e}")),
+            None => Ok(()),
+        }
+    }
+
     fn shutdown(&self) {
         // Waits for room: by now the server has stopped serving.
         let _ = self.tx.blocking_send(Message::Shutdown);
@@ -90,6 +107,7 @@ impl LogSink for FileSink {
 }
 
 struct Writer {
+    failing: Arc<Mutex<Option<String>>>,
     path: PathBuf,
     file: File,
     rx: mpsc::Receiver<Message>,
@@ -144,10 +162,16 @@ impl Writer {
             match self.file.write_all(buf).and_then(|()| self.file.flush()) {
                 Ok(()) => {
                     self.metrics.log_records_written.add(count);
+                    if let Ok(mut failing) = self.failing.lock() {
+                        failing.take();
+                    }
                     return;
                 }
                 Err(e) => {
                     self.metrics.log_write_errors.inc();
+                    if let Ok(mut failing) = self.failing.lock() {
+                        *failing = Some(e.to_string());
+                    }
                     tracing::error!(path = %self.path.display(), error = %e, "cannot write request logs; retrying");
                     std::thread::sleep(std::time::Duration::from_secs(1));
                 }

@@ -61,4 +61,11 @@ pub trait LogSink: Send + Sync {
     /// Stops accepting records, writes out everything accepted, and returns
     /// when that is durable. Called once, after the server has drained.
     fn shutdown(&self);
+
+    /// Records accepted and not yet written.
+    fn queue_depth(&self) -> usize;
+
+    /// `Err` with the reason when the sink cannot currently deliver records
+    /// (they are kept, not lost); `/readyz` reports it.
+    fn health(&self) -> Result<(), String>;
 }

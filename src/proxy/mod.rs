@@ -376,6 +376,15 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
+    fn request_summary(&self, session: &Session, ctx: &RequestCtx) -> String {
+        // Pingora's error lines carry this: make them findable by request id.
+        format!(
+            "{}, floopy-request-id: {}",
+            session.as_ref().request_summary(),
+            ctx.request_id.hyphenated()
+        )
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
         // A client hanging up is routine at the edge; it is in the request
         // log, not worth an error line each.
