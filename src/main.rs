@@ -22,6 +22,7 @@ use floopy_gateway::limits::exchange::UsageExchange;
 use floopy_gateway::limits::state::{sync_state, StateWriter};
 use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
+use floopy_gateway::logs::kafka::KafkaSink;
 use floopy_gateway::logs::LogSink;
 use floopy_gateway::metrics::Metrics;
 use floopy_gateway::model::ControlData;
@@ -229,6 +230,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         } => Arc::new(
             FileSink::open(path, *queue_capacity, metrics.clone())
                 .with_context(|| format!("opening the request log {}", path.display()))?,
+        ),
+        LogSinkConfig::Kafka(kafka) => Arc::new(
+            KafkaSink::start(kafka, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("starting the kafka sink: {e}"))?,
         ),
     };
 

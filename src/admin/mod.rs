@@ -65,6 +65,12 @@ impl AdminApp {
             "# HELP floopy_log_queue_depth Request log records accepted and not yet written.\n# TYPE floopy_log_queue_depth gauge\nfloopy_log_queue_depth {}\n",
             self.sink.queue_depth()
         ));
+        if let Some((bytes, age)) = self.sink.spool_stats() {
+            text.push_str(&format!(
+                "# HELP floopy_log_spool_bytes Request logs waiting in the disk spool.\n# TYPE floopy_log_spool_bytes gauge\nfloopy_log_spool_bytes {bytes}\n# HELP floopy_log_spool_age_seconds Age of the oldest spooled request log.\n# TYPE floopy_log_spool_age_seconds gauge\nfloopy_log_spool_age_seconds {:.3}\n",
+                age.as_secs_f64()
+            ));
+        }
         text
     }
 }

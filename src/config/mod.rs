@@ -17,6 +17,7 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
+use crate::logs::kafka::KafkaSinkConfig;
 use crate::model::{
     hash_key, ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash, Org, Plan, Project,
     DEFAULT_PROJECT_ID,
@@ -125,6 +126,8 @@ pub enum LogSinkConfig {
         path: PathBuf,
         queue_capacity: usize,
     },
+    /// Kafka, with the disk spool behind it.
+    Kafka(KafkaSinkConfig),
 }
 
 /// Whether validation resolves provider host names.
@@ -553,11 +556,29 @@ fn validate_log_sink(raw: &RawLogSink, errors: &mut Errors) -> LogSinkConfig {
         Some(n) => n,
         None => DEFAULT_LOG_QUEUE_CAPACITY,
     };
-    if raw.kind != "file" {
-        errors.add(
-            "log_sink.kind",
-            format!("{:?} is not one of: file", raw.kind),
-        );
+    match raw.kind.as_str() {
+        "file" => {
+            for (field, set) in [
+                ("brokers", raw.brokers.is_some()),
+                ("topic", raw.topic.is_some()),
+                ("spool_dir", raw.spool_dir.is_some()),
+                ("linger_ms", raw.linger_ms.is_some()),
+                ("compression", raw.compression.is_some()),
+                ("message_timeout_ms", raw.message_timeout_ms.is_some()),
+                ("idempotence", raw.idempotence.is_some()),
+            ] {
+                if set {
+                    errors.add(format!("log_sink.{field}"), "only for kind: kafka");
+                }
+            }
+        }
+        "kafka" => return validate_kafka_sink(raw, queue_capacity, errors),
+        other => {
+            errors.add(
+                "log_sink.kind",
+                format!("{other:?} is not one of: file, kafka"),
+            );
+        }
     }
     let path = match &raw.path {
         Some(p) if !p.is_empty() => PathBuf::from(p),
@@ -570,6 +591,71 @@ fn validate_log_sink(raw: &RawLogSink, errors: &mut Errors) -> LogSinkConfig {
         path,
         queue_capacity,
     }
+}
+
+fn validate_kafka_sink(
+    raw: &RawLogSink,
+    queue_capacity: usize,
+    errors: &mut Errors,
+) -> LogSinkConfig {
+    if raw.path.is_some() {
+        errors.add(
+            "log_sink.path",
+            "only for kind: file (kafka spools to spool_dir)",
+        );
+    }
+    let brokers = match &raw.brokers {
+        Some(b) if !b.trim().is_empty() && b.split(',').all(|h| h.trim().contains(':')) => {
+            b.clone()
+        }
+        Some(b) => {
+            errors.add(
+                "log_sink.brokers",
+                format!("{b:?} is not host:port[,host:port...]"),
+            );
+            String::new()
+        }
+        None => {
+            errors.add("log_sink.brokers", "required for kind: kafka");
+            String::new()
+        }
+    };
+    let topic = raw
+        .topic
+        .clone()
+        .unwrap_or_else(|| "floopy.request_logs".to_string());
+    let topic_ok = !topic.is_empty()
+        && topic.len() <= 249
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if !topic_ok {
+        errors.add(
+            "log_sink.topic",
+            format!("{topic:?} is not a Kafka topic name"),
+        );
+    }
+    let compression = raw.compression.clone().unwrap_or_else(|| "lz4".to_string());
+    if !["none", "gzip", "snappy", "lz4", "zstd"].contains(&compression.as_str()) {
+        errors.add(
+            "log_sink.compression",
+            format!("{compression:?} is not one of none, gzip, snappy, lz4, zstd"),
+        );
+    }
+    let message_timeout_ms = raw.message_timeout_ms.unwrap_or(10_000);
+    if message_timeout_ms == 0 {
+        errors.add("log_sink.message_timeout_ms", "must be greater than 0");
+    }
+    LogSinkConfig::Kafka(KafkaSinkConfig {
+        brokers,
+        topic,
+        queue_capacity,
+        spool_dir: PathBuf::from(raw.spool_dir.as_deref().unwrap_or("var/spool")),
+        linger_ms: raw.linger_ms.unwrap_or(20),
+        compression,
+        message_timeout_ms,
+        idempotence: raw.idempotence.unwrap_or(true),
+    })
 }
 
 fn validate_control(raw: &RawControl, errors: &mut Errors) -> Option<ControlSource> {

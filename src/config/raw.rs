@@ -185,9 +185,25 @@ pub struct RawEnvironmentLimits {
 #[serde(deny_unknown_fields)]
 pub struct RawLogSink {
     pub kind: String,
+    /// file: the JSON Lines file.
     pub path: Option<String>,
     /// Records held in memory between the request path and the writer.
     pub queue_capacity: Option<usize>,
+    /// kafka: `host:port[,host:port...]`.
+    pub brokers: Option<String>,
+    /// kafka: default `floopy.request_logs`.
+    pub topic: Option<String>,
+    /// kafka: the disk spool directory.
+    pub spool_dir: Option<String>,
+    /// kafka: batching delay (default 20).
+    pub linger_ms: Option<u64>,
+    /// kafka: none, gzip, snappy, lz4 (default), zstd.
+    pub compression: Option<String>,
+    /// kafka: how long the producer retries a record before it is spooled
+    /// (default 10000).
+    pub message_timeout_ms: Option<u64>,
+    /// kafka: idempotent producer (default true).
+    pub idempotence: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]

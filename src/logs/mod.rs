@@ -4,6 +4,8 @@
 //! and retrying are the sink's background work.
 
 pub mod file;
+pub mod kafka;
+pub mod spool;
 
 use serde::Serialize;
 
@@ -68,4 +70,10 @@ pub trait LogSink: Send + Sync {
     /// `Err` with the reason when the sink cannot currently deliver records
     /// (they are kept, not lost); `/readyz` reports it.
     fn health(&self) -> Result<(), String>;
+
+    /// (bytes, age of the oldest record) of the disk spool, for sinks that
+    /// have one.
+    fn spool_stats(&self) -> Option<(u64, std::time::Duration)> {
+        None
+    }
 }

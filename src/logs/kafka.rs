@@ -1,0 +1,454 @@
+//! The Kafka sink: one JSON object per message (SPEC section 4), keyed by
+//! project id, through an idempotent, batching, compressing producer, with
+//! the disk spool (`spool`) behind it so no record is lost.
+//!
+//! - `submit` (request path) puts the record on a bounded queue and returns;
+//!   a full queue spills to an overflow list, never blocks, never drops.
+//! - A forwarder thread serialises records and hands them to librdkafka.
+//!   A record librdkafka refuses (its queue full) goes to the spool.
+//! - Every delivery report is tracked: acknowledged, or spooled when the
+//!   broker did not take it within `message_timeout_ms`.
+//! - Once a second, when spooled segments exist and the broker answers, the
+//!   oldest segment is replayed; it is deleted only after every record in it
+//!   is acknowledged (or spooled again, durably, if the broker fails again).
+//! - Shutdown flushes the producer; what it cannot deliver in time is purged
+//!   into the spool, which the next start replays.
+//!
+//! Order: records of one project keep their order while the broker is up.
+//! Across an outage, spooled records are replayed after the live ones that
+//! followed them were delivered; consumers deduplicate and order by
+//! `request_id` and `ts_ms`.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{DeliveryResult, Message as _};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
+use rdkafka::ClientContext;
+
+use super::spool::{list_segments, read_segment, spool_stats, SpoolWriter};
+use super::{LogSink, RequestLog};
+use crate::metrics::Metrics;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSinkConfig {
+    pub brokers: String,
+    pub topic: String,
+    pub queue_capacity: usize,
+    pub spool_dir: PathBuf,
+    pub linger_ms: u64,
+    pub compression: String,
+    pub message_timeout_ms: u64,
+    pub idempotence: bool,
+}
+
+/// Where a message came from: its delivery report says what to do.
+enum Origin {
+    Live,
+    Replay(Arc<ReplaySegment>),
+}
+
+/// A spool segment being replayed: deleted when its last record is done.
+struct ReplaySegment {
+    path: PathBuf,
+    pending: AtomicUsize,
+}
+
+impl ReplaySegment {
+    fn done_one(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot delete a replayed spool segment");
+            }
+        }
+    }
+}
+
+struct Shared {
+    spool: Mutex<SpoolWriter>,
+    metrics: Arc<Metrics>,
+    /// A delivery error since the last replay attempt: the broker is not
+    /// healthy yet.
+    recent_errors: AtomicUsize,
+}
+
+impl Shared {
+    /// Appends a record to the spool; on a disk error it is logged, counted
+    /// and retried until the disk takes it (losing it is not an option).
+    fn spool(&self, json: &[u8]) {
+        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            match spool.append(json) {
+                Ok(()) => {
+                    self.metrics.log_records_spooled.inc();
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.log_write_errors.inc();
+                    tracing::error!(error = %e, "cannot append to the log spool; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+}
+
+struct SinkContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for SinkContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use rdkafka::config::RDKafkaLogLevel::*;
+        match level {
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(facility = fac, "kafka: {log_message}")
+            }
+            Warning => tracing::warn!(facility = fac, "kafka: {log_message}"),
+            _ => tracing::debug!(facility = fac, "kafka: {log_message}"),
+        }
+    }
+}
+
+impl ProducerContext for SinkContext {
+    type DeliveryOpaque = Box<Origin>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
+        match result {
+            Ok(_) => self.shared.metrics.log_records_acked.inc(),
+            Err((e, message)) => {
+                self.shared.metrics.log_delivery_errors.inc();
+                self.shared.recent_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "request log not delivered; spooling it");
+                if let Some(payload) = message.payload() {
+                    self.shared.spool(payload);
+                }
+            }
+        }
+        if let Origin::Replay(segment) = *origin {
+            segment.done_one();
+        }
+    }
+}
+
+type KafkaProducer = ThreadedProducer<SinkContext>;
+
+enum Command {
+    Record(Box<RequestLog>),
+    Shutdown,
+}
+
+pub struct KafkaSink {
+    tx: SyncSender<Command>,
+    /// Records in the queue (the channel does not say).
+    queued: Arc<AtomicUsize>,
+    overflow: Arc<Mutex<Vec<RequestLog>>>,
+    forwarder: Mutex<Option<JoinHandle<()>>>,
+    spool_dir: PathBuf,
+    metrics: Arc<Metrics>,
+}
+
+impl KafkaSink {
+    /// Creates the producer and starts the forwarder. Fails only on an
+    /// invalid producer configuration or an unusable spool directory; an
+    /// unreachable broker is not an error (records go to the spool).
+    pub fn start(config: &KafkaSinkConfig, metrics: Arc<Metrics>) -> Result<KafkaSink, String> {
+        let spool = SpoolWriter::open(&config.spool_dir)
+            .map_err(|e| format!("log spool {}: {e}", config.spool_dir.display()))?;
+        let shared = Arc::new(Shared {
+            spool: Mutex::new(spool),
+            metrics: metrics.clone(),
+            recent_errors: AtomicUsize::new(0),
+        });
+        let producer: KafkaProducer = ClientConfig::new()
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", config.idempotence.to_string())
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("compression.type", &config.compression)
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", "200000")
+            .set("client.id", "floopy-gateway")
+            .create_with_context(SinkContext {
+                shared: shared.clone(),
+            })
+            .map_err(|e| format!("kafka producer: {e}"))?;
+        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let overflow = Arc::new(Mutex::new(Vec::new()));
+        let forwarder = Forwarder {
+            queued: queued.clone(),
+            producer,
+            topic: config.topic.clone(),
+            rx,
+            overflow: overflow.clone(),
+            shared: shared.clone(),
+            spool_dir: config.spool_dir.clone(),
+            replaying: None,
+            buf: Vec::with_capacity(1024),
+        };
+        let handle = std::thread::Builder::new()
+            .name("floopy-kafka-forwarder".into())
+            .spawn(move || forwarder.run())
+            .map_err(|e| format!("cannot start the kafka forwarder: {e}"))?;
+        Ok(KafkaSink {
+            tx,
+            queued,
+            overflow,
+            forwarder: Mutex::new(Some(handle)),
+            spool_dir: config.spool_dir.clone(),
+            metrics,
+        })
+    }
+}
+
+impl LogSink for KafkaSink {
+    fn submit(&self, record: RequestLog) {
+        self.metrics.log_records_submitted.inc();
+        self.queued.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(Command::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Command::Record(record)))
+            | Err(TrySendError::Disconnected(Command::Record(record))) => {
+                self.queued.fetch_sub(1, Ordering::Relaxed);
+                self.metrics.log_queue_overflow.inc();
+                if let Ok(mut overflow) = self.overflow.lock() {
+                    overflow.push(*record);
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(handle) = self.forwarder.lock().ok().and_then(|mut f| f.take()) {
+            let _ = handle.join();
+        }
+    }
+
+    fn queue_depth(&self) -> usize {
+        let overflow = self.overflow.lock().map_or(0, |o| o.len());
+        self.queued.load(Ordering::Relaxed) + overflow
+    }
+
+    fn health(&self) -> Result<(), String> {
+        // Records are never lost while the spool takes them; the sink is
+        // degraded, not down, when the broker is away. Readiness reports a
+        // spool that keeps growing for long.
+        let (bytes, age) = spool_stats(&self.spool_dir);
+        if age > Duration::from_secs(300) && bytes > 0 {
+            return Err(format!(
+                "the broker has not taken spooled request logs for {} s ({bytes} bytes spooled)",
+                age.as_secs()
+            ));
+        }
+        Ok(())
+    }
+
+    fn spool_stats(&self) -> Option<(u64, Duration)> {
+        Some(spool_stats(&self.spool_dir))
+    }
+}
+
+struct Forwarder {
+    producer: KafkaProducer,
+    topic: String,
+    rx: mpsc::Receiver<Command>,
+    queued: Arc<AtomicUsize>,
+    overflow: Arc<Mutex<Vec<RequestLog>>>,
+    shared: Arc<Shared>,
+    spool_dir: PathBuf,
+    replaying: Option<Arc<ReplaySegment>>,
+    buf: Vec<u8>,
+}
+
+impl Forwarder {
+    fn run(mut self) {
+        let mut last_replay = Instant::now();
+        loop {
+            match self.rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(Command::Record(record)) => {
+                    self.queued.fetch_sub(1, Ordering::Relaxed);
+                    self.produce(&record);
+                }
+                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            let overflow = self
+                .overflow
+                .lock()
+                .map(|mut o| std::mem::take(&mut *o))
+                .unwrap_or_default();
+            for record in &overflow {
+                self.produce(record);
+            }
+            if let Ok(mut spool) = self.shared.spool.lock() {
+                let _ = spool.sync();
+            }
+            if last_replay.elapsed() >= Duration::from_secs(1) {
+                last_replay = Instant::now();
+                self.replay_step();
+            }
+        }
+        self.finish();
+    }
+
+    fn produce(&mut self, record: &RequestLog) {
+        self.buf.clear();
+        if serde_json::to_writer(&mut self.buf, record).is_err() {
+            return;
+        }
+        let key = record.project_id.as_bytes();
+        let message = BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Live))
+            .key(key)
+            .payload(&self.buf[..]);
+        match self.producer.send(message) {
+            Ok(()) => self.shared.metrics.log_records_produced.inc(),
+            Err((e, _)) => {
+                self.note_refusal(&e);
+                let json = self.buf.clone();
+                self.shared.spool(&json);
+            }
+        }
+    }
+
+    fn note_refusal(&self, e: &KafkaError) {
+        self.shared.metrics.log_delivery_errors.inc();
+        self.shared.recent_errors.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(error = %e, "producer refused a request log; spooling it");
+    }
+
+    /// Replays the oldest closed segment when the previous replay is done
+    /// and the broker looks healthy.
+    fn replay_step(&mut self) {
+        if let Some(segment) = &self.replaying {
+            if segment.pending.load(Ordering::Acquire) > 0 {
+                return;
+            }
+            self.replaying = None;
+        }
+        let errors = self.shared.recent_errors.swap(0, Ordering::Relaxed);
+        let Ok(segments) = list_segments(&self.spool_dir) else {
+            return;
+        };
+        if segments.is_empty() {
+            return;
+        }
+        if errors > 0 || !self.broker_answers() {
+            return;
+        }
+        let current = self
+            .shared
+            .spool
+            .lock()
+            .map(|s| s.current_seq())
+            .unwrap_or(None);
+        let oldest = match segments.iter().find(|s| Some(s.seq) != current) {
+            Some(segment) => segment.clone(),
+            None => {
+                // Only the segment being written: close it so it can be
+                // replayed at the next step.
+                if let Ok(mut spool) = self.shared.spool.lock() {
+                    let _ = spool.close_segment();
+                }
+                return;
+            }
+        };
+        let read = match read_segment(&oldest.path) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(path = %oldest.path.display(), error = %e, "cannot read a spool segment");
+                return;
+            }
+        };
+        if read.corrupt > 0 {
+            self.shared
+                .metrics
+                .log_spool_corrupt_records
+                .add(read.corrupt);
+            tracing::error!(
+                path = %oldest.path.display(),
+                skipped = read.corrupt,
+                "corrupt records in a spool segment were skipped"
+            );
+        }
+        let segment = Arc::new(ReplaySegment {
+            path: oldest.path.clone(),
+            // One extra, released below, so an empty segment is deleted too.
+            pending: AtomicUsize::new(read.records.len() + 1),
+        });
+        for json in &read.records {
+            let key = project_key(json);
+            let message =
+                BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Replay(segment.clone())))
+                    .key(&key[..])
+                    .payload(&json[..]);
+            match self.producer.send(message) {
+                Ok(()) => self.shared.metrics.log_records_replayed.inc(),
+                Err((e, _)) => {
+                    self.note_refusal(&e);
+                    self.shared.spool(json);
+                    segment.done_one();
+                }
+            }
+        }
+        segment.done_one();
+        self.replaying = Some(segment);
+    }
+
+    fn broker_answers(&self) -> bool {
+        self.producer
+            .client()
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(1))
+            .is_ok()
+    }
+
+    /// Shutdown: deliver what can be delivered within a few seconds, spool
+    /// the rest.
+    fn finish(mut self) {
+        while let Ok(Command::Record(record)) = self.rx.try_recv() {
+            self.produce(&record);
+        }
+        let overflow = self
+            .overflow
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        for record in &overflow {
+            self.produce(record);
+        }
+        if self.producer.flush(Duration::from_secs(5)).is_err() {
+            tracing::warn!(
+                in_flight = self.producer.in_flight_count(),
+                "the broker did not take every request log before shutdown; spooling the rest"
+            );
+            self.producer
+                .purge(PurgeConfig::default().queue().inflight());
+            let _ = self.producer.flush(Duration::from_secs(2));
+        }
+        if let Ok(mut spool) = self.shared.spool.lock() {
+            let _ = spool.close_segment();
+        }
+    }
+}
+
+/// The message key of a spooled record: its `project_id`.
+fn project_key(json: &[u8]) -> Vec<u8> {
+    #[derive(serde::Deserialize)]
+    struct Key<'a> {
+        #[serde(borrow)]
+        project_id: Option<std::borrow::Cow<'a, str>>,
+    }
+    serde_json::from_slice::<Key>(json)
+        .ok()
+        .and_then(|k| k.project_id)
+        .map(|p| p.as_bytes().to_vec())
+        .unwrap_or_default()
+}
