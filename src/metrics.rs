@@ -131,6 +131,7 @@ pub struct Metrics {
     pub log_records_replayed: Counter,
     pub log_delivery_errors: Counter,
     pub log_spool_corrupt_records: Counter,
+    pub log_producer_replacements: Counter,
     pub log_records_written: Counter,
     pub log_queue_overflow: Counter,
     pub log_write_errors: Counter,
@@ -234,6 +235,11 @@ impl Metrics {
                 "floopy_log_delivery_errors_total",
                 "Request log records the broker did not take (spooled).",
                 &self.log_delivery_errors,
+            ),
+            (
+                "floopy_log_producer_replacements_total",
+                "Kafka producers replaced after failing while the broker answered.",
+                &self.log_producer_replacements,
             ),
             (
                 "floopy_log_spool_corrupt_records_total",

@@ -20,7 +20,7 @@
 //! `request_id` and `ts_ms`.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -73,9 +73,17 @@ impl ReplaySegment {
 struct Shared {
     spool: Mutex<SpoolWriter>,
     metrics: Arc<Metrics>,
-    /// A delivery error since the last replay attempt: the broker is not
-    /// healthy yet.
-    recent_errors: AtomicUsize,
+    /// When the last acknowledgement and the last delivery error came
+    /// (milliseconds since the sink started).
+    last_ack_ms: AtomicU64,
+    last_error_ms: AtomicU64,
+    started: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
 }
 
 impl Shared {
@@ -121,10 +129,17 @@ impl ProducerContext for SinkContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, origin: Box<Origin>) {
         match result {
-            Ok(_) => self.shared.metrics.log_records_acked.inc(),
+            Ok(_) => {
+                self.shared.metrics.log_records_acked.inc();
+                self.shared
+                    .last_ack_ms
+                    .store(self.shared.now_ms(), Ordering::Relaxed);
+            }
             Err((e, message)) => {
                 self.shared.metrics.log_delivery_errors.inc();
-                self.shared.recent_errors.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .last_error_ms
+                    .store(self.shared.now_ms(), Ordering::Relaxed);
                 tracing::debug!(error = %e, "request log not delivered; spooling it");
                 if let Some(payload) = message.payload() {
                     self.shared.spool(payload);
@@ -164,25 +179,17 @@ impl KafkaSink {
         let shared = Arc::new(Shared {
             spool: Mutex::new(spool),
             metrics: metrics.clone(),
-            recent_errors: AtomicUsize::new(0),
+            last_ack_ms: AtomicU64::new(0),
+            last_error_ms: AtomicU64::new(0),
+            started: Instant::now(),
         });
-        let producer: KafkaProducer = ClientConfig::new()
-            .set("bootstrap.servers", &config.brokers)
-            .set("enable.idempotence", config.idempotence.to_string())
-            .set("acks", "all")
-            .set("linger.ms", config.linger_ms.to_string())
-            .set("compression.type", &config.compression)
-            .set("message.timeout.ms", config.message_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", "200000")
-            .set("client.id", "floopy-gateway")
-            .create_with_context(SinkContext {
-                shared: shared.clone(),
-            })
-            .map_err(|e| format!("kafka producer: {e}"))?;
+        let producer = create_producer(config, &shared)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
         let queued = Arc::new(AtomicUsize::new(0));
         let overflow = Arc::new(Mutex::new(Vec::new()));
         let forwarder = Forwarder {
+            config: config.clone(),
+            last_replacement: Instant::now(),
             queued: queued.clone(),
             producer,
             topic: config.topic.clone(),
@@ -257,7 +264,36 @@ impl LogSink for KafkaSink {
     }
 }
 
+fn create_producer(
+    config: &KafkaSinkConfig,
+    shared: &Arc<Shared>,
+) -> Result<KafkaProducer, String> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", config.idempotence.to_string())
+        .set("acks", "all")
+        .set("linger.ms", config.linger_ms.to_string())
+        .set("compression.type", &config.compression)
+        .set("message.timeout.ms", config.message_timeout_ms.to_string())
+        .set("queue.buffering.max.messages", "200000")
+        .set("client.id", "floopy-gateway")
+        .create_with_context(SinkContext {
+            shared: shared.clone(),
+        })
+        .map_err(|e| format!("kafka producer: {e}"))
+}
+
+/// A producer whose last acknowledgement is older than this, with delivery
+/// errors since, is replaced (at most every `REPLACE_INTERVAL`): an
+/// idempotent producer whose messages timed out can stay unable to deliver
+/// after the broker is back (its producer id needs a bump some brokers
+/// refuse); a new one starts clean. Its records go to the spool first.
+const STUCK_AFTER_MS: u64 = 5_000;
+const REPLACE_INTERVAL: Duration = Duration::from_secs(10);
+
 struct Forwarder {
+    config: KafkaSinkConfig,
+    last_replacement: Instant,
     producer: KafkaProducer,
     topic: String,
     rx: mpsc::Receiver<Command>,
@@ -321,27 +357,42 @@ impl Forwarder {
 
     fn note_refusal(&self, e: &KafkaError) {
         self.shared.metrics.log_delivery_errors.inc();
-        self.shared.recent_errors.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .last_error_ms
+            .store(self.shared.now_ms(), Ordering::Relaxed);
         tracing::debug!(error = %e, "producer refused a request log; spooling it");
     }
 
     /// Replays the oldest closed segment when the previous replay is done
     /// and the broker looks healthy.
     fn replay_step(&mut self) {
+        let now = self.shared.now_ms();
+        let last_ack = self.shared.last_ack_ms.load(Ordering::Relaxed);
+        let last_error = self.shared.last_error_ms.load(Ordering::Relaxed);
+        let failing = last_error > last_ack;
+        if failing
+            && now.saturating_sub(last_ack) > STUCK_AFTER_MS
+            && self.last_replacement.elapsed() >= REPLACE_INTERVAL
+        {
+            self.replace_producer();
+            return;
+        }
+        // Replay while deliveries succeed, or, after failures, once the
+        // broker answers and no error came for a full message timeout.
+        let quiet = now.saturating_sub(last_error) > self.config.message_timeout_ms;
         if let Some(segment) = &self.replaying {
             if segment.pending.load(Ordering::Acquire) > 0 {
                 return;
             }
             self.replaying = None;
         }
-        let errors = self.shared.recent_errors.swap(0, Ordering::Relaxed);
         let Ok(segments) = list_segments(&self.spool_dir) else {
             return;
         };
         if segments.is_empty() {
             return;
         }
-        if errors > 0 || !self.broker_answers() {
+        if failing && !(quiet && self.broker_answers()) {
             return;
         }
         let current = self
@@ -401,6 +452,28 @@ impl Forwarder {
         }
         segment.done_one();
         self.replaying = Some(segment);
+    }
+
+    /// Moves everything the current producer holds to the spool and starts
+    /// a new producer.
+    fn replace_producer(&mut self) {
+        let replacement = match create_producer(&self.config, &self.shared) {
+            Ok(producer) => producer,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot create a new kafka producer");
+                return;
+            }
+        };
+        tracing::warn!(
+            in_flight = self.producer.in_flight_count(),
+            "the broker answers but takes no request logs: replacing the producer (its records are spooled)"
+        );
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_secs(2));
+        self.producer = replacement;
+        self.last_replacement = Instant::now();
+        self.shared.metrics.log_producer_replacements.inc();
     }
 
     fn broker_answers(&self) -> bool {

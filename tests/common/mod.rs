@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod clickhouse;
+pub mod kafka;
 pub mod pg;
 
 use std::net::{SocketAddr, TcpListener};
@@ -105,9 +107,7 @@ pricing:
   - { model: gpt-4o-mini, input_per_mtok_usd: 0.15, output_per_mtok_usd: 0.60 }
   - { model: text-embedding-3-small, input_per_mtok_usd: 0.02, output_per_mtok_usd: 0 }
   - { model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, output_per_mtok_usd: 15.00, cached_input_per_mtok_usd: 0.30 }
-{CONTROL}log_sink:
-  kind: file
-  path: "{LOG}"
+{CONTROL}{LOG_SINK}
 "##;
 
 /// Options of one gateway under test.
@@ -124,6 +124,8 @@ pub struct Options {
     pub state_file: Option<PathBuf>,
     /// The whole `control:` section; default `FILE_CONTROL`.
     pub control: Option<String>,
+    /// The whole `log_sink:` section; default: the file sink at `{LOG}`.
+    pub log_sink: Option<String>,
 }
 
 impl Default for Options {
@@ -136,6 +138,7 @@ impl Default for Options {
             env_limits: String::new(),
             state_file: None,
             control: None,
+            log_sink: None,
         }
     }
 }
@@ -174,6 +177,13 @@ pub fn render_config(
         .replace(
             "{CONTROL}",
             options.control.as_deref().unwrap_or(FILE_CONTROL),
+        )
+        .replace(
+            "{LOG_SINK}",
+            options
+                .log_sink
+                .as_deref()
+                .unwrap_or("log_sink:\n  kind: file\n  path: \"{LOG}\""),
         )
         .replace("{UPSTREAM}", upstream)
         .replace("{LISTEN}", &listen.to_string())
