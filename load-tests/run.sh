@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# load-tests/run.sh SCENARIO [k6 args...]
+#
+# Runs the k6 scenario load-tests/k6/SCENARIO.js (smoke, load, spike,
+# streaming, soak) and exits with k6's exit code (99 when a threshold failed).
+#
+# Local mode (default): starts target/release/fake-provider and
+# target/release/floopy-gateway (built with `cargo build --release --bins`
+# only if missing) on free loopback ports, with a configuration written to a
+# temporary directory, waits for GET /healthz, runs k6 against it, then stops
+# both (SIGTERM, wait).
+#
+# Remote mode: when FLOOPY_URL and FLOOPY_KEY are both set in the
+# environment, nothing is started; k6 runs against that deployment
+# (FLOOPY_PROJECT, FLOOPY_MODEL, ... are passed through as set).
+#
+# Scenario knobs are environment variables read by the scripts: RATE,
+# DURATION, VUS, ... (see load-tests/README.md). KEEP_TMP=1 keeps the
+# temporary directory (configuration, request log, process output).
+set -uo pipefail
+
+usage() {
+    echo "usage: load-tests/run.sh SCENARIO [k6 args...]   (SCENARIO: smoke load spike streaming soak)" >&2
+    exit 2
+}
+[[ $# -ge 1 ]] || usage
+case "$1" in -h | --help) usage ;; esac
+SCENARIO=$1
+shift
+
+# shellcheck source=load-tests/lib.sh
+source "$(dirname "$0")/lib.sh"
+
+SCRIPT="$LT_ROOT/load-tests/k6/$SCENARIO.js"
+[[ -f "$SCRIPT" ]] || { echo "no such scenario: $SCRIPT" >&2; usage; }
+
+lt_ensure_k6
+
+if [[ -n "${FLOOPY_URL:-}" && -n "${FLOOPY_KEY:-}" ]]; then
+    lt_log "FLOOPY_URL and FLOOPY_KEY set: running $SCENARIO against $FLOOPY_URL, starting nothing"
+    export FLOOPY_URL FLOOPY_KEY
+    "$K6" run "$@" "$SCRIPT"
+    exit $?
+fi
+if [[ -n "${FLOOPY_URL:-}" || -n "${FLOOPY_KEY:-}" ]]; then
+    lt_die "set both FLOOPY_URL and FLOOPY_KEY to target a deployment, or neither to start one locally"
+fi
+
+lt_ensure_binaries
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-load.XXXXXX")
+RC=1
+# shellcheck disable=SC2317 # called by the EXIT trap
+finish() {
+    lt_cleanup
+    if [[ "${KEEP_TMP:-0}" == 1 || $RC -ne 0 ]]; then
+        lt_log "kept $TMP (configuration, request log, process output)"
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap finish EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+lt_start_fake_provider "$TMP"
+lt_start_gateway "$TMP" "$FAKE_ADDR"
+
+export FLOOPY_URL="http://$GW_ADDR"
+export FLOOPY_KEY="$LT_KEY_PROD"
+export FLOOPY_KEY_NOENV="$LT_KEY_NOENV"
+export FLOOPY_PROJECT="${FLOOPY_PROJECT-$LT_PROJECT_ID}"
+export FLOOPY_ANTHROPIC_MODEL="${FLOOPY_ANTHROPIC_MODEL-claude-sonnet-4-5}"
+export FLOOPY_FAKE_PROVIDER=1
+
+rss() { awk '/^VmRSS/ {print $2 " kB"}' "/proc/$1/status" 2>/dev/null; }
+lt_log "gateway resident memory before: $(rss "$GW_PID")"
+lt_log "k6 run $SCENARIO against $FLOOPY_URL"
+"$K6" run "$@" "$SCRIPT"
+RC=$?
+lt_log "gateway resident memory after: $(rss "$GW_PID")"
+
+# Stop the gateway first so that it writes out its request log, then count it.
+lt_stop "$GW_PID"
+if [[ -f "$TMP/request-logs.jsonl" ]]; then
+    lt_log "request log records written by the gateway: $(wc -l <"$TMP/request-logs.jsonl")"
+fi
+if grep -qiE 'panic|error' "$TMP/gateway.err" 2>/dev/null; then
+    lt_log "gateway stderr has errors (first lines):"
+    grep -iE 'panic|error' "$TMP/gateway.err" | head -n 5 >&2
+fi
+lt_log "k6 exit code: $RC"
+exit $RC

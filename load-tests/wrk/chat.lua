@@ -1,0 +1,32 @@
+-- wrk script of load-tests/compare.sh: every request is the same POST of an
+-- OpenAI chat completion body of about 500 bytes, with the gateway key
+-- (FLOOPY_KEY) and, when FLOOPY_PROJECT is set, the project header. The same
+-- request goes to every target, the fake provider directly included (it
+-- ignores the key).
+--
+--   FLOOPY_KEY=fpk_... FLOOPY_PROJECT=uuid wrk -t2 -c64 -d15s --latency \
+--       -s load-tests/wrk/chat.lua http://127.0.0.1:8080/v1/chat/completions
+
+local key = os.getenv("FLOOPY_KEY") or ""
+local project = os.getenv("FLOOPY_PROJECT") or ""
+local model = os.getenv("FLOOPY_MODEL") or "gpt-4o"
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+if key ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. key
+end
+if project ~= "" then
+  wrk.headers["floopy-project-id"] = project
+end
+wrk.body = '{"model":"' .. model .. '","messages":['
+  .. '{"role":"system","content":"You are a concise assistant for an online shop. Answer in one short paragraph, quote prices in euros, and never invent product names that are not in the catalogue. Be polite and brief."},'
+  .. '{"role":"user","content":"I ordered a pair of running shoes last week and the tracking page still says \\"label created\\". Can you tell me what that means and when I should expect delivery?"}'
+  .. '],"max_tokens":16,"temperature":0.2,"user":"load-test"}'
+
+-- Non-200 answers are not counted here (a response() callback would make wrk
+-- parse every response and slow it down on a 2-core machine): compare.sh reads
+-- wrk's own "Non-2xx or 3xx responses" line instead.
+function done(summary, latency, requests)
+  io.write(string.format("body_bytes: %d\n", #wrk.body))
+end

@@ -1,0 +1,201 @@
+//! The ClickHouse side: the shipped SQL on ClickHouse 18.16 and on the
+//! current engine (chdb), and requests through the gateway arriving in
+//! `request_logs` through the real broker and the Kafka engine, also across
+//! a broker outage.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::clickhouse::*;
+use common::kafka::*;
+use common::*;
+
+const TOPIC: &str = "floopy.request_logs";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sql_runs_on_clickhouse_18_16() {
+    let ch = ClickHouse::start().await;
+    assert!(
+        ch.query("SELECT version()").await.starts_with("18.16"),
+        "the old server"
+    );
+    for (path, sql) in shipped_sql("127.0.0.1:9", TOPIC, "check") {
+        eprintln!("{}", path.display());
+        ch.run_file(&sql).await;
+    }
+    ch.query(
+        r#"INSERT INTO request_logs FORMAT JSONEachRow {"request_id":"r1","ts_ms":1795792752434,"ts":"2026-11-27 10:00:00","org_id":"o","project_id":"p","api_key_id":"k","environment":"","provider":"x","model":"m","path":"/v1","status":200,"error_code":"","stream":0,"prompt_tokens":10,"completion_tokens":20,"cached_tokens":0,"cost_usd":0.000225,"cost_micro_usd":225,"latency_ms":2,"ttfb_ms":2,"session_id":"","user_id":"","property_keys":["a"],"property_values":["b"],"gateway_id":"g"}"#,
+    )
+    .await;
+    for (path, sql) in shipped_queries("o") {
+        eprintln!("{}", path.display());
+        ch.run_file(&sql).await;
+    }
+    let tables = ch.query("SHOW TABLES").await;
+    for table in [
+        "request_logs",
+        "request_logs_kafka",
+        "request_logs_mv",
+        "feedback",
+    ] {
+        assert!(tables.lines().any(|t| t == table), "{table} in {tables}");
+    }
+}
+
+#[test]
+fn the_sql_runs_on_the_current_clickhouse_in_chdb() {
+    let python = std::env::var("FLOOPY_PYTHON").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/floopy/venv/bin/python")
+    });
+    let out = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clickhouse/chdb_check.py"
+        ))
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/conf/clickhouse"))
+        .output()
+        .unwrap_or_else(|e| panic!("{python} (scripts/install-kafka-tools.sh installs chdb): {e}"));
+    assert!(
+        out.status.success(),
+        "chdb rejected the SQL:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn count(ch: &ClickHouse, sql: &str) -> u64 {
+    ch.query(sql).await.trim().parse().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_arrive_in_clickhouse_through_kafka_across_an_outage() {
+    let broker = Broker::start().await;
+    broker.create_topic(TOPIC, 1);
+    let ch = ClickHouse::start().await;
+    for (_, sql) in shipped_sql(&broker.bootstrap, TOPIC, "clickhouse-e2e") {
+        ch.run_file(&sql).await;
+    }
+    let provider = start_provider().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Arc::new(
+        Gateway::start(
+            &provider,
+            Options {
+                log_sink: Some(format!(
+                    "log_sink:\n  kind: kafka\n  brokers: \"{}\"\n  topic: \"{TOPIC}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: 3000\n  linger_ms: 5",
+                    broker.bootstrap,
+                    dir.path().join("spool").display()
+                )),
+                ..Options::default()
+            },
+        )
+        .await,
+    );
+
+    // Mixed traffic: projects, environments, streamed or not, rejected ones;
+    // the broker is unreachable for a while in the middle.
+    let outage = Duration::from_secs(
+        std::env::var("FLOOPY_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    );
+    let mut served: HashMap<String, (String, u64)> = HashMap::new();
+    let started = Instant::now();
+    let mut i = 0u64;
+    let mut outage_started = None;
+    while started.elapsed() < outage + Duration::from_secs(8) {
+        if outage_started.is_none() && started.elapsed() > Duration::from_secs(3) {
+            broker.proxy.down();
+            outage_started = Some(Instant::now());
+        }
+        if outage_started.is_some_and(|t| t.elapsed() > outage) {
+            broker.proxy.up();
+        }
+        let (key, project) = match i % 4 {
+            0 => (KEY_FREE, None),
+            1 => (KEY_LOCKED, None),
+            2 => (KEY_DEFAULT, Some(CHECKOUT)),
+            _ => (KEY_FREE, Some("not-a-uuid")),
+        };
+        let mut req = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(format!(
+                r#"{{"model":"gpt-4o","stream":{},"messages":[]}}"#,
+                i.is_multiple_of(3)
+            ));
+        if let Some(p) = project {
+            req = req.header("floopy-project-id", p);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let id = resp.headers()["floopy-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        let project = resp
+            .headers()
+            .get("floopy-project-id")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let _ = resp.bytes().await;
+        // The fake provider reports 10 prompt and 20 completion tokens:
+        // 10 x 2.50 + 20 x 10.00 micro-USD for gpt-4o.
+        served.insert(id, (project, if status == 200 { 225 } else { 0 }));
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.proxy.up();
+
+    let n = served.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let rows = count(&ch, "SELECT uniqExact(request_id) FROM request_logs").await;
+        if rows >= n {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{rows} of {n} requests in ClickHouse:\n{}",
+            ch.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rows = count(&ch, "SELECT count() FROM request_logs FINAL").await;
+    assert_eq!(
+        rows, n,
+        "one row per request after deduplication by request id"
+    );
+    let mut expected: HashMap<String, u64> = HashMap::new();
+    for (project, cost) in served.values() {
+        *expected.entry(project.clone()).or_default() += cost;
+    }
+    let by_project = ch
+        .query("SELECT project_id, sum(cost_micro_usd) FROM request_logs FINAL GROUP BY project_id FORMAT TSV")
+        .await;
+    let got: HashMap<String, u64> = by_project
+        .lines()
+        .map(|l| {
+            let (p, c) = l.split_once('\t').unwrap();
+            (p.to_string(), c.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        got, expected,
+        "cost per project in ClickHouse = what the gateway served"
+    );
+    let cost_usd_ok = count(
+        &ch,
+        "SELECT countIf(abs(cost_usd * 1000000 - cost_micro_usd) > 0.5) FROM request_logs",
+    )
+    .await;
+    assert_eq!(cost_usd_ok, 0, "cost_usd agrees with cost_micro_usd");
+    eprintln!("{n} requests, all in ClickHouse after a {outage:?} broker outage");
+}
