@@ -1,6 +1,9 @@
 //! The floopy-gateway binary: command line, configuration, and the Pingora
 //! server with its services. Wiring only.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -9,6 +9,9 @@
 //! the gateway's (same `ServerConf` shape, same proxy service), so the
 //! difference measured between the two is the cost of the gateway's own work.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
 

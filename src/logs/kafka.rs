@@ -328,9 +328,7 @@ impl Forwarder {
                 next = match self.rx.try_recv() {
                     Ok(command) => Ok(command),
                     Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => {
-                        Err(RecvTimeoutError::Disconnected)
-                    }
+                    Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
                 };
             }
             if stop {
@@ -361,7 +359,11 @@ impl Forwarder {
         if serde_json::to_writer(&mut self.buf, record).is_err() {
             return;
         }
-        let key = record.project_id.as_bytes();
+        let mut key_buf = uuid::Uuid::encode_buffer();
+        let key: &str = match record.project_id.0 {
+            Some(id) => id.hyphenated().encode_lower(&mut key_buf),
+            None => "",
+        };
         let message = BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Live))
             .key(key)
             .payload(&self.buf[..]);

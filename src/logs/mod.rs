@@ -7,17 +7,37 @@ pub mod file;
 pub mod kafka;
 pub mod spool;
 
-use serde::Serialize;
+use std::sync::Arc;
+
+use serde::{Serialize, Serializer};
+use uuid::Uuid;
+
+/// A UUID written as its hyphenated lowercase string, or `""` when absent;
+/// kept as 16 bytes until then (no allocation on the request path).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogId(pub Option<Uuid>);
+
+impl Serialize for LogId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(id) => {
+                serializer.serialize_str(id.hyphenated().encode_lower(&mut Uuid::encode_buffer()))
+            }
+            None => serializer.serialize_str(""),
+        }
+    }
+}
 
 /// One request, as written to the log. Only types every ClickHouse version
 /// reads from JSONEachRow: numbers, strings, 0/1 for booleans, arrays.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RequestLog {
-    pub request_id: String,
+    pub request_id: LogId,
     pub ts_ms: u64,
-    pub org_id: String,
-    pub project_id: String,
-    pub api_key_id: String,
+    pub org_id: LogId,
+    /// `""` when the request was refused before its project was known.
+    pub project_id: LogId,
+    pub api_key_id: LogId,
     /// Empty when the key has no environment.
     pub environment: &'static str,
     pub provider: String,
@@ -42,7 +62,7 @@ pub struct RequestLog {
     pub user_id: String,
     pub property_keys: Vec<String>,
     pub property_values: Vec<String>,
-    pub gateway_id: String,
+    pub gateway_id: Arc<str>,
 }
 
 impl RequestLog {

@@ -9,7 +9,9 @@ use pingora_http::RequestHeader;
 use super::ctx::RequestCtx;
 use super::proxy_error;
 use crate::error::GatewayError;
-use crate::logs::RequestLog;
+use std::sync::Arc;
+
+use crate::logs::{LogId, RequestLog};
 use crate::metrics::Metrics;
 use crate::usage::Usage;
 
@@ -40,14 +42,11 @@ pub fn build(
     };
     let now = Instant::now();
     Some(RequestLog {
-        request_id: ctx.request_id.hyphenated().to_string(),
+        request_id: LogId(Some(ctx.request_id)),
         ts_ms: epoch_ms(ctx.started, now),
-        org_id: key.org_id.hyphenated().to_string(),
-        project_id: ctx
-            .project_id
-            .map(|p| p.hyphenated().to_string())
-            .unwrap_or_default(),
-        api_key_id: key.id.hyphenated().to_string(),
+        org_id: LogId(Some(key.org_id)),
+        project_id: LogId(ctx.project_id),
+        api_key_id: LogId(Some(key.id)),
         environment: key.environment.map_or("", |e| e.as_str()),
         provider: ctx
             .provider
@@ -77,8 +76,8 @@ pub fn build(
         gateway_id: ctx
             .snapshot
             .as_ref()
-            .map(|s| s.settings().gateway_id.to_string())
-            .unwrap_or_default(),
+            .map(|s| s.settings().gateway_id.clone())
+            .unwrap_or_else(|| Arc::from("")),
     })
 }
 
