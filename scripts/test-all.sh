@@ -33,3 +33,7 @@ cargo nextest run --locked --no-fail-fast
 
 echo "== end-to-end: the official openai Python client"
 bash tests/e2e/run.sh
+
+echo "== k6 smoke scenario (release build)"
+cargo build --release --bins --locked
+bash load-tests/run.sh smoke
