@@ -161,10 +161,24 @@ control:
       environment_limits:
         - { environment: production, rpm: 10000000, monthly_cost_usd: 1000000 }
 
+EOF
+    # The Kafka sink when a broker is given (compare.sh starts tansu when
+    # it is installed), else the JSON Lines file.
+    if [[ -n "${LT_KAFKA_BROKERS:-}" ]]; then
+        cat >>"$file" <<EOF
+log_sink:
+  kind: kafka
+  brokers: "$LT_KAFKA_BROKERS"
+  topic: "floopy.request_logs"
+  spool_dir: "$dir/spool"
+EOF
+    else
+        cat >>"$file" <<EOF
 log_sink:
   kind: file
   path: "$dir/request-logs.jsonl"
 EOF
+    fi
 }
 
 # lt_start_gateway DIR UPSTREAM: writes the configuration and starts
