@@ -18,9 +18,12 @@
 FROM rust:1.95-bookworm AS builder
 
 # Pingora links against the system OpenSSL (libssl-dev) rather than a vendored
-# copy; cmake and pkg-config are needed by native dependencies.
+# copy; cmake and pkg-config are needed by native dependencies; librdkafka
+# (built from source by rdkafka-sys and linked statically) and mimalloc need
+# a C/C++ toolchain and make, librdkafka's compression zlib.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends cmake pkg-config libssl-dev \
+        build-essential zlib1g-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV OPENSSL_NO_VENDOR=1
 
@@ -29,21 +32,24 @@ WORKDIR /build
 # Dependencies first, in their own layer: it is rebuilt only when the
 # manifest, the lock file or .cargo/ change, not on every source change.
 # The placeholder sources satisfy every target the manifest declares or cargo
-# discovers (the library, the floopy-gateway binary, the `hot_path` bench
-# declared in Cargo.toml); src/bin/* is not needed as only floopy-gateway is
-# built.
+# discovers (the library, the floopy-gateway binary, the `hot_path` and
+# `control_1m` benches declared in Cargo.toml); src/bin/* is not needed as
+# only floopy-gateway is built.
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo/ .cargo/
 RUN mkdir -p src benches \
     && echo 'fn main() {}' > src/main.rs \
     && touch src/lib.rs \
     && echo 'fn main() {}' > benches/hot_path.rs \
+    && echo 'fn main() {}' > benches/control_1m.rs \
     && cargo build --release --locked --bin floopy-gateway \
     && rm -rf src
 
 # The real sources. COPY keeps the files' modification times, which can be
 # older than the placeholder build above; touching them makes sure cargo
 # rebuilds the crate itself instead of keeping the placeholder binary.
+# The control database migrations are compiled into the binary.
+COPY migrations/ migrations/
 COPY src/ src/
 RUN find src -name '*.rs' -exec touch {} + \
     && cargo build --release --locked --bin floopy-gateway \
