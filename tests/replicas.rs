@@ -12,21 +12,6 @@ use common::pg::*;
 use common::*;
 use floopy_gateway::fake_provider::FakeProvider;
 
-/// Waits until a minute has more than 20 s left.
-async fn early_in_a_minute() {
-    loop {
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            % 60;
-        if secs < 40 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 async fn start_pair(url: &str) -> (Arc<Gateway>, Arc<Gateway>, FakeProvider) {
     let provider = start_provider().await;
     let options = Options {

@@ -50,22 +50,27 @@ pub struct Shared {
     pub others_unclaimed_requests: u32,
 }
 
+impl Shared {
+    /// A replica on its own: no exchange yet, or none at all.
+    pub const ALONE: Shared = Shared {
+        replicas: 1,
+        month: 0,
+        global_settled: 0,
+        own_settled: 0,
+        own_spend_usage: 0,
+        others_spend_claims: 0,
+        others_unclaimed_spend: 0,
+        minute: 0,
+        global_requests: 0,
+        own_requests: 0,
+        others_request_claims: 0,
+        others_unclaimed_requests: 0,
+    };
+}
+
 impl Default for Shared {
     fn default() -> Self {
-        Shared {
-            replicas: 1,
-            month: 0,
-            global_settled: 0,
-            own_settled: 0,
-            own_spend_usage: 0,
-            others_spend_claims: 0,
-            others_unclaimed_spend: 0,
-            minute: 0,
-            global_requests: 0,
-            own_requests: 0,
-            others_request_claims: 0,
-            others_unclaimed_requests: 0,
-        }
+        Shared::ALONE
     }
 }
 

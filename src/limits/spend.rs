@@ -113,20 +113,7 @@ impl Spend {
 mod tests {
     use super::*;
 
-    const ALONE: Shared = Shared {
-        replicas: 1,
-        month: 0,
-        global_settled: 0,
-        own_settled: 0,
-        own_spend_usage: 0,
-        others_spend_claims: 0,
-        others_unclaimed_spend: 0,
-        minute: 0,
-        global_requests: 0,
-        own_requests: 0,
-        others_request_claims: 0,
-        others_unclaimed_requests: 0,
-    };
+    const ALONE: Shared = Shared::ALONE;
 
     const NOV: u32 = 202_611;
     const DEC: u32 = 202_612;

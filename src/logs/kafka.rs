@@ -334,14 +334,7 @@ impl Forwarder {
             if stop {
                 break;
             }
-            let overflow = self
-                .overflow
-                .lock()
-                .map(|mut o| std::mem::take(&mut *o))
-                .unwrap_or_default();
-            for record in &overflow {
-                self.produce(record);
-            }
+            self.produce_overflow();
             if let Ok(mut spool) = self.shared.spool.lock() {
                 let _ = spool.sync();
             }
@@ -352,6 +345,18 @@ impl Forwarder {
             std::thread::sleep(super::file::BATCH_PAUSE);
         }
         self.finish();
+    }
+
+    /// Produces what found the queue full.
+    fn produce_overflow(&mut self) {
+        let overflow = self
+            .overflow
+            .lock()
+            .map(|mut o| std::mem::take(&mut *o))
+            .unwrap_or_default();
+        for record in &overflow {
+            self.produce(record);
+        }
     }
 
     fn produce(&mut self, record: &RequestLog) {
@@ -511,14 +516,7 @@ impl Forwarder {
         while let Ok(Command::Record(record)) = self.rx.try_recv() {
             self.produce(&record);
         }
-        let overflow = self
-            .overflow
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default();
-        for record in &overflow {
-            self.produce(record);
-        }
+        self.produce_overflow();
         if self.producer.flush(Duration::from_secs(5)).is_err() {
             tracing::warn!(
                 in_flight = self.producer.in_flight_count(),

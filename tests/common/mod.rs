@@ -408,3 +408,19 @@ pub async fn error_code(resp: reqwest::Response) -> String {
         .unwrap_or_default()
         .to_string()
 }
+
+/// Waits until the current UTC minute has more than 20 s left, so that a
+/// test's requests fall in one RPM window.
+pub async fn early_in_a_minute() {
+    loop {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            % 60;
+        if secs < 40 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
