@@ -10,7 +10,8 @@ scripts/install-deps.sh
 scripts/start-postgres.sh
 # tansu (built once, ~15 min, then cached), ClickHouse, the librdkafka and
 # chdb venv; exports FLOOPY_TANSU, FLOOPY_CH_LIBS, FLOOPY_PYTHON.
-eval "$(scripts/install-kafka-tools.sh)"
+kafka_env=$(scripts/install-kafka-tools.sh)
+eval "$kafka_env"
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
