@@ -78,6 +78,9 @@ struct Shared {
     last_ack_ms: AtomicU64,
     last_error_ms: AtomicU64,
     started: Instant,
+    /// The spool cannot be written (a disk problem): the one state in which
+    /// records are at risk.
+    spool_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -95,10 +98,12 @@ impl Shared {
             match spool.append(json) {
                 Ok(()) => {
                     self.metrics.log_records_spooled.inc();
+                    self.spool_failing.store(false, Ordering::Relaxed);
                     return;
                 }
                 Err(e) => {
                     self.metrics.log_write_errors.inc();
+                    self.spool_failing.store(true, Ordering::Relaxed);
                     tracing::error!(error = %e, "cannot append to the log spool; retrying");
                     std::thread::sleep(Duration::from_millis(500));
                 }
@@ -165,6 +170,7 @@ pub struct KafkaSink {
     queued: Arc<AtomicUsize>,
     overflow: Arc<Mutex<Vec<RequestLog>>>,
     forwarder: Mutex<Option<JoinHandle<()>>>,
+    shared: Arc<Shared>,
     spool_dir: PathBuf,
     metrics: Arc<Metrics>,
 }
@@ -182,6 +188,7 @@ impl KafkaSink {
             last_ack_ms: AtomicU64::new(0),
             last_error_ms: AtomicU64::new(0),
             started: Instant::now(),
+            spool_failing: std::sync::atomic::AtomicBool::new(false),
         });
         let producer = create_producer(config, &shared)?;
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
@@ -209,6 +216,7 @@ impl KafkaSink {
             queued,
             overflow,
             forwarder: Mutex::new(Some(handle)),
+            shared,
             spool_dir: config.spool_dir.clone(),
             metrics,
         })
@@ -246,14 +254,13 @@ impl LogSink for KafkaSink {
     }
 
     fn health(&self) -> Result<(), String> {
-        // Records are never lost while the spool takes them; the sink is
-        // degraded, not down, when the broker is away. Readiness reports a
-        // spool that keeps growing for long.
-        let (bytes, age) = spool_stats(&self.spool_dir);
-        if age > Duration::from_secs(300) && bytes > 0 {
+        // A broker outage is not a reason to stop serving: records wait in
+        // the spool (floopy_log_spool_bytes and _age_seconds show it). Only
+        // a spool that cannot be written puts records at risk.
+        if self.shared.spool_failing.load(Ordering::Relaxed) {
             return Err(format!(
-                "the broker has not taken spooled request logs for {} s ({bytes} bytes spooled)",
-                age.as_secs()
+                "the request log spool {} cannot be written",
+                self.spool_dir.display()
             ));
         }
         Ok(())
