@@ -234,8 +234,7 @@ impl SnapshotStore {
     pub fn replace_config(&self, config: ConfigParts) {
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
         inputs.0 = Arc::new(config);
-        self.current
-            .store(Arc::new(Snapshot::build(&inputs.1, inputs.0.clone())));
+        self.swap_in(Arc::new(Snapshot::build(&inputs.1, inputs.0.clone())));
     }
 
     /// Rebuilds with both inputs new (a reload of a file that holds the
@@ -244,8 +243,7 @@ impl SnapshotStore {
         let config = Arc::new(config);
         let data = Arc::new(data);
         let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
-        self.current
-            .store(Arc::new(Snapshot::build(&data, config.clone())));
+        self.swap_in(Arc::new(Snapshot::build(&data, config.clone())));
         *inputs = (config, data);
         self.mark_synced();
     }
@@ -268,8 +266,31 @@ impl SnapshotStore {
             Arc::new(Snapshot::build(&data, inputs.0.clone()))
         };
         inputs.1 = data;
-        self.current.store(snapshot);
+        self.swap_in(snapshot);
         self.mark_synced();
+    }
+
+    /// Makes `snapshot` current and retires the old one off the request
+    /// path: freeing a large snapshot (a million keys take tens of
+    /// milliseconds) must not fall to the request that happens to drop the
+    /// last reference. A reaper thread waits until requests in flight have
+    /// let go of it, then frees it.
+    fn swap_in(&self, snapshot: Arc<Snapshot>) {
+        let old = self.current.swap(snapshot);
+        if Arc::strong_count(&old) == 1 {
+            return; // freed here, on the rebuilding thread
+        }
+        let spawned = std::thread::Builder::new()
+            .name("floopy-snapshot-reaper".into())
+            .spawn(move || {
+                while Arc::strong_count(&old) > 1 {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                drop(old);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the snapshot reaper; a request will free the old snapshot");
+        }
     }
 
     /// The control data the current snapshot was built from.
