@@ -299,12 +299,7 @@ async fn anthropic_json_and_unpriced_model() {
     let r = gw.record(&request_id(&resp)).await;
     assert_eq!(r["cost_micro_usd"], 0);
     assert_eq!(r["prompt_tokens"], 10, "usage is still recorded");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("floopy_unpriced_model_requests_total 1\n"),
         "{metrics}"
@@ -850,12 +845,7 @@ async fn models_admin_and_keepalive() {
     for _ in 0..50 {
         assert_eq!(post_chat(&gw, KEY_FREE, None).await.status(), 200);
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let count = |status: &str| -> u64 {
         metrics
             .lines()
@@ -955,12 +945,7 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
     let provider = start_provider().await;
     let gw = Gateway::start(&provider, Options::default()).await;
     let scrape = || async {
-        let text = reqwest::get(format!("http://{}/metrics", gw.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = gw.metrics().await;
         parse_prometheus(&text)
             .into_iter()
             .collect::<std::collections::HashMap<String, f64>>()

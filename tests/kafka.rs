@@ -162,12 +162,7 @@ async fn every_record_reaches_the_topic_keyed_by_project_and_parses() {
             "keyed by project id"
         );
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains(&format!("floopy_log_records_acked_total {}\n", ids.len())),
         "{metrics}"
@@ -202,12 +197,7 @@ fn load(
 async fn wait_spool_empty(gw: &Gateway, within: Duration) {
     let deadline = Instant::now() + within;
     loop {
-        let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = gw.metrics().await;
         let spooled = metrics
             .lines()
             .find_map(|l| l.strip_prefix("floopy_log_spool_bytes "))
@@ -254,12 +244,7 @@ async fn a_broker_outage_loses_no_record() {
     broker.proxy.down();
     tokio::time::sleep(outage).await;
     let spooled_during = {
-        let m = reqwest::get(format!("http://{}/metrics", gw.admin))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let m = gw.metrics().await;
         m.lines()
             .find_map(|l| l.strip_prefix("floopy_log_records_spooled_total "))
             .unwrap()
@@ -375,12 +360,7 @@ async fn a_corrupt_spool_segment_costs_only_its_bad_records() {
         ids,
         HashSet::from(["good-1".to_string(), "good-2".to_string()])
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("floopy_log_spool_corrupt_records_total 3\n"),
         "{metrics}"

@@ -159,29 +159,13 @@ async fn sixty_four_concurrent_clients_do_not_overshoot_the_cap() {
     let gw = Arc::new(gw);
     let clients: Vec<_> = (0..64)
         .map(|_| {
-            let gw = gw.clone();
-            tokio::spawn(async move {
-                let c = client();
-                let mut statuses = Vec::new();
-                loop {
-                    let resp = c
-                        .post(gw.url("/v1/chat/completions"))
-                        .header("authorization", format!("Bearer {KEY_LOCKED}"))
-                        .header("x-fake-prompt-tokens", prompt_tokens.to_string())
-                        .header("x-fake-completion-tokens", "1020")
-                        .header("x-fake-latency-ms", "20")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = resp.status().as_u16();
-                    let _ = resp.bytes().await;
-                    statuses.push(status);
-                    if status == 402 || statuses.len() > 50 {
-                        return statuses;
-                    }
-                }
-            })
+            tokio::spawn(send_until_capped(
+                gw.clone(),
+                KEY_LOCKED.to_string(),
+                body,
+                1020,
+                50,
+            ))
         })
         .collect();
     let mut admitted = 0u64;

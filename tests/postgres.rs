@@ -273,12 +273,7 @@ async fn losing_the_database_fails_no_request_and_changes_made_meanwhile_arrive(
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed");
     assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
-    let metrics = reqwest::get(format!("http://{}/metrics", gw.admin))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("floopy_control_errors_total 0\n"),
         "the lost connection is counted:\n{metrics}"

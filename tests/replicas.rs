@@ -60,33 +60,10 @@ async fn two_replicas_hold_one_cost_cap() {
     let (a, b, _provider) = start_pair(&url).await;
 
     let body = r#"{"model":"gpt-4o","max_tokens":1000,"messages":[{"role":"user","content":"hello there"}]}"#;
-    let prompt_tokens = (body.len() as u64).div_ceil(4);
     let clients: Vec<_> = (0..16)
         .map(|i| {
             let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
-            let key = key.clone();
-            tokio::spawn(async move {
-                let c = client();
-                let mut statuses = Vec::new();
-                loop {
-                    let resp = c
-                        .post(gw.url("/v1/chat/completions"))
-                        .header("authorization", format!("Bearer {key}"))
-                        .header("x-fake-prompt-tokens", prompt_tokens.to_string())
-                        .header("x-fake-completion-tokens", "1000")
-                        .header("x-fake-latency-ms", "20")
-                        .body(body)
-                        .send()
-                        .await
-                        .unwrap();
-                    let status = resp.status().as_u16();
-                    let _ = resp.bytes().await;
-                    statuses.push(status);
-                    if status == 402 || statuses.len() > 200 {
-                        return statuses;
-                    }
-                }
-            })
+            tokio::spawn(send_until_capped(gw, key.clone(), body, 1000, 200))
         })
         .collect();
     for c in clients {

@@ -424,3 +424,48 @@ pub async fn early_in_a_minute() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+impl Gateway {
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// One client sending `body` with `key` until it gets a 402 (or `max`
+/// answers); the fake provider reports the body's estimated prompt tokens
+/// (bytes / 4) and `completion_tokens`. Returns the statuses in order.
+pub async fn send_until_capped(
+    gw: std::sync::Arc<Gateway>,
+    key: String,
+    body: &'static str,
+    completion_tokens: u64,
+    max: usize,
+) -> Vec<u16> {
+    let prompt_tokens = (body.len() as u64).div_ceil(4);
+    let c = client();
+    let mut statuses = Vec::new();
+    loop {
+        let resp = c
+            .post(gw.url("/v1/chat/completions"))
+            .header("authorization", format!("Bearer {key}"))
+            .header("x-fake-prompt-tokens", prompt_tokens.to_string())
+            .header("x-fake-completion-tokens", completion_tokens.to_string())
+            .header("x-fake-latency-ms", "20")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let _ = resp.bytes().await;
+        statuses.push(status);
+        if status == 402 || statuses.len() > max {
+            return statuses;
+        }
+    }
+}
