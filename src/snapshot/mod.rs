@@ -159,11 +159,6 @@ impl Snapshot {
         }
     }
 
-    /// A snapshot of a configuration whose control data is in the file.
-    pub fn from_config(config: &Config, data: &ControlData) -> Self {
-        Snapshot::build(data, Arc::new(ConfigParts::from_config(config)))
-    }
-
     pub fn routes(&self) -> &Routes {
         &self.config.routes
     }
