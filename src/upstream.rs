@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use http::{HeaderName, HeaderValue};
 use pingora::upstreams::peer::HttpPeer;
 use pingora_http::RequestHeader;
 use rustc_hash::FxHashMap;
@@ -79,7 +80,13 @@ pub struct Provider {
     pub endpoint: Endpoint,
     pub credential: Option<Secret>,
     peer: HttpPeer,
+    /// Built once: the `Host` header and the credential header.
+    host_header: HeaderValue,
+    credential_header: Option<HeaderValue>,
 }
+
+static X_API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 
 impl Provider {
     pub fn new(
@@ -105,12 +112,27 @@ impl Provider {
             name.hash(&mut h);
             h.finish()
         };
+        // The configuration refuses credentials with control characters, so
+        // both are valid header values; an invalid one is refused per request.
+        let host_header = HeaderValue::from_str(&endpoint.authority)
+            .unwrap_or_else(|_| HeaderValue::from_static(""));
+        let credential_header = credential.as_ref().and_then(|secret| {
+            let value = match kind {
+                ProviderKind::OpenAi => format!("Bearer {}", secret.expose()),
+                ProviderKind::Anthropic => secret.expose().to_owned(),
+            };
+            let mut value = HeaderValue::from_str(&value).ok()?;
+            value.set_sensitive(true);
+            Some(value)
+        });
         Provider {
             name,
             kind,
             endpoint,
             credential,
             peer,
+            host_header,
+            credential_header,
         }
     }
 
@@ -139,29 +161,44 @@ impl Provider {
             })?;
             req.set_uri(uri);
         }
-        req.insert_header(http::header::HOST, self.endpoint.authority.as_str())?;
-        req.remove_header(&http::header::AUTHORIZATION);
-        req.remove_header("x-api-key");
+        req.insert_header(http::header::HOST, self.host_header.clone())?;
+        // The client's credentials never reach the provider; the provider's
+        // own credential, when configured, takes their place.
+        let credential_name = match self.kind {
+            ProviderKind::OpenAi => &http::header::AUTHORIZATION,
+            ProviderKind::Anthropic => &X_API_KEY,
+        };
+        match (&self.credential, &self.credential_header) {
+            (Some(_), Some(value)) => req.insert_header(credential_name, value.clone())?,
+            (Some(_), None) => {
+                return pingora_error::Error::e_explain(
+                    pingora_error::ErrorType::InternalError,
+                    "the provider credential is not a valid header value",
+                )
+            }
+            (None, _) => {
+                req.remove_header(credential_name);
+            }
+        }
+        let other_credential = match self.kind {
+            ProviderKind::OpenAi => &X_API_KEY,
+            ProviderKind::Anthropic => &http::header::AUTHORIZATION,
+        };
+        req.remove_header(other_credential);
         strip_gateway_headers(req);
         // Usage is read from the body: ask for it uncompressed.
-        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
-        match self.kind {
-            ProviderKind::OpenAi => {
-                if let Some(secret) = &self.credential {
-                    req.insert_header(
-                        http::header::AUTHORIZATION,
-                        format!("Bearer {}", secret.expose()),
-                    )?;
-                }
-            }
-            ProviderKind::Anthropic => {
-                if let Some(secret) = &self.credential {
-                    req.insert_header("x-api-key", secret.expose())?;
-                }
-                if req.headers.get("anthropic-version").is_none() {
-                    req.insert_header("anthropic-version", "2023-06-01")?;
-                }
-            }
+        if req
+            .headers
+            .get(http::header::ACCEPT_ENCODING)
+            .is_none_or(|v| v.as_bytes() != b"identity")
+        {
+            req.insert_header(
+                http::header::ACCEPT_ENCODING,
+                HeaderValue::from_static("identity"),
+            )?;
+        }
+        if self.kind == ProviderKind::Anthropic && !req.headers.contains_key(&ANTHROPIC_VERSION) {
+            req.insert_header(&ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"))?;
         }
         Ok(())
     }
@@ -169,10 +206,14 @@ impl Provider {
 
 /// Removes `floopy-*` headers: they are for the gateway, not the provider.
 fn strip_gateway_headers(req: &mut RequestHeader) {
-    let names: Vec<http::HeaderName> = req
+    let is_gateway = |name: &HeaderName| name.as_str().starts_with("floopy-");
+    if !req.headers.keys().any(is_gateway) {
+        return;
+    }
+    let names: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|name| name.as_str().starts_with("floopy-"))
+        .filter(|name| is_gateway(name))
         .cloned()
         .collect();
     for name in names {

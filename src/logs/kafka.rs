@@ -368,9 +368,7 @@ impl Forwarder {
 
     fn produce(&mut self, record: &RequestLog) {
         self.buf.clear();
-        if serde_json::to_writer(&mut self.buf, record).is_err() {
-            return;
-        }
+        record.write_json(&mut self.buf);
         let mut key_buf = uuid::Uuid::encode_buffer();
         let key: &str = match record.project_id.0 {
             Some(id) => id.hyphenated().encode_lower(&mut key_buf),

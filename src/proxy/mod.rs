@@ -24,6 +24,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{ErrorSource, ErrorType};
@@ -197,23 +198,43 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body:
 }
 
 fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error::Result<()> {
-    resp.insert_header(REQUEST_ID_HEADER, ctx.request_id.hyphenated().to_string())?;
+    resp.insert_header(REQUEST_ID_HEADER, uuid_header(ctx.request_id))?;
     if let Some(project) = ctx.project_id {
-        resp.insert_header(PROJECT_ID_HEADER, project.hyphenated().to_string())?;
+        resp.insert_header(PROJECT_ID_HEADER, uuid_header(project))?;
     }
     if let Some(rpm) = &ctx.rpm {
         // OpenAI's names and formats.
-        resp.insert_header("x-ratelimit-limit-requests", rpm.limit)?;
-        resp.insert_header("x-ratelimit-remaining-requests", rpm.remaining)?;
+        let reset = rpm.reset_secs();
+        resp.insert_header("x-ratelimit-limit-requests", HeaderValue::from(rpm.limit))?;
+        resp.insert_header(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from(rpm.remaining),
+        )?;
+        let mut seconds = itoa::Buffer::new();
+        let mut value = [0u8; 24];
+        let digits = seconds.format(reset).as_bytes();
+        value[..digits.len()].copy_from_slice(digits);
+        value[digits.len()] = b's';
         resp.insert_header(
             "x-ratelimit-reset-requests",
-            format!("{}s", rpm.reset_secs()),
+            HeaderValue::from_bytes(&value[..=digits.len()]).map_err(|e| {
+                Error::because(ErrorType::InternalError, "x-ratelimit-reset-requests", e)
+            })?,
         )?;
         if !rpm.allowed {
-            resp.insert_header(http::header::RETRY_AFTER, rpm.reset_secs())?;
+            resp.insert_header(http::header::RETRY_AFTER, HeaderValue::from(reset))?;
         }
     }
     Ok(())
+}
+
+/// A UUID as a header value, hyphenated and lowercase, formatted without
+/// going through `Display`.
+fn uuid_header(id: uuid::Uuid) -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let text = id.hyphenated().encode_lower(&mut buf);
+    // Hex digits and hyphens are always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// The gateway error for a failure while proxying, or `None` when the client
@@ -282,10 +303,23 @@ impl ProxyHttp for Gateway {
         if let Some(provider) = &ctx.provider {
             provider.prepare_request(upstream_request)?;
         }
-        // The body is sent whole from the context: its length is known.
+        // The body is sent whole from the context: its length is known
+        // (usually the client's own `Content-Length`, left as it is).
         upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
         upstream_request.remove_header(&http::header::EXPECT);
-        upstream_request.insert_header(http::header::CONTENT_LENGTH, ctx.upstream_body.len())?;
+        let mut length = itoa::Buffer::new();
+        let length = length.format(ctx.upstream_body.len());
+        let same_length = upstream_request
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() == length.as_bytes());
+        if !same_length {
+            upstream_request.insert_header(
+                http::header::CONTENT_LENGTH,
+                HeaderValue::from_str(length)
+                    .map_err(|e| Error::because(ErrorType::InternalError, "Content-Length", e))?,
+            )?;
+        }
         Ok(())
     }
 
