@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use floopy_gateway::auth::authenticate;
 use floopy_gateway::body::{parse_request, request_stream_usage};
+use floopy_gateway::logs::{LogId, RequestLog};
 use floopy_gateway::model::{hash_key, ApiKey, ControlData, KeyHash, Project, DEFAULT_PROJECT_ID};
 use floopy_gateway::pricing::{cost_micro_usd, Price, PriceTable};
 use floopy_gateway::project::resolve_project;
@@ -657,6 +658,59 @@ fn limits(c: &mut Criterion) {
     group.finish();
 }
 
+/// A typical record: a priced chat completion with two properties.
+fn log_record() -> RequestLog {
+    RequestLog {
+        request_id: LogId(Some(Uuid::now_v7())),
+        ts_ms: 1_764_000_000_123,
+        org_id: LogId(Some(Uuid::now_v7())),
+        project_id: LogId(Some(Uuid::now_v7())),
+        api_key_id: LogId(Some(Uuid::now_v7())),
+        environment: "production",
+        provider: "openai".into(),
+        model: "gpt-4o".into(),
+        path: "/v1/chat/completions".into(),
+        status: 200,
+        error_code: String::new(),
+        stream: 0,
+        prompt_tokens: 812,
+        completion_tokens: 164,
+        cached_tokens: 512,
+        cost_usd: 0.004_27,
+        cost_micro_usd: 4_270,
+        latency_ms: 912,
+        ttfb_ms: 840,
+        session_id: "sess-42".into(),
+        user_id: "user-1234".into(),
+        property_keys: vec!["team".into(), "feature".into()],
+        property_values: vec!["search".into(), "summary".into()],
+        gateway_id: Arc::from("gw-eu-1"),
+    }
+}
+
+/// The request log record as JSON: written field by field against the
+/// derived `Serialize` through `serde_json` (same bytes; tested).
+fn log_json(c: &mut Criterion) {
+    let record = log_record();
+    let mut g = group(c, "log_record_json");
+    let mut buf = Vec::with_capacity(1024);
+    g.bench_function("write_json", |b| {
+        b.iter(|| {
+            buf.clear();
+            black_box(&record).write_json(&mut buf);
+            black_box(buf.len())
+        })
+    });
+    g.bench_function("serde_json_derived", |b| {
+        b.iter(|| {
+            buf.clear();
+            serde_json::to_writer(&mut buf, black_box(&record)).unwrap();
+            black_box(buf.len())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
     limits,
@@ -665,6 +719,7 @@ criterion_group!(
     usage_json,
     usage_sse,
     pricing,
-    request_body
+    request_body,
+    log_json
 );
 criterion_main!(benches);

@@ -74,11 +74,39 @@ export FLOOPY_ANTHROPIC_MODEL="${FLOOPY_ANTHROPIC_MODEL-claude-sonnet-4-5}"
 export FLOOPY_FAKE_PROVIDER=1
 
 rss() { awk '/^VmRSS/ {print $2 " kB"}' "/proc/$1/status" 2>/dev/null; }
+# The gateway's resident memory every RSS_EVERY seconds while k6 runs (the
+# soak's evidence that memory stays flat), in $TMP/rss.tsv: seconds, kB.
+RSS_EVERY=${RSS_EVERY:-30}
+sample_rss() {
+    local start=$SECONDS kb
+    while kill -0 "$GW_PID" 2>/dev/null; do
+        kb=$(awk '/^VmRSS/ {print $2}' "/proc/$GW_PID/status" 2>/dev/null) || break
+        printf '%d\t%s\n' $((SECONDS - start)) "$kb" >>"$TMP/rss.tsv"
+        sleep "$RSS_EVERY"
+    done
+}
 lt_log "gateway resident memory before: $(rss "$GW_PID")"
+sample_rss >/dev/null 2>&1 &
+SAMPLER_PID=$!
 lt_log "k6 run $SCENARIO against $FLOOPY_URL"
 "$K6" run "$@" "$SCRIPT"
 RC=$?
+kill "$SAMPLER_PID" 2>/dev/null
+wait "$SAMPLER_PID" 2>/dev/null
 lt_log "gateway resident memory after: $(rss "$GW_PID")"
+if [[ -s "$TMP/rss.tsv" ]]; then
+    # Every sample on one line, then the growth over each half of the run:
+    # a leak keeps growing in the second half, a warm-up does not.
+    awk -F'\t' '{t[NR] = $1; kb[NR] = $2}
+        END {
+            line = "gateway resident memory (s:MB):"
+            for (i = 1; i <= NR; i++) line = line sprintf(" %d:%.1f", t[i], kb[i] / 1024)
+            print line
+            mid = int((NR + 1) / 2)
+            printf "gateway resident memory growth: first half %+.1f MB, second half %+.1f MB (%d samples every '"$RSS_EVERY"' s)\n",
+                (kb[mid] - kb[1]) / 1024, (kb[NR] - kb[mid]) / 1024, NR
+        }' "$TMP/rss.tsv" >&2
+fi
 
 # Stop the gateway first so that it writes out its request log, then count it.
 lt_stop "$GW_PID"

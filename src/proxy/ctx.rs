@@ -42,7 +42,9 @@ pub struct RequestCtx {
     /// Status of the upstream response, once its header arrived.
     pub upstream_status: Option<u16>,
     pub first_byte_at: Option<Instant>,
-    pub sse: Option<SseUsageParser>,
+    /// Boxed: the context lives in every request's future, and most
+    /// answers are not streams.
+    pub sse: Option<Box<SseUsageParser>>,
     pub capture: Option<ResponseCapture>,
     /// What the limits admitted; settled once, in `logging`.
     pub admission: Option<Admission>,

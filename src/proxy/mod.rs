@@ -47,6 +47,8 @@ use route::Route;
 
 pub const REQUEST_ID_HEADER: &str = "floopy-request-id";
 pub const PROJECT_ID_HEADER: &str = "floopy-project-id";
+/// Parsed once: a lookup by `&str` parses the name on every call.
+static PROJECT_ID_NAME: http::HeaderName = http::HeaderName::from_static(PROJECT_ID_HEADER);
 
 pub struct Gateway {
     store: Arc<SnapshotStore>,
@@ -106,7 +108,7 @@ impl Gateway {
         })?;
         ctx.route = Some(route);
 
-        let header = session.get_header(PROJECT_ID_HEADER).map(|v| v.as_bytes());
+        let header = session.get_header(&PROJECT_ID_NAME).map(|v| v.as_bytes());
         ctx.project_id = Some(resolve_project(snapshot, &principal, header)?);
 
         if route == Route::Models {
@@ -368,7 +370,7 @@ impl ProxyHttp for Gateway {
                 upstream_response.remove_header(&http::header::CONTENT_LENGTH);
                 upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
             }
-            ctx.sse = Some(parser);
+            ctx.sse = Some(Box::new(parser));
         } else {
             ctx.capture = Some(ResponseCapture::default());
         }

@@ -16,6 +16,8 @@ use crate::metrics::Metrics;
 use crate::usage::Usage;
 
 const PROPERTY_PREFIX: &str = "floopy-property-";
+static SESSION_ID: http::HeaderName = http::HeaderName::from_static("floopy-session-id");
+static USER_ID: http::HeaderName = http::HeaderName::from_static("floopy-user-id");
 
 /// The record, or `None` for a request with no known key (it has no org).
 pub fn build(
@@ -34,7 +36,7 @@ pub fn build(
     .unwrap_or_default();
     let cost_micro_usd = cost(ctx, &usage, metrics);
     let (property_keys, property_values) = properties(req);
-    let header = |name: &str| {
+    let header = |name: &http::HeaderName| {
         req.headers
             .get(name)
             .and_then(|v| v.to_str().ok())
@@ -67,8 +69,8 @@ pub fn build(
         ttfb_ms: ctx
             .first_byte_at
             .map_or(0, |t| millis(t.saturating_duration_since(ctx.started))),
-        session_id: header("floopy-session-id").unwrap_or_default(),
-        user_id: header("floopy-user-id")
+        session_id: header(&SESSION_ID).unwrap_or_default(),
+        user_id: header(&USER_ID)
             .or_else(|| ctx.body_user.clone())
             .unwrap_or_default(),
         property_keys,
