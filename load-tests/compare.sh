@@ -15,7 +15,8 @@
 #
 # Knobs (environment): WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION
 # (15s), WARMUP (3s), K6_DURATION (15s), LOW_RATE (1000; the supplementary
-# low-rate latency pair, 0 to skip it), STRICT=1 to exit 1 when a target of
+# low-rate latency pair, 0 to skip it), ROUNDS (3; (3),(4) pairs measured,
+# the median ratio is reported), STRICT=1 to exit 1 when a target of
 # the SPEC is missed (by default the exit code only reflects whether the
 # measurement itself worked).
 set -uo pipefail
@@ -29,6 +30,7 @@ WRK_DURATION=${WRK_DURATION:-15s}
 WARMUP=${WARMUP:-3s}
 K6_DURATION=${K6_DURATION:-15s}
 STRICT=${STRICT:-0}
+ROUNDS=${ROUNDS:-3}
 CLK_TCK=$(getconf CLK_TCK)
 
 command -v wrk >/dev/null || lt_die "wrk is missing (apt-get install -y wrk)"
@@ -195,11 +197,19 @@ measure() {
     lt_log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, errors ${ERRS[$name]}"
 }
 
-lt_log "peak throughput: 4 targets x ($WARMUP + $WRK_DURATION)"
+lt_log "peak throughput: 4 targets, then $((ROUNDS - 1)) more (3),(4) pairs, each $WARMUP + $WRK_DURATION"
 measure direct "$FAKE_ADDR" "$FAKE_PID"
 measure nginx "$NGINX_ADDR" "$NGINX_PID"
 measure reference "$REF_ADDR" "$REF_PID"
 measure floopy "$GW_ADDR" "$GW_PID"
+# More (3),(4) pairs, back to back: on a shared machine one pair can land on
+# a noisy moment; the median of the pairs' ratios is the figure reported.
+PAIR_RATIOS=("$(awk -v a="${RPS[floopy]}" -v b="${RPS[reference]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+for ((round = 2; round <= ROUNDS; round++)); do
+    measure "reference#$round" "$REF_ADDR" "$REF_PID"
+    measure "floopy#$round" "$GW_ADDR" "$GW_PID"
+    PAIR_RATIOS+=("$(awk -v a="${RPS[floopy#$round]}" -v b="${RPS[reference#$round]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "-" }'; }
 
@@ -212,10 +222,11 @@ row "(2) nginx proxy_pass" nginx
 row "(3) reference Pingora proxy" reference
 row "(4) floopy-gateway, all features" floopy
 echo "(proxy CPU us/req: CPU time of that target's own process(es) per request; for (1) the fake provider's)"
-R43=$(ratio "${RPS[floopy]}" "${RPS[reference]}")
+R43=$(printf '%s\n' "${PAIR_RATIOS[@]}" | sort -n | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }')
 R42=$(ratio "${RPS[floopy]}" "${RPS[nginx]}")
 echo
 echo "(4)/(3) floopy-gateway / reference proxy throughput: ${R43}%   (SPEC target: >= 90%)"
+echo "        median of $ROUNDS back-to-back pairs: ${PAIR_RATIOS[*]} (%)"
 echo "(4)/(2) floopy-gateway / nginx throughput:           ${R42}%"
 echo "(4) features: bearer key auth, floopy-project-id header, environment key (production) with"
 echo "    RPM limit and monthly cost cap, usage parsing and pricing, $SINK_NOTE."
