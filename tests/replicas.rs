@@ -60,23 +60,39 @@ async fn two_replicas_hold_one_cost_cap() {
     let (a, b, _provider) = start_pair(&url).await;
 
     let body = r#"{"model":"gpt-4o","max_tokens":1000,"messages":[{"role":"user","content":"hello there"}]}"#;
-    let clients: Vec<_> = (0..16)
-        .map(|i| {
-            let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
-            tokio::spawn(send_until_capped(gw, key.clone(), body, 1000, 200))
-        })
-        .collect();
-    for c in clients {
-        let statuses = c.await.unwrap();
-        assert!(
-            statuses.iter().all(|s| *s == 200 || *s == 402),
-            "{statuses:?}"
-        );
-        assert_eq!(
-            *statuses.last().unwrap(),
-            402,
-            "every client ends on the cap"
-        );
+    // Rounds of 16 clients, 8 per replica, each sending until its first
+    // 402. A replica refuses once its own claim (with the reservations of
+    // its 8 requests in flight) is used, and can do so before the next
+    // exchange hands it what the other replica left; clients that come back
+    // after an exchange get that rest. The rounds stop when one ends
+    // without a single 200: the cap is used up.
+    for round in 0..6 {
+        let clients: Vec<_> = (0..16)
+            .map(|i| {
+                let gw = if i % 2 == 0 { a.clone() } else { b.clone() };
+                tokio::spawn(send_until_capped(gw, key.clone(), body, 1000, 200))
+            })
+            .collect();
+        let mut admitted = 0;
+        for c in clients {
+            let statuses = c.await.unwrap();
+            assert!(
+                statuses.iter().all(|s| *s == 200 || *s == 402),
+                "{statuses:?}"
+            );
+            assert_eq!(
+                *statuses.last().unwrap(),
+                402,
+                "every client ends on the cap"
+            );
+            admitted += statuses.iter().filter(|s| **s == 200).count();
+        }
+        eprintln!("round {round}: {admitted} requests admitted");
+        if admitted == 0 {
+            break;
+        }
+        // Past the next exchange (every second).
+        tokio::time::sleep(Duration::from_millis(2_200)).await;
     }
     let spent = |gw: &Gateway| -> (u64, usize) {
         let records = gw.records();
