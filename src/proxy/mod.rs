@@ -311,10 +311,14 @@ impl ProxyHttp for Gateway {
         upstream_request.remove_header(&http::header::EXPECT);
         let mut length = itoa::Buffer::new();
         let length = length.format(ctx.upstream_body.len());
-        let same_length = upstream_request
+        let mut lengths = upstream_request
             .headers
-            .get(http::header::CONTENT_LENGTH)
-            .is_some_and(|v| v.as_bytes() == length.as_bytes());
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter();
+        let same_length = lengths
+            .next()
+            .is_some_and(|v| v.as_bytes() == length.as_bytes())
+            && lengths.next().is_none();
         if !same_length {
             upstream_request.insert_header(
                 http::header::CONTENT_LENGTH,
