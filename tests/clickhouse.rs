@@ -15,8 +15,6 @@ use common::clickhouse::*;
 use common::kafka::*;
 use common::*;
 
-const TOPIC: &str = "floopy.request_logs";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sql_runs_on_clickhouse_18_16() {
     let ch = ClickHouse::start().await;
@@ -87,10 +85,10 @@ async fn requests_arrive_in_clickhouse_through_kafka_across_an_outage() {
         Gateway::start(
             &provider,
             Options {
-                log_sink: Some(format!(
-                    "log_sink:\n  kind: kafka\n  brokers: \"{}\"\n  topic: \"{TOPIC}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: 3000\n  linger_ms: 5",
-                    broker.bootstrap,
-                    dir.path().join("spool").display()
+                log_sink: Some(kafka_sink(
+                    &broker.bootstrap,
+                    &dir.path().join("spool"),
+                    3_000,
                 )),
                 ..Options::default()
             },
@@ -100,12 +98,7 @@ async fn requests_arrive_in_clickhouse_through_kafka_across_an_outage() {
 
     // Mixed traffic: projects, environments, streamed or not, rejected ones;
     // the broker is unreachable for a while in the middle.
-    let outage = Duration::from_secs(
-        std::env::var("FLOOPY_OUTAGE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(30),
-    );
+    let outage = outage();
     let mut served: HashMap<String, (String, u64)> = HashMap::new();
     let started = Instant::now();
     let mut i = 0u64;

@@ -8,22 +8,12 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kafka::*;
 use common::*;
 use serde_json::Value;
-
-const TOPIC: &str = "floopy.request_logs";
-
-fn kafka_sink(bootstrap: &str, spool: &Path, timeout_ms: u64) -> String {
-    format!(
-        "log_sink:\n  kind: kafka\n  brokers: \"{bootstrap}\"\n  topic: \"{TOPIC}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: {timeout_ms}\n  linger_ms: 5",
-        spool.display()
-    )
-}
 
 /// The fields of SPEC section 4, exactly; every record must have them all
 /// with these JSON types, and no other (an old ClickHouse stops at the first
@@ -233,12 +223,7 @@ async fn a_broker_outage_loses_no_record() {
         )
         .await,
     );
-    let outage = Duration::from_secs(
-        std::env::var("FLOOPY_OUTAGE_SECS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(30),
-    );
+    let outage = outage();
     let (task, ids) = load(gw.clone(), Instant::now() + outage + Duration::from_secs(6));
     tokio::time::sleep(Duration::from_secs(2)).await;
     broker.proxy.down();

@@ -500,12 +500,18 @@ impl Forwarder {
             in_flight = self.producer.in_flight_count(),
             "the broker answers but takes no request logs: replacing the producer (its records are spooled)"
         );
-        self.producer
-            .purge(PurgeConfig::default().queue().inflight());
-        let _ = self.producer.flush(Duration::from_secs(2));
+        self.purge_to_spool();
         self.producer = replacement;
         self.last_replacement = Instant::now();
         self.shared.metrics.log_producer_replacements.inc();
+    }
+
+    /// Drops what the producer still holds; each dropped record's failed
+    /// delivery report spools it.
+    fn purge_to_spool(&self) {
+        self.producer
+            .purge(PurgeConfig::default().queue().inflight());
+        let _ = self.producer.flush(Duration::from_secs(2));
     }
 
     fn broker_answers(&self) -> bool {
@@ -527,9 +533,7 @@ impl Forwarder {
                 in_flight = self.producer.in_flight_count(),
                 "the broker did not take every request log before shutdown; spooling the rest"
             );
-            self.producer
-                .purge(PurgeConfig::default().queue().inflight());
-            let _ = self.producer.flush(Duration::from_secs(2));
+            self.purge_to_spool();
         }
         if let Ok(mut spool) = self.shared.spool.lock() {
             let _ = spool.close_segment();

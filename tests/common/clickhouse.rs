@@ -137,14 +137,7 @@ pub fn split_statements(sql: &str) -> Vec<String> {
 
 /// The shipped SQL files, in order, with the placeholders filled in.
 pub fn shipped_sql(brokers: &str, topic: &str, group: &str) -> Vec<(PathBuf, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/clickhouse");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
-        .collect();
-    files.sort();
-    files
+    sql_files("conf/clickhouse")
         .into_iter()
         .map(|p| {
             let sql = std::fs::read_to_string(&p)
@@ -159,13 +152,7 @@ pub fn shipped_sql(brokers: &str, topic: &str, group: &str) -> Vec<(PathBuf, Str
 
 /// The analytics queries, with `org` filled in.
 pub fn shipped_queries(org: &str) -> Vec<(PathBuf, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("conf/clickhouse/queries");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    files
+    sql_files("conf/clickhouse/queries")
         .into_iter()
         .map(|p| {
             let sql = std::fs::read_to_string(&p)
@@ -174,4 +161,16 @@ pub fn shipped_queries(org: &str) -> Vec<(PathBuf, String)> {
             (p, sql)
         })
         .collect()
+}
+
+/// The `.sql` files of a directory of the repository, in name order.
+fn sql_files(dir: &str) -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sql"))
+        .collect();
+    files.sort();
+    files
 }

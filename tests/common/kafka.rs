@@ -18,6 +18,29 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::free_port;
 
+/// The request log topic of the tests (the gateway's default).
+pub const TOPIC: &str = "floopy.request_logs";
+
+/// The `log_sink` section of a gateway logging to `bootstrap` on `TOPIC`,
+/// spooling to `spool`.
+pub fn kafka_sink(bootstrap: &str, spool: &std::path::Path, timeout_ms: u64) -> String {
+    format!(
+        "log_sink:\n  kind: kafka\n  brokers: \"{bootstrap}\"\n  topic: \"{TOPIC}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: {timeout_ms}\n  linger_ms: 5",
+        spool.display()
+    )
+}
+
+/// How long the outage tests keep the broker away: `FLOOPY_OUTAGE_SECS`
+/// (default 30).
+pub fn outage() -> Duration {
+    Duration::from_secs(
+        std::env::var("FLOOPY_OUTAGE_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(30),
+    )
+}
+
 pub fn tansu_binary() -> String {
     if let Ok(path) = std::env::var("FLOOPY_TANSU") {
         return path;

@@ -437,6 +437,26 @@ impl Gateway {
     }
 }
 
+/// Waits for clients of `send_until_capped`: every answer is a 200 or a 402
+/// and every client ends on the cap. Returns the 200s, all clients together.
+pub async fn admitted_until_capped(clients: Vec<tokio::task::JoinHandle<Vec<u16>>>) -> usize {
+    let mut admitted = 0;
+    for c in clients {
+        let statuses = c.await.unwrap();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 402),
+            "{statuses:?}"
+        );
+        assert_eq!(
+            *statuses.last().unwrap(),
+            402,
+            "every client ends on the cap"
+        );
+        admitted += statuses.iter().filter(|s| **s == 200).count();
+    }
+    admitted
+}
+
 /// One client sending `body` with `key` until it gets a 402 (or `max`
 /// answers); the fake provider reports the body's estimated prompt tokens
 /// (bytes / 4) and `completion_tokens`. Returns the statuses in order.
