@@ -671,7 +671,7 @@ fn log_record() -> RequestLog {
         model: "gpt-4o".into(),
         path: "/v1/chat/completions".into(),
         status: 200,
-        error_code: String::new(),
+        error_code: "",
         stream: 0,
         prompt_tokens: 812,
         completion_tokens: 164,

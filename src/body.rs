@@ -1,15 +1,15 @@
 //! The JSON request body: the few fields the gateway reads (`model`,
 //! `stream`, `stream_options`, `user`) and the one change it makes (asking an
 //! OpenAI-kind provider for stream usage). The rest of the body (`messages`)
-//! is scanned for validity but never copied or re-serialised on the common
-//! path.
+//! is scanned for validity (`json_scan`) but never decoded, copied or
+//! re-serialised on the common path.
 
 use std::borrow::Cow;
 
 use bytes::{Bytes, BytesMut};
-use serde::Deserialize;
 
 use crate::error::GatewayError;
+use crate::json_scan::{ScanResult, Scanner};
 
 /// What the gateway needs from a request body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,60 +27,148 @@ pub struct RequestFields {
     pub max_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct Fields<'a> {
-    #[serde(borrow)]
-    model: Option<Cow<'a, str>>,
-    stream: Option<bool>,
-    stream_options: Option<serde_json::Value>,
-    user: Option<serde_json::Value>,
-    metadata: Option<serde_json::Value>,
-    max_tokens: Option<serde_json::Value>,
-    max_completion_tokens: Option<serde_json::Value>,
-    max_output_tokens: Option<serde_json::Value>,
+/// The members of a request body the gateway reads.
+#[derive(Clone, Copy)]
+enum Field {
+    Model,
+    Stream,
+    StreamOptions,
+    User,
+    Metadata,
+    MaxTokens,
+    MaxCompletionTokens,
+    MaxOutputTokens,
 }
 
-/// Parses the fields; the body must be one JSON object.
-pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
-    let fields: Fields =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-    let model = fields.model.ok_or(GatewayError::MissingModel)?;
-    if model.is_empty() {
-        return Err(GatewayError::MissingModel);
-    }
-    let include_usage = fields
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.get("include_usage"))
-        .and_then(serde_json::Value::as_bool)
-        .unwrap_or(false);
-    let user = fields
-        .user
-        .as_ref()
-        .and_then(serde_json::Value::as_str)
-        .or_else(|| {
-            fields
-                .metadata
-                .as_ref()
-                .and_then(|m| m.get("user_id"))
-                .and_then(serde_json::Value::as_str)
+impl Field {
+    fn of(key: &[u8]) -> Option<Field> {
+        Some(match key {
+            b"model" => Field::Model,
+            b"stream" => Field::Stream,
+            b"stream_options" => Field::StreamOptions,
+            b"user" => Field::User,
+            b"metadata" => Field::Metadata,
+            b"max_tokens" => Field::MaxTokens,
+            b"max_completion_tokens" => Field::MaxCompletionTokens,
+            b"max_output_tokens" => Field::MaxOutputTokens,
+            _ => return None,
         })
-        .map(str::to_owned);
-    let max_tokens = [
-        &fields.max_completion_tokens,
-        &fields.max_tokens,
-        &fields.max_output_tokens,
-    ]
-    .into_iter()
-    .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
-    Ok(RequestFields {
-        max_tokens,
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Field::Model => "model",
+            Field::Stream => "stream",
+            Field::StreamOptions => "stream_options",
+            Field::User => "user",
+            Field::Metadata => "metadata",
+            Field::MaxTokens => "max_tokens",
+            Field::MaxCompletionTokens => "max_completion_tokens",
+            Field::MaxOutputTokens => "max_output_tokens",
+        }
+    }
+}
+
+/// Parses the fields; the body must be one JSON object, valid throughout.
+///
+/// A member the gateway reads may appear once (a second `model` could route
+/// one way and be served another). `model` must be a string and `stream` a
+/// boolean (or null); the others are read when they have the expected type
+/// and ignored otherwise, as providers do.
+pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
+    scan_request(body).map_err(|e| GatewayError::InvalidJson(e.0))?
+}
+
+fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> {
+    let mut s = Scanner::new(body);
+    let mut seen = 0u16;
+    let mut model = None;
+    let mut stream = None;
+    let mut stream_options = None;
+    let mut user = None;
+    let mut metadata_user = None;
+    let mut max_tokens = [None; 3];
+    let mut members = s.begin_object()?;
+    while let Some(key) = members.next_key(&mut s)? {
+        let Some(field) = Field::of(&key) else {
+            s.skip_value()?;
+            continue;
+        };
+        let bit = 1 << field as u16;
+        if seen & bit != 0 {
+            return Err(s.error(&format!("duplicate field `{}`", field.name())));
+        }
+        seen |= bit;
+        match field {
+            Field::Model => {
+                if !s.null()? {
+                    model = Some(s.string("`model` must be a string")?);
+                }
+            }
+            Field::Stream => {
+                if !s.null()? {
+                    stream = Some(s.boolean("`stream` must be a boolean")?);
+                }
+            }
+            // Read whatever their type: every string in them must decode.
+            Field::StreamOptions => stream_options = Some(s.decoding(include_usage)?),
+            Field::User => user = s.decoding(Scanner::string_or_skip)?,
+            Field::Metadata => metadata_user = s.decoding(metadata_user_id)?,
+            Field::MaxCompletionTokens => max_tokens[0] = s.decoding(Scanner::u64_or_skip)?,
+            Field::MaxTokens => max_tokens[1] = s.decoding(Scanner::u64_or_skip)?,
+            Field::MaxOutputTokens => max_tokens[2] = s.decoding(Scanner::u64_or_skip)?,
+        }
+    }
+    s.end()?;
+    let model = match model {
+        Some(model) if !model.is_empty() => model,
+        _ => return Ok(Err(GatewayError::MissingModel)),
+    };
+    Ok(Ok(RequestFields {
         model: model.into_owned(),
-        stream: fields.stream.unwrap_or(false),
-        has_stream_options: fields.stream_options.is_some(),
-        include_usage,
-        user,
-    })
+        stream: stream.unwrap_or(false),
+        has_stream_options: stream_options.is_some(),
+        include_usage: stream_options.unwrap_or(false),
+        user: user.or(metadata_user).map(Cow::into_owned),
+        max_tokens: max_tokens.into_iter().flatten().next(),
+    }))
+}
+
+/// `stream_options.include_usage == true`; false for anything else.
+fn include_usage(s: &mut Scanner<'_>) -> ScanResult<bool> {
+    if s.peek() != Some(b'{') {
+        return s.skip_value().map(|()| false);
+    }
+    let mut include = false;
+    let mut members = s.begin_object()?;
+    while let Some(key) = members.next_key(s)? {
+        if *key == *b"include_usage" {
+            include = s.peek() == Some(b't') && s.boolean("expected value")?;
+            if !include {
+                s.skip_value()?;
+            }
+        } else {
+            s.skip_value()?;
+        }
+    }
+    Ok(include)
+}
+
+/// Anthropic's `metadata.user_id`, when it is a string.
+fn metadata_user_id<'a>(s: &mut Scanner<'a>) -> ScanResult<Option<Cow<'a, str>>> {
+    if s.peek() != Some(b'{') {
+        return s.skip_value().map(|()| None);
+    }
+    let mut user = None;
+    let mut members = s.begin_object()?;
+    while let Some(key) = members.next_key(s)? {
+        if *key == *b"user_id" {
+            user = s.string_or_skip()?;
+        } else {
+            s.skip_value()?;
+        }
+    }
+    Ok(user)
 }
 
 /// The body with `stream_options.include_usage` set to true.
@@ -132,6 +220,256 @@ pub fn request_stream_usage(body: &Bytes, fields: &RequestFields) -> Result<Byte
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `parse_request` as `serde_json` reads the same fields: the reference
+    /// the scanner is compared with.
+    fn serde_parse(body: &[u8]) -> Result<RequestFields, GatewayError> {
+        #[derive(serde::Deserialize)]
+        struct Fields<'a> {
+            #[serde(borrow)]
+            model: Option<Cow<'a, str>>,
+            stream: Option<bool>,
+            stream_options: Option<serde_json::Value>,
+            user: Option<serde_json::Value>,
+            metadata: Option<serde_json::Value>,
+            max_tokens: Option<serde_json::Value>,
+            max_completion_tokens: Option<serde_json::Value>,
+            max_output_tokens: Option<serde_json::Value>,
+        }
+        let fields: Fields =
+            serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let max_tokens = [
+            &fields.max_completion_tokens,
+            &fields.max_tokens,
+            &fields.max_output_tokens,
+        ]
+        .into_iter()
+        .find_map(|v| v.as_ref().and_then(serde_json::Value::as_u64));
+        let model = fields.model.ok_or(GatewayError::MissingModel)?;
+        if model.is_empty() {
+            return Err(GatewayError::MissingModel);
+        }
+        let user = fields
+            .user
+            .as_ref()
+            .and_then(serde_json::Value::as_str)
+            .or_else(|| {
+                fields
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.get("user_id"))
+                    .and_then(serde_json::Value::as_str)
+            })
+            .map(str::to_owned);
+        Ok(RequestFields {
+            max_tokens,
+            model: model.into_owned(),
+            stream: fields.stream.unwrap_or(false),
+            has_stream_options: fields.stream_options.is_some(),
+            include_usage: fields
+                .stream_options
+                .as_ref()
+                .and_then(|o| o.get("include_usage"))
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false),
+            user,
+        })
+    }
+
+    /// A small deterministic generator of request-like JSON, valid or not.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[(self.next() % items.len() as u64) as usize]
+        }
+
+        fn value(&mut self, out: &mut String, depth: u32) {
+            match self.next() % if depth > 3 { 4 } else { 6 } {
+                0 => out.push_str(self.pick(&[
+                    "\"gpt-4o\"",
+                    "\"\"",
+                    "\"a\\\"b\\\\c\\n\\u00e9\\ud83d\\ude00\"",
+                    "\"\\u0067pt\"",
+                    "\"\u{e9}t\u{e9}\"",
+                    "\"\\ud800\"",
+                    "\"x\\/y\"",
+                ])),
+                1 => out.push_str(self.pick(&[
+                    "0",
+                    "16",
+                    "-1",
+                    "1.5",
+                    "1e3",
+                    "18446744073709551615",
+                    "18446744073709551616",
+                    "-0",
+                    "0.0",
+                    "2E-2",
+                ])),
+                2 => out.push_str(self.pick(&["true", "false", "null"])),
+                3 => out.push_str(self.pick(&["[]", "{}", "\"\"", "[1,\"x\"]"])),
+                4 => {
+                    out.push('[');
+                    for i in 0..self.next() % 3 {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        self.value(out, depth + 1);
+                    }
+                    out.push(']');
+                }
+                _ => self.object(out, depth + 1),
+            }
+        }
+
+        fn object(&mut self, out: &mut String, depth: u32) {
+            out.push('{');
+            for i in 0..self.next() % 5 {
+                if i > 0 {
+                    out.push_str(self.pick(&[",", ", ", ",\n"]));
+                }
+                let key = self.pick(&[
+                    "model",
+                    "stream",
+                    "stream_options",
+                    "include_usage",
+                    "user",
+                    "metadata",
+                    "user_id",
+                    "max_tokens",
+                    "max_completion_tokens",
+                    "max_output_tokens",
+                    "messages",
+                    "mod\\u0065l",
+                    "temperature",
+                ]);
+                out.push('"');
+                out.push_str(key);
+                out.push_str("\":");
+                self.value(out, depth);
+            }
+            out.push('}');
+        }
+
+        /// Breaks a body the way a broken client might.
+        fn mutate(&mut self, body: &mut Vec<u8>) {
+            if body.is_empty() {
+                return;
+            }
+            let at = (self.next() % body.len() as u64) as usize;
+            match self.next() % 4 {
+                0 => {
+                    body.remove(at);
+                }
+                1 => body.insert(
+                    at,
+                    *b"{}[]\",:\\ 0-e.tn\x01\xff"
+                        .get((self.next() % 18) as usize)
+                        .unwrap_or(&b' '),
+                ),
+                2 => body.truncate(at),
+                _ => body[at] = b"{}[]\",:"[(self.next() % 7) as usize],
+            }
+        }
+    }
+
+    #[test]
+    fn scanner_agrees_with_serde_json_on_generated_bodies() {
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let (mut valid, mut invalid) = (0, 0);
+        for round in 0..30_000 {
+            let mut text = String::new();
+            g.object(&mut text, 0);
+            if round % 5 != 0 {
+                // Mostly with a model, so that most bodies get past it.
+                let rest = if text == "{}" { "}" } else { &text[1..] };
+                let comma = if rest == "}" { "" } else { "," };
+                text = format!("{{\"model\":\"gpt-4o\"{comma}{rest}");
+            }
+            let mut body = text.into_bytes();
+            if round % 3 != 0 {
+                g.mutate(&mut body);
+            }
+            let ours = parse_request(&body);
+            let theirs = serde_parse(&body);
+            let shown = String::from_utf8_lossy(&body);
+            match (&ours, &theirs) {
+                (Ok(a), Ok(b)) => {
+                    valid += 1;
+                    // `"stream_options": null` counts as present for the
+                    // scanner (it must be replaced, not duplicated).
+                    let null_options = a.has_stream_options && !b.has_stream_options;
+                    let a = RequestFields {
+                        has_stream_options: b.has_stream_options,
+                        ..a.clone()
+                    };
+                    assert_eq!(&a, b, "{shown}");
+                    if null_options {
+                        assert!(shown.contains("\"stream_options\":null"), "{shown}");
+                    }
+                }
+                (Err(a), Err(b)) => {
+                    invalid += 1;
+                    assert_eq!(a.code(), b.code(), "{shown}: {a} / {b}");
+                }
+                _ => panic!("{shown}: scanner {ours:?}, serde_json {theirs:?}"),
+            }
+        }
+        assert!(
+            valid > 2_000 && invalid > 2_000,
+            "{valid} valid, {invalid} invalid"
+        );
+    }
+
+    #[test]
+    fn duplicate_read_fields_are_refused() {
+        for body in [
+            &br#"{"model":"a","model":"b"}"#[..],
+            br#"{"model":"a","stream":true,"stream":false}"#,
+            br#"{"model":"a","m\u006fdel":"b"}"#,
+        ] {
+            let err = parse_request(body).unwrap_err();
+            assert!(
+                matches!(&err, GatewayError::InvalidJson(m) if m.contains("duplicate field")),
+                "{err:?}"
+            );
+        }
+        // Fields the gateway does not read may repeat; providers decide.
+        assert!(parse_request(br#"{"model":"a","n":1,"n":2}"#).is_ok());
+    }
+
+    #[test]
+    fn null_stream_options_are_replaced_not_duplicated() {
+        let body = Bytes::from_static(br#"{"model":"m","stream":true,"stream_options":null}"#);
+        let f = parse_request(&body).unwrap();
+        assert!(f.has_stream_options && !f.include_usage);
+        let out = request_stream_usage(&body, &f).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["stream_options"]["include_usage"], true);
+        assert_eq!(
+            String::from_utf8_lossy(&out)
+                .matches("stream_options")
+                .count(),
+            1
+        );
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        let err = parse_request(b"{\"model\":\"m\",\n \"stream\":\"yes\"}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request body is not valid JSON: `stream` must be a boolean at line 2 column 11"
+        );
+    }
 
     #[test]
     fn reads_model_stream_and_user() {

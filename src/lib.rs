@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod fake_provider;
+pub mod json_scan;
 pub mod limits;
 pub mod logs;
 pub mod metrics;

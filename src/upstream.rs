@@ -75,7 +75,8 @@ pub struct Timeouts {
 
 #[derive(Debug)]
 pub struct Provider {
-    pub name: String,
+    /// Shared with every request log record of the provider.
+    pub name: Arc<str>,
     pub kind: ProviderKind,
     pub endpoint: Endpoint,
     pub credential: Option<Secret>,
@@ -126,7 +127,7 @@ impl Provider {
             Some(value)
         });
         Provider {
-            name,
+            name: Arc::from(name),
             kind,
             endpoint,
             credential,
@@ -232,7 +233,9 @@ impl Routes {
         for (model, index) in models {
             if let Some(provider) = providers.get(*index) {
                 routes.by_model.insert(model.clone(), provider.clone());
-                routes.models.push((model.clone(), provider.name.clone()));
+                routes
+                    .models
+                    .push((model.clone(), provider.name.to_string()));
             }
         }
         routes

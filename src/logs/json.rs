@@ -35,7 +35,7 @@ impl RequestLog {
         out.extend_from_slice(b",\"status\":");
         int(out, self.status);
         out.extend_from_slice(b",\"error_code\":");
-        string(out, &self.error_code);
+        string(out, self.error_code);
         out.extend_from_slice(b",\"stream\":");
         int(out, self.stream);
         out.extend_from_slice(b",\"prompt_tokens\":");
@@ -145,7 +145,7 @@ mod tests {
             model: "gpt-4o".into(),
             path: "/v1/chat/completions".into(),
             status: 200,
-            error_code: String::new(),
+            error_code: "",
             stream: 1,
             prompt_tokens: 1234,
             completion_tokens: u64::MAX,

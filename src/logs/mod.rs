@@ -8,6 +8,7 @@ mod json;
 pub mod kafka;
 pub mod spool;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::{Serialize, Serializer};
@@ -41,12 +42,14 @@ pub struct RequestLog {
     pub api_key_id: LogId,
     /// Empty when the key has no environment.
     pub environment: &'static str,
-    pub provider: String,
+    pub provider: Arc<str>,
     pub model: String,
-    pub path: String,
+    /// The endpoint's own path when the request was routed, else the
+    /// request's.
+    pub path: Cow<'static, str>,
     pub status: u16,
     /// Empty when the request succeeded.
-    pub error_code: String,
+    pub error_code: &'static str,
     /// 1 for a streamed (SSE) request, else 0.
     pub stream: u8,
     pub prompt_tokens: u64,

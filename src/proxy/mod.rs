@@ -186,10 +186,10 @@ impl Gateway {
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) {
     ctx.status = Some(status);
     let written = async {
-        let mut resp = ResponseHeader::build(status, Some(4))?;
+        let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-        add_gateway_headers(&mut resp, ctx)?;
+        add_gateway_headers(&mut resp, ctx, Framing::Unchanged)?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
     }
@@ -199,34 +199,86 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body:
     }
 }
 
-fn add_gateway_headers(resp: &mut ResponseHeader, ctx: &RequestCtx) -> pingora_error::Result<()> {
-    resp.insert_header(REQUEST_ID_HEADER, uuid_header(ctx.request_id))?;
+/// Names parsed once: `ResponseHeader::insert_header` parses (and, for a
+/// name outside the standard set, allocates) the name on every call.
+static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+static RATELIMIT_LIMIT: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-limit-requests");
+static RATELIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining-requests");
+static RATELIMIT_RESET: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-reset-requests");
+
+/// How the body of a response is framed once the gateway has seen it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// As the upstream (or the gateway) framed it.
+    Unchanged,
+    /// The body changes length on its way: no `Content-Length`, chunked.
+    Chunked,
+}
+
+/// Adds the gateway's headers (request id, project id, OpenAI's
+/// `x-ratelimit-*`) to a response, replacing any of the same name.
+///
+/// The header is rebuilt without Pingora's second, case-preserving name map:
+/// `insert_header` parses each name and inserts into both maps, which costs
+/// more than everything else the gateway does to a response. Header names are
+/// case-insensitive (RFC 9110, section 5.1); Pingora still writes the common
+/// ones in title case. Status, version, reason phrase and extensions are kept.
+fn add_gateway_headers(
+    resp: &mut ResponseHeader,
+    ctx: &RequestCtx,
+    framing: Framing,
+) -> pingora_error::Result<()> {
+    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+    let original = std::mem::replace(resp, placeholder);
+    let reason = original.get_reason_phrase();
+    let custom_reason = (reason != original.status.canonical_reason())
+        .then(|| reason.map(str::to_owned))
+        .flatten();
+    let mut parts = http::response::Parts::from(original);
+    let headers = &mut parts.headers;
+    headers.reserve(6);
+    headers.insert(REQUEST_ID_NAME.clone(), uuid_header(ctx.request_id));
     if let Some(project) = ctx.project_id {
-        resp.insert_header(PROJECT_ID_HEADER, uuid_header(project))?;
+        headers.insert(PROJECT_ID_NAME.clone(), uuid_header(project));
     }
     if let Some(rpm) = &ctx.rpm {
         // OpenAI's names and formats.
         let reset = rpm.reset_secs();
-        resp.insert_header("x-ratelimit-limit-requests", HeaderValue::from(rpm.limit))?;
-        resp.insert_header(
-            "x-ratelimit-remaining-requests",
+        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(rpm.limit));
+        headers.insert(
+            RATELIMIT_REMAINING.clone(),
             HeaderValue::from(rpm.remaining),
-        )?;
+        );
         let mut seconds = itoa::Buffer::new();
         let mut value = [0u8; 24];
         let digits = seconds.format(reset).as_bytes();
         value[..digits.len()].copy_from_slice(digits);
         value[digits.len()] = b's';
-        resp.insert_header(
-            "x-ratelimit-reset-requests",
+        headers.insert(
+            RATELIMIT_RESET.clone(),
             HeaderValue::from_bytes(&value[..=digits.len()]).map_err(|e| {
                 Error::because(ErrorType::InternalError, "x-ratelimit-reset-requests", e)
             })?,
-        )?;
+        );
         if !rpm.allowed {
-            resp.insert_header(http::header::RETRY_AFTER, HeaderValue::from(reset))?;
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(reset));
         }
     }
+    if framing == Framing::Chunked {
+        headers.remove(http::header::CONTENT_LENGTH);
+        headers.insert(
+            http::header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    let mut rebuilt = ResponseHeader::from(parts);
+    if custom_reason.is_some() {
+        rebuilt.set_reason_phrase(custom_reason.as_deref())?;
+    }
+    *resp = rebuilt;
     Ok(())
 }
 
@@ -356,29 +408,27 @@ impl ProxyHttp for Gateway {
         ctx.status = Some(status);
         ctx.upstream_status = Some(status);
         ctx.first_byte_at.get_or_insert_with(Instant::now);
-        add_gateway_headers(upstream_response, ctx)?;
-        let Some(provider) = &ctx.provider else {
-            return Ok(());
-        };
-        if !upstream_response.status.is_success() {
-            return Ok(());
-        }
-        let is_sse = upstream_response
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-        if is_sse {
-            let parser = SseUsageParser::new(provider.kind, ctx.inject_usage);
-            if parser.rewrites() {
-                // The body changes length: send it chunked.
-                upstream_response.remove_header(&http::header::CONTENT_LENGTH);
-                upstream_response.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        let mut framing = Framing::Unchanged;
+        if let Some(provider) = ctx
+            .provider
+            .as_ref()
+            .filter(|_| upstream_response.status.is_success())
+        {
+            let is_sse = upstream_response
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+            if is_sse {
+                let parser = SseUsageParser::new(provider.kind, ctx.inject_usage);
+                if parser.rewrites() {
+                    framing = Framing::Chunked;
+                }
+                ctx.sse = Some(Box::new(parser));
+            } else {
+                ctx.capture = Some(ResponseCapture::default());
             }
-            ctx.sse = Some(Box::new(parser));
-        } else {
-            ctx.capture = Some(ResponseCapture::default());
         }
-        Ok(())
+        add_gateway_headers(upstream_response, ctx, framing)
     }
 
     fn response_body_filter(
@@ -491,5 +541,103 @@ impl ProxyHttp for Gateway {
             );
         }
         self.sink.submit(record);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::limits::rpm::RpmDecision;
+
+    fn wire(resp: &ResponseHeader) -> String {
+        let mut buf = Vec::new();
+        resp.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    #[test]
+    fn gateway_headers_replace_upstream_ones_and_keep_the_rest() -> pingora_error::Result<()> {
+        let mut resp = ResponseHeader::build(200, None)?;
+        resp.set_reason_phrase(Some("Fine"))?;
+        resp.insert_header("X-Upstream-Thing", "kept")?;
+        resp.insert_header("Content-Type", "application/json")?;
+        resp.insert_header("Content-Length", "10")?;
+        resp.insert_header("x-ratelimit-limit-requests", "5000")?;
+        resp.insert_header("x-ratelimit-limit-tokens", "800000")?;
+        let mut ctx = RequestCtx::new();
+        ctx.project_id = Some(uuid::Uuid::from_u128(0xabc));
+        ctx.rpm = Some(RpmDecision {
+            allowed: false,
+            limit: 60,
+            remaining: 0,
+            reset_ms: 1_500,
+        });
+
+        add_gateway_headers(&mut resp, &ctx, Framing::Unchanged)?;
+
+        assert_eq!(resp.status.as_u16(), 200);
+        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
+        let value = |name: &str| {
+            let values: Vec<_> = resp.headers.get_all(name).iter().collect();
+            assert!(values.len() <= 1, "{name} appears {} times", values.len());
+            values
+                .first()
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let request_id = ctx.request_id.hyphenated().to_string();
+        assert_eq!(
+            value("floopy-request-id").as_deref(),
+            Some(request_id.as_str())
+        );
+        assert_eq!(
+            value("floopy-project-id").as_deref(),
+            Some("00000000-0000-0000-0000-000000000abc")
+        );
+        assert_eq!(value("x-ratelimit-limit-requests").as_deref(), Some("60"));
+        assert_eq!(
+            value("x-ratelimit-remaining-requests").as_deref(),
+            Some("0")
+        );
+        assert_eq!(value("x-ratelimit-reset-requests").as_deref(), Some("2s"));
+        assert_eq!(value("retry-after").as_deref(), Some("2"));
+        assert_eq!(value("x-ratelimit-limit-tokens").as_deref(), Some("800000"));
+        assert_eq!(value("x-upstream-thing").as_deref(), Some("kept"));
+        assert_eq!(value("content-length").as_deref(), Some("10"));
+
+        let wire = wire(&resp);
+        assert!(
+            wire.contains("Content-Type: application/json\r\n"),
+            "{wire}"
+        );
+        assert!(wire.contains("Content-Length: 10\r\n"), "{wire}");
+        assert!(wire.contains("x-upstream-thing: kept\r\n"), "{wire}");
+        assert!(
+            wire.contains(&format!("floopy-request-id: {request_id}\r\n")),
+            "{wire}"
+        );
+        assert_eq!(wire.matches("\r\n").count(), 10, "{wire}");
+        Ok(())
+    }
+
+    #[test]
+    fn chunked_framing_drops_the_length() -> pingora_error::Result<()> {
+        let mut resp = ResponseHeader::build(200, None)?;
+        resp.insert_header("Content-Type", "text/event-stream")?;
+        resp.insert_header("Content-Length", "300")?;
+        let ctx = RequestCtx::new();
+
+        add_gateway_headers(&mut resp, &ctx, Framing::Chunked)?;
+
+        assert_eq!(resp.get_reason_phrase(), Some("OK"));
+        assert!(resp.headers.get("content-length").is_none());
+        assert_eq!(
+            resp.headers.get("transfer-encoding").map(|v| v.as_bytes()),
+            Some(&b"chunked"[..])
+        );
+        assert!(resp.headers.get("x-ratelimit-limit-requests").is_none());
+        assert!(resp.headers.get("floopy-project-id").is_none());
+        assert!(resp.headers.get("floopy-request-id").is_some());
+        Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! Builds the one request log record of a request from its context, at the
 //! end of the request (Pingora's `logging` phase).
 
+use std::borrow::Cow;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use pingora_error::Error;
@@ -20,13 +21,16 @@ static SESSION_ID: http::HeaderName = http::HeaderName::from_static("floopy-sess
 static USER_ID: http::HeaderName = http::HeaderName::from_static("floopy-user-id");
 
 /// The record, or `None` for a request with no known key (it has no org).
+/// Called once, at the end of the request: what the record keeps is taken
+/// from the context.
 pub fn build(
     req: &RequestHeader,
     e: Option<&Error>,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     metrics: &Metrics,
 ) -> Option<RequestLog> {
     let key = ctx.principal.as_ref()?;
+    let (org_id, api_key_id, environment) = (key.org_id, key.id, key.environment);
     let (status, error_code) = outcome(e, ctx);
     let usage = match (&ctx.provider, &ctx.sse, &ctx.capture) {
         (_, Some(parser), _) => parser.usage(),
@@ -46,17 +50,19 @@ pub fn build(
     Some(RequestLog {
         request_id: LogId(Some(ctx.request_id)),
         ts_ms: epoch_ms(ctx.started, now),
-        org_id: LogId(Some(key.org_id)),
+        org_id: LogId(Some(org_id)),
         project_id: LogId(ctx.project_id),
-        api_key_id: LogId(Some(key.id)),
-        environment: key.environment.map_or("", |e| e.as_str()),
+        api_key_id: LogId(Some(api_key_id)),
+        environment: environment.map_or("", |e| e.as_str()),
         provider: ctx
             .provider
             .as_ref()
-            .map(|p| p.name.clone())
-            .unwrap_or_default(),
-        model: ctx.model.clone(),
-        path: req.uri.path().to_string(),
+            .map_or_else(|| Arc::from(""), |p| p.name.clone()),
+        model: std::mem::take(&mut ctx.model),
+        path: match ctx.route {
+            Some(route) => Cow::Borrowed(route.path()),
+            None => Cow::Owned(req.uri.path().to_owned()),
+        },
         status,
         error_code,
         stream: u8::from(ctx.stream),
@@ -71,7 +77,7 @@ pub fn build(
             .map_or(0, |t| millis(t.saturating_duration_since(ctx.started))),
         session_id: header(&SESSION_ID).unwrap_or_default(),
         user_id: header(&USER_ID)
-            .or_else(|| ctx.body_user.clone())
+            .or_else(|| ctx.body_user.take())
             .unwrap_or_default(),
         property_keys,
         property_values,
@@ -84,21 +90,21 @@ pub fn build(
 }
 
 /// Status and error code for the log.
-fn outcome(e: Option<&Error>, ctx: &RequestCtx) -> (u16, String) {
+fn outcome(e: Option<&Error>, ctx: &RequestCtx) -> (u16, &'static str) {
     if let Some(error) = &ctx.error {
-        return (error.status(), error.code().to_string());
+        return (error.status(), error.code());
     }
     match (ctx.status, e) {
-        (Some(status), None) if status >= 400 => (status, "upstream_error".into()),
-        (Some(status), None) => (status, String::new()),
+        (Some(status), None) if status >= 400 => (status, "upstream_error"),
+        (Some(status), None) => (status, ""),
         // The answer had begun when the request failed: its status stands.
         (Some(status), Some(e)) => match proxy_error(e) {
-            None => (status, "client_disconnected".into()),
-            Some(GatewayError::UpstreamTimeout) => (status, "upstream_timeout".into()),
-            Some(_) => (status, "upstream_disconnected".into()),
+            None => (status, "client_disconnected"),
+            Some(GatewayError::UpstreamTimeout) => (status, "upstream_timeout"),
+            Some(_) => (status, "upstream_disconnected"),
         },
         // nginx's convention for a client that left before any answer.
-        (None, _) => (499, "client_disconnected".into()),
+        (None, _) => (499, "client_disconnected"),
     }
 }
 

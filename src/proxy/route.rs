@@ -31,6 +31,17 @@ impl Route {
         (method == expected).then_some(route)
     }
 
+    /// The route's path, as `classify` matched it.
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::Completions => "/v1/completions",
+            Route::Embeddings => "/v1/embeddings",
+            Route::Messages => "/v1/messages",
+            Route::Models => "/v1/models",
+        }
+    }
+
     /// The provider kind that serves this route.
     pub fn provider_kind(self) -> Option<ProviderKind> {
         match self {

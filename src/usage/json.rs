@@ -5,9 +5,10 @@
 //! `usage_from_json` finds the top-level `"usage"` object without building a
 //! DOM of the whole answer.
 
-use serde::Deserialize;
+use std::sync::LazyLock;
 
 use super::{RawUsage, Usage};
+use crate::json_scan::Scanner;
 use crate::upstream::ProviderKind;
 
 /// Most bytes of a response body kept for usage extraction. Both providers
@@ -48,16 +49,18 @@ impl ResponseCapture {
 /// does not parse.
 pub fn usage_from_json(kind: ProviderKind, body: &[u8]) -> Option<Usage> {
     let value_start = find_last_usage_value(body)?;
-    let mut de = serde_json::Deserializer::from_slice(&body[value_start..]);
-    let raw = Option::<RawUsage>::deserialize(&mut de).ok()??;
+    let raw = RawUsage::scan(&mut Scanner::at(body, value_start)).ok()??;
     Some(raw.normalize(kind))
 }
 
 /// Offset of the value after the last `"usage"` key, or `None`.
 fn find_last_usage_value(body: &[u8]) -> Option<usize> {
     const KEY: &[u8] = b"\"usage\"";
+    // Built once: building a searcher costs more than searching a short body.
+    static FINDER: LazyLock<memchr::memmem::FinderRev<'static>> =
+        LazyLock::new(|| memchr::memmem::FinderRev::new(KEY));
     let mut end = body.len();
-    while let Some(at) = memchr::memmem::rfind(&body[..end], KEY) {
+    while let Some(at) = FINDER.rfind(&body[..end]) {
         let mut i = at + KEY.len();
         while i < body.len() && body[i].is_ascii_whitespace() {
             i += 1;
