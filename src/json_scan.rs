@@ -606,11 +606,20 @@ impl Nesting {
 }
 
 /// Index of the first `"`, `\` or control character at or after `from`, or
-/// the length: eight bytes at a time.
-fn plain_run(bytes: &[u8], mut from: usize) -> usize {
+/// the length.
+///
+/// The first 16 bytes are checked eight at a time in a register: keys and
+/// most values end there. A longer run (message content) is searched with
+/// `memchr` (SIMD) for the quote or backslash, and checked for control
+/// characters with a minimum over its bytes, which the compiler vectorises.
+fn plain_run(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    while let Some(chunk) = bytes.get(from..).and_then(<[u8]>::first_chunk::<8>) {
+    let mut at = from;
+    for _ in 0..2 {
+        let Some(chunk) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) else {
+            break;
+        };
         let word = u64::from_le_bytes(*chunk);
         let quote = word ^ (ONES * u64::from(b'"'));
         let backslash = word ^ (ONES * u64::from(b'\\'));
@@ -622,17 +631,17 @@ fn plain_run(bytes: &[u8], mut from: usize) -> usize {
             & !word
             & HIGH;
         if found != 0 {
-            return from + (found.trailing_zeros() / 8) as usize;
+            return at + (found.trailing_zeros() / 8) as usize;
         }
-        from += 8;
+        at += 8;
     }
-    while let Some(&b) = bytes.get(from) {
-        if b == b'"' || b == b'\\' || b < 0x20 {
-            break;
-        }
-        from += 1;
+    let rest = bytes.get(at..).unwrap_or_default();
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let span = &rest[..end];
+    if span.iter().fold(u8::MAX, |low, &b| low.min(b)) < 0x20 {
+        return at + span.iter().position(|&b| b < 0x20).unwrap_or(end);
     }
-    from
+    at + end
 }
 
 #[cfg(test)]

@@ -143,9 +143,18 @@ impl Provider {
     }
 
     /// Rewrites the client's request header for this provider: path prefix,
-    /// `Host`, the provider credential in place of the gateway key, and no
-    /// gateway-only headers.
-    pub fn prepare_request(&self, req: &mut RequestHeader) -> pingora_error::Result<()> {
+    /// `Host`, the provider credential in place of the gateway key, no
+    /// gateway-only headers, and the framing of a body of `body_len` bytes
+    /// sent whole (`Content-Length`, no `Transfer-Encoding` or `Expect`).
+    ///
+    /// The header is rebuilt without Pingora's case-preserving name map, as
+    /// the gateway's response headers are (see `proxy::add_gateway_headers`);
+    /// the request target is kept byte for byte.
+    pub fn prepare_request(
+        &self,
+        req: &mut RequestHeader,
+        body_len: usize,
+    ) -> pingora_error::Result<()> {
         if !self.endpoint.path_prefix.is_empty() {
             let path_and_query = req
                 .uri
@@ -162,60 +171,103 @@ impl Provider {
             })?;
             req.set_uri(uri);
         }
-        req.insert_header(http::header::HOST, self.host_header.clone())?;
-        // The client's credentials never reach the provider; the provider's
-        // own credential, when configured, takes their place.
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let original = std::mem::replace(req, placeholder);
+        // A target that the URI does not reproduce (absolute-form) is set
+        // again from its bytes after the rebuild.
+        let from_uri = original
+            .uri
+            .path_and_query()
+            .map_or(&b"/"[..], |pq| pq.as_str().as_bytes());
+        let raw_target = (original.raw_path() != from_uri).then(|| original.raw_path().to_vec());
+        let send_end_stream = original.send_end_stream();
+        let mut parts = http::request::Parts::from(original);
+        self.rewrite_headers(&mut parts.headers, body_len)?;
+        let mut rebuilt = RequestHeader::from(parts);
+        if let Some(target) = raw_target {
+            rebuilt.set_raw_path(&target)?;
+        }
+        if let Some(end) = send_end_stream {
+            rebuilt.set_send_end_stream(end);
+        }
+        *req = rebuilt;
+        Ok(())
+    }
+
+    fn rewrite_headers(
+        &self,
+        headers: &mut http::HeaderMap,
+        body_len: usize,
+    ) -> pingora_error::Result<()> {
+        use http::header::{
+            ACCEPT_ENCODING, AUTHORIZATION, CONTENT_LENGTH, EXPECT, HOST, TRANSFER_ENCODING,
+        };
         let credential_name = match self.kind {
-            ProviderKind::OpenAi => &http::header::AUTHORIZATION,
+            ProviderKind::OpenAi => &AUTHORIZATION,
             ProviderKind::Anthropic => &X_API_KEY,
         };
+        let mut length = itoa::Buffer::new();
+        let length = length.format(body_len);
+        // One look at the client's headers decides what to change: a lookup
+        // or a removal by name hashes it, even when it is absent.
+        let replaced = self.credential_header.is_some();
+        let mut remove: Vec<HeaderName> = Vec::new();
+        let (mut lengths, mut same_length) = (0, false);
+        let (mut encodings, mut identity, mut version) = (0, false, false);
+        for (name, value) in headers.iter() {
+            // The client's credentials never reach the provider; the
+            // provider's own credential, when configured, replaces them.
+            let credential = name == AUTHORIZATION || name == X_API_KEY;
+            if name == TRANSFER_ENCODING
+                || name == EXPECT
+                || credential && !(replaced && name == credential_name)
+                || name.as_str().starts_with("floopy-")
+            {
+                if !remove.contains(name) {
+                    remove.push(name.clone());
+                }
+            } else if name == CONTENT_LENGTH {
+                lengths += 1;
+                same_length = value.as_bytes() == length.as_bytes();
+            } else if name == ACCEPT_ENCODING {
+                encodings += 1;
+                identity = value.as_bytes() == b"identity";
+            } else if name == ANTHROPIC_VERSION {
+                version = true;
+            }
+        }
+        for name in &remove {
+            headers.remove(name);
+        }
+        headers.insert(HOST, self.host_header.clone());
         match (&self.credential, &self.credential_header) {
-            (Some(_), Some(value)) => req.insert_header(credential_name, value.clone())?,
+            (Some(_), Some(value)) => {
+                headers.insert(credential_name.clone(), value.clone());
+            }
             (Some(_), None) => {
                 return pingora_error::Error::e_explain(
                     pingora_error::ErrorType::InternalError,
                     "the provider credential is not a valid header value",
                 )
             }
-            (None, _) => {
-                req.remove_header(credential_name);
-            }
+            (None, _) => {}
         }
-        let other_credential = match self.kind {
-            ProviderKind::OpenAi => &X_API_KEY,
-            ProviderKind::Anthropic => &http::header::AUTHORIZATION,
-        };
-        req.remove_header(other_credential);
-        strip_gateway_headers(req);
         // Usage is read from the body: ask for it uncompressed.
-        if req
-            .headers
-            .get(http::header::ACCEPT_ENCODING)
-            .is_none_or(|v| v.as_bytes() != b"identity")
-        {
-            req.insert_header(
-                http::header::ACCEPT_ENCODING,
-                HeaderValue::from_static("identity"),
-            )?;
+        if !(encodings == 1 && identity) {
+            headers.insert(ACCEPT_ENCODING, HeaderValue::from_static("identity"));
         }
-        if self.kind == ProviderKind::Anthropic && !req.headers.contains_key(&ANTHROPIC_VERSION) {
-            req.insert_header(&ANTHROPIC_VERSION, HeaderValue::from_static("2023-06-01"))?;
+        if self.kind == ProviderKind::Anthropic && !version {
+            headers.insert(
+                ANTHROPIC_VERSION.clone(),
+                HeaderValue::from_static("2023-06-01"),
+            );
+        }
+        // The body is sent whole, its length known: usually the client's
+        // own single `Content-Length`, left as it is.
+        if !(lengths == 1 && same_length) {
+            headers.insert(CONTENT_LENGTH, HeaderValue::from(body_len));
         }
         Ok(())
-    }
-}
-
-/// Removes `floopy-*` headers: they are for the gateway, not the provider.
-fn strip_gateway_headers(req: &mut RequestHeader) {
-    // An empty `Vec` does not allocate: nothing is spent without such headers.
-    let names: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("floopy-"))
-        .cloned()
-        .collect();
-    for name in names {
-        req.remove_header(&name);
     }
 }
 
@@ -271,6 +323,39 @@ mod tests {
         )
     }
 
+    #[test]
+    fn the_provider_is_asked_for_identity_encoding_alone() {
+        for values in [
+            &["identity"][..],
+            &["gzip", "identity"][..],
+            &["identity", "identity"][..],
+            &[][..],
+        ] {
+            let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+            for v in values {
+                req.append_header("accept-encoding", *v).unwrap();
+            }
+            provider(ProviderKind::OpenAi, "")
+                .prepare_request(&mut req, 0)
+                .unwrap();
+            let got: Vec<_> = req.headers.get_all("accept-encoding").iter().collect();
+            assert_eq!(got, ["identity"], "{values:?}");
+        }
+    }
+
+    #[test]
+    fn client_credentials_are_dropped_even_without_a_provider_credential() {
+        let mut p = provider(ProviderKind::Anthropic, "");
+        p.credential = None;
+        p.credential_header = None;
+        let mut req = client_request();
+        req.insert_header("x-api-key", "sk-client").unwrap();
+        p.prepare_request(&mut req, 0).unwrap();
+        assert!(req.headers.get("authorization").is_none());
+        assert!(req.headers.get("x-api-key").is_none());
+        assert_eq!(req.headers["anthropic-version"], "2023-06-01");
+    }
+
     fn client_request() -> RequestHeader {
         let mut req = RequestHeader::build("POST", b"/v1/chat/completions?x=1", None).unwrap();
         req.insert_header("authorization", "Bearer fpk_gateway")
@@ -285,7 +370,7 @@ mod tests {
     fn openai_request_gets_provider_bearer_and_loses_gateway_headers() {
         let mut req = client_request();
         provider(ProviderKind::OpenAi, "")
-            .prepare_request(&mut req)
+            .prepare_request(&mut req, 0)
             .unwrap();
         assert_eq!(req.headers["authorization"], "Bearer sk-provider");
         assert_eq!(req.headers["host"], "api.example.com");
@@ -299,7 +384,7 @@ mod tests {
     fn anthropic_request_gets_api_key_and_version_and_prefix() {
         let mut req = client_request();
         provider(ProviderKind::Anthropic, "/anthropic")
-            .prepare_request(&mut req)
+            .prepare_request(&mut req, 0)
             .unwrap();
         assert!(
             req.headers.get("authorization").is_none(),
@@ -311,6 +396,67 @@ mod tests {
             req.uri.path_and_query().unwrap().as_str(),
             "/anthropic/v1/chat/completions?x=1"
         );
+    }
+
+    fn wire(req: &RequestHeader) -> String {
+        let mut buf = Vec::new();
+        req.header_to_h1_wire(&mut buf);
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[test]
+    fn body_framing_is_the_length_of_the_body_sent() {
+        let mut req = client_request();
+        req.insert_header("Transfer-Encoding", "chunked").unwrap();
+        req.insert_header("Expect", "100-continue").unwrap();
+        provider(ProviderKind::OpenAi, "")
+            .prepare_request(&mut req, 512)
+            .unwrap();
+        assert_eq!(req.headers["content-length"], "512");
+        assert!(req.headers.get("transfer-encoding").is_none());
+        assert!(req.headers.get("expect").is_none());
+
+        // The client's own single, matching length is left as it is.
+        let mut req = client_request();
+        req.insert_header("Content-Length", "12").unwrap();
+        provider(ProviderKind::OpenAi, "")
+            .prepare_request(&mut req, 12)
+            .unwrap();
+        assert_eq!(req.headers.get_all("content-length").iter().count(), 1);
+        assert_eq!(req.headers["content-length"], "12");
+    }
+
+    #[test]
+    fn rebuilt_header_keeps_target_method_and_other_headers() {
+        let mut req = RequestHeader::build(
+            "POST",
+            b"http://gateway.example/v1/chat/completions?x=1",
+            None,
+        )
+        .unwrap();
+        req.insert_header("X-Client-Thing", "kept").unwrap();
+        req.insert_header("Content-Type", "application/json")
+            .unwrap();
+        req.insert_header("floopy-session-id", "s").unwrap();
+        provider(ProviderKind::OpenAi, "")
+            .prepare_request(&mut req, 2)
+            .unwrap();
+        assert_eq!(req.method, http::Method::POST);
+        assert_eq!(
+            req.raw_path(),
+            b"http://gateway.example/v1/chat/completions?x=1"
+        );
+        let wire = wire(&req);
+        for line in [
+            "Host: api.example.com\r\n",
+            "Content-Type: application/json\r\n",
+            "x-client-thing: kept\r\n",
+            "authorization: Bearer sk-provider\r\n",
+            "Content-Length: 2\r\n",
+        ] {
+            assert!(wire.contains(line), "{line:?} missing from {wire:?}");
+        }
+        assert!(!wire.contains("floopy-"), "{wire}");
     }
 
     #[test]

@@ -355,28 +355,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         if let Some(provider) = &ctx.provider {
-            provider.prepare_request(upstream_request)?;
-        }
-        // The body is sent whole from the context: its length is known
-        // (usually the client's own `Content-Length`, left as it is).
-        upstream_request.remove_header(&http::header::TRANSFER_ENCODING);
-        upstream_request.remove_header(&http::header::EXPECT);
-        let mut length = itoa::Buffer::new();
-        let length = length.format(ctx.upstream_body.len());
-        let mut lengths = upstream_request
-            .headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter();
-        let same_length = lengths
-            .next()
-            .is_some_and(|v| v.as_bytes() == length.as_bytes())
-            && lengths.next().is_none();
-        if !same_length {
-            upstream_request.insert_header(
-                http::header::CONTENT_LENGTH,
-                HeaderValue::from_str(length)
-                    .map_err(|e| Error::because(ErrorType::InternalError, "Content-Length", e))?,
-            )?;
+            provider.prepare_request(upstream_request, ctx.upstream_body.len())?;
         }
         Ok(())
     }
