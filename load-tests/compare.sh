@@ -9,16 +9,21 @@
 # Each is driven at its peak by wrk (closed loop: WRK_CONNECTIONS connections
 # sending as fast as answers come back) with load-tests/wrk/chat.lua; the
 # table gives req/s, p50 and p99, and the ratios (4)/(3) and (4)/(2).
-# Then (1) and (4) are driven at half of (4)'s peak rate, at a constant
-# arrival rate (k6 constant-arrival-rate, load-tests/k6/latency.js), and the
-# p50 and p99 that (4) adds over (1) are printed.
+# Then (1), (3) and (4) are driven at half of (4)'s peak rate, at a constant
+# arrival rate, and the p50 and p99 that (4) (and (3)) add over (1) are
+# printed. The open-loop generator is oha (`cargo install oha --locked`,
+# `-q RATE --latency-correction`) when it is installed: it holds that rate on
+# two shared cores. Otherwise k6 (constant-arrival-rate,
+# load-tests/k6/latency.js), which needs some fifteen times wrk's CPU per
+# request and on two cores cannot hold half of the gateway's peak.
 #
 # Knobs (environment): WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION
-# (15s), WARMUP (3s), K6_DURATION (15s), LOW_RATE (1000; the supplementary
-# low-rate latency pair, 0 to skip it), ROUNDS (3; (3),(4) pairs measured,
-# the median ratio is reported), STRICT=1 to exit 1 when a target of
-# the SPEC is missed (by default the exit code only reflects whether the
-# measurement itself worked).
+# (15s), WARMUP (3s), K6_DURATION (15s; the duration of each latency
+# measurement, whatever the tool), LATENCY_TOOL (auto: oha if installed, else
+# k6; or oha, k6), LOW_RATE (1000; the supplementary low-rate latency pair, 0
+# to skip it), ROUNDS (3; (3),(4) pairs measured, the median ratio is
+# reported), STRICT=1 to exit 1 when a target of the SPEC is missed (by
+# default the exit code only reflects whether the measurement itself worked).
 set -uo pipefail
 
 # shellcheck source=load-tests/lib.sh
@@ -36,7 +41,16 @@ CLK_TCK=$(getconf CLK_TCK)
 command -v wrk >/dev/null || lt_die "wrk is missing (apt-get install -y wrk)"
 command -v nginx >/dev/null || lt_die "nginx is missing (apt-get install -y nginx)"
 lt_ensure_binaries
-lt_ensure_k6
+LATENCY_TOOL=${LATENCY_TOOL:-auto}
+OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
+if [[ "$LATENCY_TOOL" == auto ]]; then
+    if [[ -x "$OHA" ]]; then LATENCY_TOOL=oha; else LATENCY_TOOL=k6; fi
+fi
+case "$LATENCY_TOOL" in
+    oha) [[ -x "$OHA" ]] || lt_die "oha is missing (cargo install oha --locked)" ;;
+    k6) lt_ensure_k6 ;;
+    *) lt_die "LATENCY_TOOL must be auto, oha or k6, not '$LATENCY_TOOL'" ;;
+esac
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-compare.XXXXXX")
 # shellcheck disable=SC2317 # called by the EXIT trap
@@ -135,6 +149,7 @@ lt_start_gateway "$TMP" "$FAKE_ADDR"
 
 export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"
 PATH_CHAT=/v1/chat/completions
+BODY_FILE="$LT_ROOT/load-tests/wrk/chat-body.json"
 
 # One request through each target before measuring: a target that answers
 # anything but 200 would make its numbers meaningless.
@@ -256,25 +271,67 @@ EOF
 )
     lt_log "$name at $rate req/s: p50 ${K50[$id]} ms, p99 ${K99[$id]} ms (achieved ${KRATE[$id]} req/s, dropped ${KDROP[$id]}, k6 exit $rc)"
 }
-# latency_pair RATE TITLE: (1) then (4) at RATE; prints the table and sets ADD50 / ADD99.
+# oha_at NAME URL RATE: oha at RATE req/s (open loop, latency corrected for
+# coordinated omission) for K6_DURATION, with the body and headers of
+# wrk/chat.lua; stored as k6_at stores its results.
+oha_at() {
+    local name=$1 url=$2 rate=$3 id="$1@$3" json="$TMP/oha-$1-$3.json"
+    lt_run "$OHA" -z "$K6_DURATION" -q "$rate" -c 64 --latency-correction --no-tui \
+        --output-format json -m POST -H "Authorization: Bearer $FLOOPY_KEY" \
+        -H "floopy-project-id: $FLOOPY_PROJECT" -H "content-type: application/json" \
+        -D "$BODY_FILE" "$url$PATH_CHAT" >"$json" 2>"$TMP/oha-$name-$rate.err"
+    local rc=$?
+    ((rc == 0)) || { tail -n 20 "$TMP/oha-$name-$rate.err" >&2; lt_die "oha failed for $id (exit $rc)"; }
+    read -r "K50[$id]" "K99[$id]" "KRATE[$id]" "KDROP[$id]" "KFAIL[$id]" < <(python3 - "$json" "$rate" "$K6_DURATION" <<'EOF'
+import json, sys
+d = json.load(open(sys.argv[1]))
+s, p = d["summary"], d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution") or {}
+total = sum(codes.values())
+seconds = float(sys.argv[3].rstrip("sm")) * (60 if sys.argv[3].endswith("m") else 1)
+planned = int(float(sys.argv[2]) * seconds)
+# Requests still in flight when the time is up are reported as errors.
+errors = {k: v for k, v in (d.get("errorDistribution") or {}).items() if "deadline" not in k}
+bad = total - codes.get("200", 0) + sum(errors.values())
+print("%.3f %.3f %.0f %d %.4f" % (p["p50"] * 1000, p["p99"] * 1000, s["requestsPerSec"],
+      max(0, planned - total), bad / max(total, 1)))
+EOF
+)
+    lt_log "$name at $rate req/s: p50 ${K50[$id]} ms, p99 ${K99[$id]} ms (achieved ${KRATE[$id]} req/s, not sent ${KDROP[$id]}, oha)"
+}
+latency_at() {
+    if [[ "$LATENCY_TOOL" == oha ]]; then oha_at "$@"; else k6_at "$@"; fi
+}
+# latency_pair RATE TITLE: (1), (3) then (4) at RATE; prints the table and
+# sets ADD50 / ADD99 (what (4) adds over (1)).
 latency_pair() {
-    local rate=$1 title=$2
-    lt_log "latency at $rate req/s for $K6_DURATION each"
-    k6_at direct "http://$FAKE_ADDR" "$rate"
-    k6_at floopy "http://$GW_ADDR" "$rate"
+    local rate=$1 title=$2 tool ref50 ref99
+    lt_log "latency at $rate req/s for $K6_DURATION each ($LATENCY_TOOL)"
+    latency_at direct "http://$FAKE_ADDR" "$rate"
+    latency_at reference "http://$REF_ADDR" "$rate"
+    latency_at floopy "http://$GW_ADDR" "$rate"
     ADD50=$(awk -v a="${K50[floopy@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
     ADD99=$(awk -v a="${K99[floopy@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    ref50=$(awk -v a="${K50[reference@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    ref99=$(awk -v a="${K99[reference@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    if [[ "$LATENCY_TOOL" == oha ]]; then
+        tool="oha -q $rate --latency-correction (open loop, 64 connections)"
+    else
+        tool="k6 constant-arrival-rate"
+    fi
     echo
-    echo "== latency $title: $rate req/s, k6 constant-arrival-rate for $K6_DURATION"
+    echo "== latency $title: $rate req/s, $tool for $K6_DURATION"
     printf '%-34s %10s %10s %12s %8s %8s\n' target "p50 ms" "p99 ms" "achieved/s" dropped "failed"
     printf '%-34s %10s %10s %12s %8s %8s\n' "(1) direct to the fake provider" "${K50[direct@$rate]}" "${K99[direct@$rate]}" "${KRATE[direct@$rate]}" "${KDROP[direct@$rate]}" "${KFAIL[direct@$rate]}"
+    printf '%-34s %10s %10s %12s %8s %8s\n' "(3) reference Pingora proxy" "${K50[reference@$rate]}" "${K99[reference@$rate]}" "${KRATE[reference@$rate]}" "${KDROP[reference@$rate]}" "${KFAIL[reference@$rate]}"
     printf '%-34s %10s %10s %12s %8s %8s\n' "(4) floopy-gateway, all features" "${K50[floopy@$rate]}" "${K99[floopy@$rate]}" "${KRATE[floopy@$rate]}" "${KDROP[floopy@$rate]}" "${KFAIL[floopy@$rate]}"
     echo "added by floopy-gateway over direct: p50 ${ADD50} ms, p99 ${ADD99} ms"
+    echo "added by the reference proxy over direct: p50 ${ref50} ms, p99 ${ref99} ms"
     local name planned
     planned=$(awk -v r="$rate" -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; printf "%d", r * n }')
-    for name in direct floopy; do
+    for name in direct reference floopy; do
         if ((${KDROP[$name@$rate]} * 100 > planned)); then
-            echo "warning: k6 dropped ${KDROP[$name@$rate]} of $planned iterations against $name (> 1%): the load generator, sharing the cores, could not hold the rate; these latencies include its own saturation"
+            echo "warning: $LATENCY_TOOL dropped ${KDROP[$name@$rate]} of $planned requests against $name (> 1%): the load generator, sharing the cores, could not hold the rate; these latencies include its own saturation"
         fi
         if awk -v f="${KFAIL[$name@$rate]}" 'BEGIN { exit !(f > 0) }'; then
             echo "warning: $name failed a fraction ${KFAIL[$name@$rate]} of its requests at $rate req/s"
@@ -282,7 +339,7 @@ latency_pair() {
     done
 }
 
-# Supplementary, first: a low fixed rate, where k6 is far from saturating the
+# Supplementary, first: a low fixed rate, where the generator is far from saturating the
 # machine, so the difference is mostly the gateway's own added latency.
 LOW_RATE=${LOW_RATE:-1000}
 if ((LOW_RATE > 0 && LOW_RATE < HALF)); then

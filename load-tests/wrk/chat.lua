@@ -1,5 +1,5 @@
 -- wrk script of load-tests/compare.sh: every request is the same POST of an
--- OpenAI chat completion body of about 500 bytes, with the gateway key
+-- OpenAI chat completion body (wrk/chat-body.json), with the gateway key
 -- (FLOOPY_KEY) and, when FLOOPY_PROJECT is set, the project header. The same
 -- request goes to every target, the fake provider directly included (it
 -- ignores the key).
@@ -19,10 +19,12 @@ end
 if project ~= "" then
   wrk.headers["floopy-project-id"] = project
 end
-wrk.body = '{"model":"' .. model .. '","messages":['
-  .. '{"role":"system","content":"You are a concise assistant for an online shop. Answer in one short paragraph, quote prices in euros, and never invent product names that are not in the catalogue. Be polite and brief."},'
-  .. '{"role":"user","content":"I ordered a pair of running shoes last week and the tracking page still says \\"label created\\". Can you tell me what that means and when I should expect delivery?"}'
-  .. '],"max_tokens":16,"temperature":0.2,"user":"load-test"}'
+-- The body (about 500 bytes) is wrk/chat-body.json, beside this script; oha
+-- in compare.sh sends the same file.
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+local file = assert(io.open(dir .. "chat-body.json", "r"))
+wrk.body = file:read("*a"):gsub("%s+$", ""):gsub('"model":"gpt%-4o"', '"model":"' .. model .. '"', 1)
+file:close()
 
 -- Non-200 answers are not counted here (a response() callback would make wrk
 -- parse every response and slow it down on a 2-core machine): compare.sh reads
