@@ -49,29 +49,46 @@ pub async fn read_body(session: &mut Session, max_body_bytes: u64) -> Result<Byt
             .map_err(|e| GatewayError::BodyRead(e.to_string()))?;
     }
 
-    let capacity = content_length.map_or(0, |l| l as usize);
-    let mut body = BytesMut::with_capacity(capacity);
+    // A body that arrives in one chunk (the usual case) is kept as that
+    // chunk; a longer one is gathered.
+    let mut first: Option<Bytes> = None;
+    let mut gathered: Option<BytesMut> = None;
+    let mut read = 0usize;
     let mut buffering = false;
     loop {
-        let remaining = content_length.map(|l| l as usize - body.len().min(l as usize));
+        let remaining = content_length.map(|l| l as usize - read.min(l as usize));
         if !buffering && remaining.is_none_or(|r| r <= RETRY_BUFFER_LIMIT) {
             session.enable_retry_buffering();
             buffering = true;
         }
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if (body.len() + chunk.len()) as u64 > max_body_bytes {
+                read += chunk.len();
+                if read as u64 > max_body_bytes {
                     return Err(GatewayError::BodyTooLarge {
                         limit: max_body_bytes,
                     });
                 }
-                body.extend_from_slice(&chunk);
+                match (&mut gathered, first.take()) {
+                    (Some(all), _) => all.extend_from_slice(&chunk),
+                    (None, None) => first = Some(chunk),
+                    (None, Some(earlier)) => {
+                        let capacity = content_length.map_or(0, |l| l as usize);
+                        let mut all = BytesMut::with_capacity(capacity.max(read));
+                        all.extend_from_slice(&earlier);
+                        all.extend_from_slice(&chunk);
+                        gathered = Some(all);
+                    }
+                }
             }
             Ok(None) => break,
             Err(e) => return Err(GatewayError::BodyRead(e.to_string())),
         }
     }
-    if !body.is_empty() && session.get_retry_buffer().is_none() {
+    // Pingora replays the body from its retry buffer, which holds the last
+    // 64 KiB read (buffering starts before them); a truncated one means the
+    // body cannot be forwarded.
+    if read > 0 && (!buffering || session.as_downstream().retry_buffer_truncated()) {
         return Err(match content_length {
             None => GatewayError::LengthRequired {
                 limit: RETRY_BUFFER_LIMIT,
@@ -79,5 +96,8 @@ pub async fn read_body(session: &mut Session, max_body_bytes: u64) -> Result<Byt
             Some(_) => GatewayError::Internal("the request body could not be replayed".into()),
         });
     }
-    Ok(body.freeze())
+    Ok(match gathered {
+        Some(all) => all.freeze(),
+        None => first.unwrap_or_default(),
+    })
 }

@@ -16,10 +16,6 @@ use crate::logs::{LogId, RequestLog};
 use crate::metrics::Metrics;
 use crate::usage::Usage;
 
-const PROPERTY_PREFIX: &str = "floopy-property-";
-static SESSION_ID: http::HeaderName = http::HeaderName::from_static("floopy-session-id");
-static USER_ID: http::HeaderName = http::HeaderName::from_static("floopy-user-id");
-
 /// The record, or `None` for a request with no known key (it has no org).
 /// Called once, at the end of the request: what the record keeps is taken
 /// from the context.
@@ -39,13 +35,7 @@ pub fn build(
     }
     .unwrap_or_default();
     let cost_micro_usd = cost(ctx, &usage, metrics);
-    let (property_keys, property_values) = properties(req);
-    let header = |name: &http::HeaderName| {
-        req.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let tags = Tags::of(req);
     let now = Instant::now();
     Some(RequestLog {
         request_id: LogId(Some(ctx.request_id)),
@@ -75,12 +65,13 @@ pub fn build(
         ttfb_ms: ctx
             .first_byte_at
             .map_or(0, |t| millis(t.saturating_duration_since(ctx.started))),
-        session_id: header(&SESSION_ID).unwrap_or_default(),
-        user_id: header(&USER_ID)
+        session_id: tags.session_id.unwrap_or_default(),
+        user_id: tags
+            .user_id
             .or_else(|| ctx.body_user.take())
             .unwrap_or_default(),
-        property_keys,
-        property_values,
+        property_keys: tags.property_keys,
+        property_values: tags.property_values,
         gateway_id: ctx
             .snapshot
             .as_ref()
@@ -125,18 +116,37 @@ fn cost(ctx: &RequestCtx, usage: &Usage, metrics: &Metrics) -> u64 {
     }
 }
 
-fn properties(req: &RequestHeader) -> (Vec<String>, Vec<String>) {
-    let mut keys = Vec::new();
-    let mut values = Vec::new();
-    for (name, value) in &req.headers {
-        if let Some(key) = name.as_str().strip_prefix(PROPERTY_PREFIX) {
-            if let Ok(value) = value.to_str() {
-                keys.push(key.to_string());
-                values.push(value.to_string());
+/// What the client's `floopy-*` headers say about the request, read in one
+/// pass (a lookup by name hashes it, even when it is absent).
+#[derive(Default)]
+struct Tags {
+    session_id: Option<String>,
+    user_id: Option<String>,
+    property_keys: Vec<String>,
+    property_values: Vec<String>,
+}
+
+impl Tags {
+    fn of(req: &RequestHeader) -> Tags {
+        let mut tags = Tags::default();
+        for (name, value) in &req.headers {
+            let Some(rest) = name.as_str().strip_prefix("floopy-") else {
+                continue;
+            };
+            let Ok(value) = value.to_str() else {
+                continue;
+            };
+            if let Some(key) = rest.strip_prefix("property-") {
+                tags.property_keys.push(key.to_string());
+                tags.property_values.push(value.to_string());
+            } else if rest == "session-id" && tags.session_id.is_none() {
+                tags.session_id = Some(value.to_owned());
+            } else if rest == "user-id" && tags.user_id.is_none() {
+                tags.user_id = Some(value.to_owned());
             }
         }
+        tags
     }
-    (keys, values)
 }
 
 fn millis(d: std::time::Duration) -> u64 {
