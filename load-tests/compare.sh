@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# load-tests/compare.sh: the side-by-side benchmark, loopback only, about 3 minutes.
+# load-tests/compare.sh: the side-by-side benchmark, loopback only, about 6 minutes.
 #
 # One fake provider (release build) is the common upstream of:
 #   (1) direct       wrk -> fake provider
@@ -21,7 +21,7 @@
 # (15s), WARMUP (3s), K6_DURATION (15s; the duration of each latency
 # measurement, whatever the tool), LATENCY_TOOL (auto: oha if installed, else
 # k6; or oha, k6), LOW_RATE (1000; the supplementary low-rate latency pair, 0
-# to skip it), ROUNDS (3; (3),(4) pairs measured, the median ratio is
+# to skip it), ROUNDS (5; (3),(4) pairs measured, the median ratio is
 # reported), STRICT=1 to exit 1 when a target of the SPEC is missed (by
 # default the exit code only reflects whether the measurement itself worked).
 set -uo pipefail
@@ -35,7 +35,7 @@ WRK_DURATION=${WRK_DURATION:-15s}
 WARMUP=${WARMUP:-3s}
 K6_DURATION=${K6_DURATION:-15s}
 STRICT=${STRICT:-0}
-ROUNDS=${ROUNDS:-3}
+ROUNDS=${ROUNDS:-5}
 CLK_TCK=$(getconf CLK_TCK)
 
 command -v wrk >/dev/null || lt_die "wrk is missing (apt-get install -y wrk)"
