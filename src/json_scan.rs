@@ -4,14 +4,16 @@
 //! The gateway reads a handful of members (`model`, `stream`, `usage`, ...)
 //! and passes everything else through untouched, so it needs to check that
 //! a body is JSON and find those members, not to build values. The scanner
-//! walks the bytes once: strings are skipped eight bytes at a time, nested
-//! values without recursion, and only the members asked for are decoded.
+//! walks the bytes once: short strings are checked eight bytes at a time and
+//! long ones searched with `memchr`, nested values are skipped without
+//! recursion, and only the members asked for are decoded.
 //!
 //! It accepts and rejects what `serde_json::from_slice` does for the same
 //! shapes (the tests of `body` and `usage` compare the two on generated
-//! inputs): the grammar of RFC 8259, a nesting limit of 127, decoded
-//! strings (keys and the values read) valid UTF-8 with paired surrogates,
-//! skipped strings checked for escapes and control characters only.
+//! inputs): the grammar of RFC 8259; decoded strings (keys and the values
+//! read) valid UTF-8 with paired surrogates; skipped strings checked for
+//! escapes and control characters only; a nesting limit of 127 where
+//! `serde_json` builds values (`decoding`), none where it skips them.
 
 use std::borrow::Cow;
 
@@ -36,7 +38,7 @@ pub struct Scanner<'a> {
     pos: usize,
     /// Objects and arrays open around the current position.
     depth: u32,
-    /// Skipped strings are decoded too (see `decoding`).
+    /// Skipped values are checked as built ones are (see `decoding`).
     decode_skipped: bool,
 }
 
@@ -65,10 +67,9 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// Runs `read` with every string it skips checked as a decoded one
-    /// (valid UTF-8, paired surrogates): for a member whose value the
-    /// gateway reads whatever its type, as `serde_json` builds a `Value` of
-    /// it.
+    /// Runs `read` with what it skips checked as a value `serde_json` builds
+    /// (strings valid UTF-8 with paired surrogates, finite numbers, the
+    /// nesting limit): for a member the gateway reads whatever its type.
     pub fn decoding<T>(&mut self, read: impl FnOnce(&mut Self) -> ScanResult<T>) -> ScanResult<T> {
         let outer = std::mem::replace(&mut self.decode_skipped, true);
         let result = read(self);
