@@ -81,7 +81,6 @@ pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
 
 fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> {
     let mut s = Scanner::new(body);
-    let mut seen = 0u16;
     let mut model = None;
     let mut stream = None;
     let mut stream_options = None;
@@ -94,11 +93,7 @@ fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> 
             s.skip_value()?;
             continue;
         };
-        let bit = 1 << field as u16;
-        if seen & bit != 0 {
-            return Err(s.error(&format!("duplicate field `{}`", field.name())));
-        }
-        seen |= bit;
+        members.once(&s, field as u32, field.name())?;
         match field {
             Field::Model => {
                 if !s.null()? {
@@ -136,38 +131,33 @@ fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> 
 
 /// `stream_options.include_usage == true`; false for anything else.
 fn include_usage(s: &mut Scanner<'_>) -> ScanResult<bool> {
-    if s.peek() != Some(b'{') {
-        return s.skip_value().map(|()| false);
-    }
     let mut include = false;
-    let mut members = s.begin_object()?;
-    while let Some(key) = members.next_key(s)? {
-        if *key == *b"include_usage" {
-            include = s.peek() == Some(b't') && s.boolean("expected value")?;
-            if !include {
-                s.skip_value()?;
-            }
-        } else {
-            s.skip_value()?;
+    s.each_member(|s, key| {
+        if key != b"include_usage" {
+            return s.skip_value();
         }
-    }
+        // The last one counts, as in a JSON object read into a map.
+        include = s.peek() == Some(b't');
+        if include {
+            s.boolean("expected value").map(drop)
+        } else {
+            s.skip_value()
+        }
+    })?;
     Ok(include)
 }
 
 /// Anthropic's `metadata.user_id`, when it is a string.
 fn metadata_user_id<'a>(s: &mut Scanner<'a>) -> ScanResult<Option<Cow<'a, str>>> {
-    if s.peek() != Some(b'{') {
-        return s.skip_value().map(|()| None);
-    }
     let mut user = None;
-    let mut members = s.begin_object()?;
-    while let Some(key) = members.next_key(s)? {
-        if *key == *b"user_id" {
+    s.each_member(|s, key| {
+        if key == b"user_id" {
             user = s.string_or_skip()?;
+            Ok(())
         } else {
-            s.skip_value()?;
+            s.skip_value()
         }
-    }
+    })?;
     Ok(user)
 }
 

@@ -45,6 +45,8 @@ pub struct Scanner<'a> {
 /// The members of one object, read with `next_key`.
 pub struct Members {
     first: bool,
+    /// The members read so far that may appear once (`once`), a bit each.
+    seen: u32,
 }
 
 impl<'a> Scanner<'a> {
@@ -137,7 +139,26 @@ impl<'a> Scanner<'a> {
     pub fn begin_object(&mut self) -> ScanResult<Members> {
         self.expect(b'{', "expected a JSON object")?;
         self.enter()?;
-        Ok(Members { first: true })
+        Ok(Members {
+            first: true,
+            seen: 0,
+        })
+    }
+
+    /// Calls `member` with each key of the object at the scanner (`member`
+    /// consumes the value); any other value is skipped.
+    pub fn each_member(
+        &mut self,
+        mut member: impl FnMut(&mut Self, &[u8]) -> ScanResult<()>,
+    ) -> ScanResult<()> {
+        if self.peek() != Some(b'{') {
+            return self.skip_value();
+        }
+        let mut members = self.begin_object()?;
+        while let Some(key) = members.next_key(self)? {
+            member(self, &key)?;
+        }
+        Ok(())
     }
 
     /// Consumes a `null`, if that is the next value.
@@ -456,24 +477,17 @@ impl<'a> Scanner<'a> {
         let mut open = Nesting::default();
         'value: loop {
             match self.peek() {
-                Some(b'{') => {
+                Some(bracket @ (b'{' | b'[')) => {
+                    let object = bracket == b'{';
                     self.pos += 1;
                     self.check_depth(open.level)?;
-                    if self.peek() == Some(b'}') {
+                    if self.peek() == Some(if object { b'}' } else { b']' }) {
                         self.pos += 1;
                     } else {
-                        open.push(true);
-                        self.member_key()?;
-                        continue 'value;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    self.check_depth(open.level)?;
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                    } else {
-                        open.push(false);
+                        open.push(object);
+                        if object {
+                            self.member_key()?;
+                        }
                         continue 'value;
                     }
                 }
@@ -540,6 +554,16 @@ impl<'a> Scanner<'a> {
 }
 
 impl Members {
+    /// Refuses a member given twice in this object: `bit` (below 32) stands
+    /// for `name`.
+    pub fn once(&mut self, s: &Scanner<'_>, bit: u32, name: &str) -> ScanResult<()> {
+        if self.seen & 1 << bit != 0 {
+            return Err(s.error(&format!("duplicate field `{name}`")));
+        }
+        self.seen |= 1 << bit;
+        Ok(())
+    }
+
     /// The next member's key (its bytes, escapes decoded), its `:`
     /// consumed, or `None` after the `}`.
     pub fn next_key<'a>(&mut self, s: &mut Scanner<'a>) -> ScanResult<Option<Cow<'a, [u8]>>> {

@@ -46,11 +46,10 @@ impl RawDetails {
             return Ok(None);
         }
         let mut details = RawDetails::default();
-        let mut seen = 0u16;
         let mut members = s.begin_object()?;
         while let Some(key) = members.next_key(s)? {
             if *key == *b"cached_tokens" {
-                once(s, &mut seen, 0, "cached_tokens")?;
+                members.once(s, 0, "cached_tokens")?;
                 details.cached_tokens =
                     s.u64_or_null("a token count must be a non-negative integer")?;
             } else {
@@ -59,15 +58,6 @@ impl RawDetails {
         }
         Ok(Some(details))
     }
-}
-
-/// Refuses a field seen before in the same object.
-fn once(s: &Scanner<'_>, seen: &mut u16, bit: u16, key: &str) -> ScanResult<()> {
-    if *seen & 1 << bit != 0 {
-        return Err(s.error(&format!("duplicate field `{key}`")));
-    }
-    *seen |= 1 << bit;
-    Ok(())
 }
 
 impl RawUsage {
@@ -79,7 +69,6 @@ impl RawUsage {
             return Ok(None);
         }
         let mut raw = RawUsage::default();
-        let mut seen = 0u16;
         let mut members = s.begin_object()?;
         while let Some(key) = members.next_key(s)? {
             let (bit, name, count) = match &*key {
@@ -98,12 +87,12 @@ impl RawUsage {
                     &mut raw.cache_creation_input_tokens,
                 ),
                 b"prompt_tokens_details" => {
-                    once(s, &mut seen, 6, "prompt_tokens_details")?;
+                    members.once(s, 6, "prompt_tokens_details")?;
                     raw.prompt_tokens_details = RawDetails::scan(s)?;
                     continue;
                 }
                 b"input_tokens_details" => {
-                    once(s, &mut seen, 7, "input_tokens_details")?;
+                    members.once(s, 7, "input_tokens_details")?;
                     raw.input_tokens_details = RawDetails::scan(s)?;
                     continue;
                 }
@@ -112,7 +101,7 @@ impl RawUsage {
                     continue;
                 }
             };
-            once(s, &mut seen, bit, name)?;
+            members.once(s, bit, name)?;
             *count = s.u64_or_null("a token count must be a non-negative integer")?;
         }
         Ok(Some(raw))
