@@ -52,19 +52,7 @@ case "$LATENCY_TOOL" in
     *) lt_die "LATENCY_TOOL must be auto, oha or k6, not '$LATENCY_TOOL'" ;;
 esac
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-compare.XXXXXX")
-# shellcheck disable=SC2317 # called by the EXIT trap
-finish() {
-    lt_cleanup
-    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
-        lt_log "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lt_use_temp_dir compare
 
 echo "== floopy-gateway side-by-side benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 echo "nproc: $(nproc)"
@@ -77,73 +65,15 @@ echo
 
 lt_start_fake_provider "$TMP"
 
-# (2) nginx, from its own configuration, pid, logs and temp paths.
-NGINX_DIR="$TMP/nginx"
-mkdir -p "$NGINX_DIR"
-chmod 755 "$TMP" "$NGINX_DIR" # nginx workers run as nobody when started as root
-NGINX_ADDR="127.0.0.1:$(lt_free_port)"
-cat >"$NGINX_DIR/nginx.conf" <<EOF
-worker_processes 1;
-pid $NGINX_DIR/nginx.pid;
-error_log $NGINX_DIR/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $NGINX_DIR/client_body;
-    proxy_temp_path $NGINX_DIR/proxy;
-    fastcgi_temp_path $NGINX_DIR/fastcgi;
-    uwsgi_temp_path $NGINX_DIR/uwsgi;
-    scgi_temp_path $NGINX_DIR/scgi;
-    upstream fake_provider {
-        server $FAKE_ADDR;
-        keepalive 64;
-    }
-    server {
-        listen $NGINX_ADDR;
-        location / {
-            proxy_pass http://fake_provider;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOF
-nginx -t -q -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" ||
-    lt_die "nginx rejects $NGINX_DIR/nginx.conf"
-nginx -p "$NGINX_DIR/" -e "$NGINX_DIR/error.log" -c "$NGINX_DIR/nginx.conf" -g 'daemon off;' \
-    >"$NGINX_DIR/stdout" 2>&1 &
-NGINX_PID=$!
-LT_PIDS+=("$NGINX_PID")
-lt_wait_tcp "$NGINX_ADDR" 10 "$NGINX_PID" || { cat "$NGINX_DIR/error.log" >&2; lt_die "nginx did not start"; }
-lt_log "nginx on $NGINX_ADDR (master pid $NGINX_PID)"
-
-# (3) the reference proxy.
-REF_ADDR="127.0.0.1:$(lt_free_port)"
-"$LT_BIN/reference-proxy" --listen "$REF_ADDR" --upstream "$FAKE_ADDR" --threads 2 \
-    >"$TMP/reference-proxy.out" 2>"$TMP/reference-proxy.err" &
-REF_PID=$!
-LT_PIDS+=("$REF_PID")
-lt_wait_tcp "$REF_ADDR" 20 "$REF_PID" || { cat "$TMP/reference-proxy.err" >&2; lt_die "reference-proxy did not start"; }
-lt_log "reference-proxy on $REF_ADDR (pid $REF_PID)"
+lt_start_nginx "$TMP" "$FAKE_ADDR"
+lt_start_reference "$TMP" "$FAKE_ADDR"
 
 # (4) the gateway, every feature on (see lt_write_gateway_config), logging to
 # a real Kafka broker (tansu, from scripts/install-kafka-tools.sh) when one is
 # installed, else to the JSON Lines file.
-TANSU="${FLOOPY_TANSU:-$HOME/.cache/floopy/tansu/bin/tansu}"
 SINK_NOTE="request log (file sink, JSON Lines; install tansu for the Kafka sink)"
-if [[ -x "$TANSU" ]]; then
-    KAFKA_PORT=$(lt_free_port)
-    "$TANSU" broker --storage-engine memory://tansu/ \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        >"$TMP/tansu.log" 2>&1 &
-    TANSU_PID=$!
-    LT_PIDS+=("$TANSU_PID")
-    lt_wait_tcp "127.0.0.1:$KAFKA_PORT" 20 "$TANSU_PID" || lt_die "tansu did not start"
-    "$TANSU" topic create floopy.request_logs --broker "tcp://127.0.0.1:$KAFKA_PORT" --partitions 3 >/dev/null
-    export LT_KAFKA_BROKERS="127.0.0.1:$KAFKA_PORT"
+if lt_start_kafka "$TMP"; then
     SINK_NOTE="request log to Kafka (tansu broker on this machine, idempotent producer, lz4)"
-    lt_log "tansu broker on 127.0.0.1:$KAFKA_PORT"
 fi
 lt_start_gateway "$TMP" "$FAKE_ADDR"
 

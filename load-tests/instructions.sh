@@ -25,15 +25,7 @@ command -v wrk >/dev/null || lt_die "wrk is missing (apt-get install -y wrk)"
 command -v valgrind >/dev/null || lt_die "valgrind is missing (apt-get install -y valgrind)"
 lt_ensure_binaries
 
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-instructions.XXXXXX")
-# shellcheck disable=SC2317 # called by the EXIT trap
-finish() {
-    lt_cleanup
-    if [[ "${KEEP_TMP:-0}" == 1 ]]; then lt_log "kept $TMP"; else rm -rf "$TMP"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+lt_use_temp_dir instructions
 
 lt_start_fake_provider "$TMP"
 export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"

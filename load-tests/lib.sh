@@ -181,6 +181,88 @@ EOF
     fi
 }
 
+# lt_start_nginx DIR UPSTREAM: Debian's nginx as a plain proxy_pass to UPSTREAM
+# (one worker, keepalive 64), from its own configuration, pid, logs and temp
+# paths under DIR/nginx; the system's nginx service is not touched. Sets
+# NGINX_ADDR and NGINX_PID (the master; its worker is its child).
+lt_start_nginx() {
+    local dir=$1 upstream=$2 conf_dir="$1/nginx"
+    command -v nginx >/dev/null || lt_die "nginx is missing (apt-get install -y nginx)"
+    mkdir -p "$conf_dir"
+    chmod 755 "$dir" "$conf_dir" # nginx workers run as nobody when started as root
+    NGINX_ADDR="127.0.0.1:$(lt_free_port)"
+    cat >"$conf_dir/nginx.conf" <<EOF
+worker_processes 1;
+pid $conf_dir/nginx.pid;
+error_log $conf_dir/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path $conf_dir/client_body;
+    proxy_temp_path $conf_dir/proxy;
+    fastcgi_temp_path $conf_dir/fastcgi;
+    uwsgi_temp_path $conf_dir/uwsgi;
+    scgi_temp_path $conf_dir/scgi;
+    upstream fake_provider {
+        server $upstream;
+        keepalive 64;
+    }
+    server {
+        listen $NGINX_ADDR;
+        location / {
+            proxy_pass http://fake_provider;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    nginx -t -q -p "$conf_dir/" -e "$conf_dir/error.log" -c "$conf_dir/nginx.conf" ||
+        lt_die "nginx rejects $conf_dir/nginx.conf"
+    nginx -p "$conf_dir/" -e "$conf_dir/error.log" -c "$conf_dir/nginx.conf" -g 'daemon off;' \
+        >"$conf_dir/stdout" 2>&1 &
+    NGINX_PID=$!
+    LT_PIDS+=("$NGINX_PID")
+    lt_wait_tcp "$NGINX_ADDR" 10 "$NGINX_PID" || { cat "$conf_dir/error.log" >&2; lt_die "nginx did not start"; }
+    lt_log "nginx on $NGINX_ADDR (master pid $NGINX_PID)"
+}
+
+# lt_start_reference DIR UPSTREAM: target/release/reference-proxy, the minimal
+# Pingora proxy, with two worker threads like the gateway's load-test
+# configuration. Sets REF_ADDR and REF_PID.
+lt_start_reference() {
+    local dir=$1 upstream=$2
+    REF_ADDR="127.0.0.1:$(lt_free_port)"
+    "$LT_BIN/reference-proxy" --listen "$REF_ADDR" --upstream "$upstream" --threads 2 \
+        >"$dir/reference-proxy.out" 2>"$dir/reference-proxy.err" &
+    REF_PID=$!
+    LT_PIDS+=("$REF_PID")
+    lt_wait_tcp "$REF_ADDR" 20 "$REF_PID" || { cat "$dir/reference-proxy.err" >&2; lt_die "reference-proxy did not start"; }
+    lt_log "reference-proxy on $REF_ADDR (pid $REF_PID)"
+}
+
+# lt_start_kafka DIR: when tansu (scripts/install-kafka-tools.sh; FLOOPY_TANSU
+# or ~/.cache/floopy/tansu/bin/tansu) is installed, starts it as an in-memory
+# broker on a free loopback port, creates the request log topic, and exports
+# LT_KAFKA_BROKERS so that lt_write_gateway_config selects the Kafka sink.
+# Returns 1, starting nothing, when tansu is not installed.
+lt_start_kafka() {
+    local dir=$1 tansu="${FLOOPY_TANSU:-$HOME/.cache/floopy/tansu/bin/tansu}" port pid
+    [[ -x "$tansu" ]] || return 1
+    port=$(lt_free_port)
+    "$tansu" broker --storage-engine memory://tansu/ \
+        --listener-url "tcp://127.0.0.1:$port" \
+        --advertised-listener-url "tcp://127.0.0.1:$port" \
+        >"$dir/tansu.log" 2>&1 &
+    pid=$!
+    LT_PIDS+=("$pid")
+    lt_wait_tcp "127.0.0.1:$port" 20 "$pid" || lt_die "tansu did not start (see $dir/tansu.log)"
+    "$tansu" topic create floopy.request_logs --broker "tcp://127.0.0.1:$port" --partitions 3 >/dev/null ||
+        lt_die "tansu: cannot create the topic floopy.request_logs"
+    export LT_KAFKA_BROKERS="127.0.0.1:$port"
+    lt_log "tansu broker on 127.0.0.1:$port (pid $pid)"
+}
+
 # lt_start_gateway DIR UPSTREAM: writes the configuration and starts
 # target/release/floopy-gateway on free ports; waits for /healthz on the admin
 # listener. Sets GW_ADDR, GW_ADMIN, GW_PID.
@@ -231,6 +313,22 @@ lt_run() {
     local rc=$?
     LT_CURRENT=""
     return $rc
+}
+
+# lt_use_temp_dir NAME: creates TMP, a fresh directory for one run's files,
+# and installs the traps that, on exit or on a signal, stop every process the
+# run started and remove TMP (kept, and its path printed, with KEEP_TMP=1).
+lt_use_temp_dir() {
+    TMP=$(mktemp -d "${TMPDIR:-/tmp}/floopy-$1.XXXXXX") || lt_die "cannot create a temporary directory"
+    trap lt_finish EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+
+# shellcheck disable=SC2317 # called by the EXIT trap of lt_use_temp_dir
+lt_finish() {
+    lt_cleanup
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then lt_log "kept $TMP"; else rm -rf "$TMP"; fi
 }
 
 # Stops every process recorded in LT_PIDS, newest first (the gateway before its
