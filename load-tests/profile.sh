@@ -46,9 +46,20 @@ lt_start_kafka "$TMP" && SINK="Kafka sink (tansu)"
 lt_start_gateway "$TMP" "$FAKE_ADDR"
 export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"
 
+# switches PIDS: "voluntary involuntary" context switches so far, summed over
+# every thread of each pid in the comma-separated list.
+switches() {
+    local pid
+    for pid in ${1//,/ }; do
+        cat /proc/"$pid"/task/*/status 2>/dev/null
+    done | awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2}
+        END {print v + 0, n + 0}'
+}
+
 # sample NAME ADDR PIDS ROUND: wrk at the peak while perf samples PIDS (a
 # comma-separated list, every thread of each); leaves
-# TMP/NAME.ROUND.report (perf report) and TMP/NAME.ROUND.requests.
+# TMP/NAME.ROUND.report (perf report), TMP/NAME.ROUND.requests and
+# TMP/NAME.ROUND.switches (context switches during the run, before and after).
 sample() {
     local name=$1 addr=$2 pids=$3 round=$4 url="http://$2/v1/chat/completions" perf_pid requests
     lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" "$url" >/dev/null 2>&1
@@ -56,8 +67,10 @@ sample() {
         >"$TMP/$name.$round.perf.out" 2>&1 &
     perf_pid=$!
     LT_PIDS+=("$perf_pid")
+    switches "$pids" >"$TMP/$name.$round.switches"
     lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
         "$url" >"$TMP/$name.$round.wrk" 2>&1
+    switches "$pids" >>"$TMP/$name.$round.switches"
     wait "$perf_pid" || { cat "$TMP/$name.$round.perf.out" >&2; lt_die "perf record failed on $name"; }
     unset 'LT_PIDS[-1]'
     grep -q 'Non-2xx' "$TMP/$name.$round.wrk" && lt_die "$name answered errors: $(cat "$TMP/$name.$round.wrk")"
@@ -140,7 +153,10 @@ def load(name, r):
     if total_ns is None:
         sys.exit(f"no samples in {tmp}/{name}.{r}.report")
     cats["total"] = total_ns / requests / 1000
-    return cats, syms
+    before, after = (list(map(int, line.split())) for line in open(f"{tmp}/{name}.{r}.switches"))
+    switches = {"voluntary": (after[0] - before[0]) / requests,
+                "involuntary": (after[1] - before[1]) / requests}
+    return cats, syms, switches
 
 
 def medians(name, index):
@@ -160,6 +176,10 @@ for k in order + ["total"]:
     print(f"{k:34}{n:11.1f}{r:11.1f}{g:11.1f}{r - n:+9.1f}{g - r:+9.1f}")
 print(f"CPU per request: (4)/(3) {gw_c['total'] / ref_c['total']:.2f}, "
       f"(3)/(2) {ref_c['total'] / ngx_c['total']:.2f}")
+print("context switches per request (all threads):")
+for label, name in (("(2) nginx", "nginx"), ("(3) ref", "reference"), ("(4) gw", "floopy")):
+    sw = medians(name, 2)
+    print(f"  {label:10} voluntary {sw['voluntary']:.3f}, involuntary {sw['involuntary']:.3f}")
 
 ref_s, gw_s = medians("reference", 1), medians("floopy", 1)
 print(f"\n== the {top} symbols that grew most from (3) to (4), µs per request (median)")

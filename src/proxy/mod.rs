@@ -117,23 +117,25 @@ impl Gateway {
         }
 
         let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
-        let fields = parse_request(&body)?;
-        ctx.model.clone_from(&fields.model);
+        let mut fields = parse_request(&body)?;
+        // The model and the user belong to the request's log record from
+        // here on, whatever happens next.
+        ctx.model = std::mem::take(&mut fields.model);
         ctx.stream = fields.stream;
-        ctx.body_user.clone_from(&fields.user);
+        ctx.body_user = fields.user.take();
         let provider = snapshot
             .routes()
-            .provider_for(&fields.model)
-            .ok_or_else(|| GatewayError::UnknownModel(fields.model.clone()))?;
+            .provider_for(&ctx.model)
+            .ok_or_else(|| GatewayError::UnknownModel(ctx.model.clone()))?;
         if route.provider_kind() != Some(provider.kind) {
             return Err(GatewayError::ModelPathMismatch {
-                model: fields.model,
+                model: ctx.model.clone(),
                 path: session.req_header().uri.path().to_string(),
             });
         }
         ctx.provider = Some(provider.clone());
         if let Some(environment) = principal.environment {
-            let estimate = snapshot.prices().get(&fields.model).map_or(0, |price| {
+            let estimate = snapshot.prices().get(&ctx.model).map_or(0, |price| {
                 estimate_cost(
                     price,
                     body.len(),
