@@ -19,15 +19,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use floopy_control_db::load::load_control;
+use floopy_control_db::migrate::migrate;
+use floopy_control_db::DbConfig;
 use floopy_gateway::auth::authenticate;
 use floopy_gateway::config::PostgresSource;
-use floopy_gateway::control::migrate::migrate;
-use floopy_gateway::control::postgres::{connect, load_control, ControlSync};
+use floopy_gateway::control::sync::ControlSync;
 use floopy_gateway::metrics::Metrics;
-use floopy_gateway::model::hash_key;
 use floopy_gateway::pricing::PriceTable;
 use floopy_gateway::snapshot::{ConfigParts, Settings, SnapshotStore};
 use floopy_gateway::upstream::Routes;
+use floopy_model::hash_key;
 use pingora::services::background::BackgroundService;
 use tokio_postgres::NoTls;
 
@@ -105,7 +107,11 @@ async fn main() {
         config.get_user().unwrap_or("postgres"),
         config.get_ports().first().copied().unwrap_or(5432)
     );
-    let mut conn = connect(&url, Duration::from_secs(5)).await.unwrap();
+    let db = DbConfig::parse(&url).unwrap();
+    let mut conn = db
+        .connect("control_1m", Duration::from_secs(5))
+        .await
+        .unwrap();
     migrate(&mut conn.client).await.unwrap();
 
     // Seed: 1000 orgs, n keys spread over them (server-side, idempotent).
@@ -165,6 +171,7 @@ async fn main() {
     let sync = Arc::new(ControlSync {
         source: PostgresSource {
             url: url.clone(),
+            db: db.clone(),
             poll_interval: Duration::from_secs(1),
             max_staleness: Duration::from_secs(30),
             cache_file: None,
@@ -213,10 +220,13 @@ async fn main() {
     };
     let rebuilding = Arc::new(AtomicBool::new(true));
     let churn = {
-        let url = url.clone();
+        let db = db.clone();
         let rebuilding = rebuilding.clone();
         tokio::spawn(async move {
-            let conn = connect(&url, Duration::from_secs(5)).await.unwrap();
+            let conn = db
+                .connect("control_1m", Duration::from_secs(5))
+                .await
+                .unwrap();
             let mut rebuilds = 0;
             while rebuilding.load(Ordering::Relaxed) {
                 conn.client

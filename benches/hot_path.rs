@@ -21,7 +21,6 @@ use uuid::Uuid;
 use floopy_gateway::auth::authenticate;
 use floopy_gateway::body::{parse_request, request_stream_usage};
 use floopy_gateway::logs::{LogId, RequestLog};
-use floopy_gateway::model::{hash_key, ApiKey, ControlData, KeyHash, Project, DEFAULT_PROJECT_ID};
 use floopy_gateway::pricing::{cost_micro_usd, Price, PriceTable};
 use floopy_gateway::project::resolve_project;
 use floopy_gateway::snapshot::{ConfigParts, Settings, Snapshot};
@@ -29,6 +28,7 @@ use floopy_gateway::upstream::{ProviderKind, Routes};
 use floopy_gateway::usage::json::usage_from_json;
 use floopy_gateway::usage::sse::SseUsageParser;
 use floopy_gateway::usage::Usage;
+use floopy_model::{hash_key, ApiKey, ControlData, KeyHash, Project, DEFAULT_PROJECT_ID};
 
 /// Short, uniform settings so the whole suite stays within a few minutes.
 fn group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, WallTime> {
@@ -596,7 +596,7 @@ fn request_body(c: &mut Criterion) {
 fn limits(c: &mut Criterion) {
     use floopy_gateway::limits::clock::SystemClock;
     use floopy_gateway::limits::Limiter;
-    use floopy_gateway::model::{Environment, EnvironmentLimits};
+    use floopy_model::{Environment, EnvironmentLimits};
     use std::sync::Mutex;
 
     let mut group = group(c, "limits");

@@ -32,8 +32,8 @@ lt_ensure_binaries() {
         [[ -x "$LT_BIN/$b" ]] || missing=1
     done
     if ((missing)); then
-        lt_log "release binaries missing: cargo build --release --bins"
-        (cd "$LT_ROOT" && cargo build --release --bins) || lt_die "cargo build failed"
+        lt_log "release binaries missing: cargo build --workspace --release --bins"
+        (cd "$LT_ROOT" && cargo build --workspace --release --bins) || lt_die "cargo build failed"
     fi
 }
 

@@ -5,7 +5,7 @@
 # streaming, soak) and exits with k6's exit code (99 when a threshold failed).
 #
 # Local mode (default): starts target/release/fake-provider and
-# target/release/floopy-gateway (built with `cargo build --release --bins`
+# target/release/floopy-gateway (built with `cargo build --workspace --release --bins`
 # only if missing) on free loopback ports, with a configuration written to a
 # temporary directory, waits for GET /healthz, runs k6 against it, then stops
 # both (SIGTERM, wait).

@@ -17,10 +17,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "== build"
-cargo build --bins --locked
+cargo build --workspace --bins --locked
 
 echo "== shipped configurations"
 # --check-config validates everything but DNS; the reference configuration
@@ -30,11 +30,11 @@ for f in conf/*.yaml; do
 done
 
 echo "== unit and integration tests"
-cargo nextest run --locked --no-fail-fast
+cargo nextest run --workspace --locked --no-fail-fast
 
 echo "== end-to-end: the official openai Python client"
 bash tests/e2e/run.sh
 
 echo "== k6 smoke scenario (release build)"
-cargo build --release --bins --locked
+cargo build --workspace --release --bins --locked
 bash load-tests/run.sh smoke

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::model::{hash_key, ApiKey};
 use crate::snapshot::Snapshot;
+use floopy_model::{hash_key, ApiKey};
 
 /// The authenticated caller: the API key, with its org, environment and
 /// project lock.
@@ -45,10 +45,10 @@ fn bearer_token(value: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ControlData;
     use crate::pricing::PriceTable;
     use crate::snapshot::{ConfigParts, Settings};
     use crate::upstream::Routes;
+    use floopy_model::ControlData;
     use uuid::Uuid;
 
     const KEY: &str = "fpk_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";

@@ -1,8 +1,16 @@
-//! floopy-gateway: an LLM API gateway on Pingora. Every request is
-//! authenticated by an API key, attributed to a project, forwarded to the
-//! provider that serves its model, priced from its token usage, and logged.
+//! floopy-gateway, the data plane: an LLM API gateway on Pingora. Every
+//! request is authenticated by an API key, attributed to a project, held to
+//! its environment's limits, forwarded to the provider that serves its
+//! model, priced from its token usage, and logged.
 //!
-//! The binary (`main.rs`) only wires these modules together.
+//! It owns the request path and what serves it: configuration, the control
+//! data snapshot, limits and the spend exchange, the proxy phases, usage and
+//! pricing, request logs, metrics and the admin listener. The data model is
+//! `floopy-model`'s and the control database's SQL is `floopy-control-db`'s.
+//! It must not depend on the control plane (`floopy-control`) or its web
+//! stack, and the fake provider is only ever a dev-dependency
+//! (`tests/dependencies.rs` checks both). The binary (`main.rs`) only wires
+//! these modules together.
 
 pub mod admin;
 pub mod auth;
@@ -10,12 +18,10 @@ pub mod body;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod fake_provider;
 pub mod json_scan;
 pub mod limits;
 pub mod logs;
 pub mod metrics;
-pub mod model;
 pub mod pricing;
 pub mod project;
 pub mod proxy;

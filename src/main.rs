@@ -9,94 +9,72 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use uuid::Uuid;
 
+use floopy_control_db::admin::AdminArgs;
 use floopy_gateway::admin::AdminApp;
 use floopy_gateway::config::{self, Config, ControlSource, LogSinkConfig};
 use floopy_gateway::control::cache::read_cache;
-use floopy_gateway::control::postgres::{initial_load, ControlSync};
-use floopy_gateway::fake_provider;
+use floopy_gateway::control::sync::{initial_load, ControlSync};
 use floopy_gateway::limits::clock::SystemClock;
-use floopy_gateway::limits::exchange::UsageExchange;
-use floopy_gateway::limits::state::{sync_state, StateWriter};
+use floopy_gateway::limits::persistence::SpendPersistence;
 use floopy_gateway::limits::Limiter;
 use floopy_gateway::logs::file::FileSink;
 use floopy_gateway::logs::kafka::KafkaSink;
 use floopy_gateway::logs::LogSink;
 use floopy_gateway::metrics::Metrics;
-use floopy_gateway::model::ControlData;
 use floopy_gateway::proxy::Gateway;
 use floopy_gateway::reload::{install_sighup_handler, Reloader};
 use floopy_gateway::snapshot::{ConfigParts, SnapshotStore};
+use floopy_model::ControlData;
 
-const USAGE: &str = "usage: floopy-gateway [--config FILE] [--upgrade] [--daemon]
-       floopy-gateway --check-config FILE [FILE...]
-       floopy-gateway admin [--database-url URL] COMMAND ... (see: floopy-gateway admin help)
-
-  --config FILE        the YAML configuration (default conf/gateway.yaml)
-  --check-config FILE  validate configuration files and exit (non-zero on errors);
-                       provider hosts are not resolved
-  -u, --upgrade        take the listening sockets of a running gateway (graceful upgrade)
-  -d, --daemon         run in the background";
-
-struct Args {
+/// floopy-gateway: an LLM API gateway. Authenticates every request by its
+/// API key, attributes it to a project, enforces its environment's limits,
+/// forwards it to the provider of its model, prices and logs it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "floopy-gateway",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    /// The YAML configuration.
+    #[arg(short, long, value_name = "FILE", default_value = "conf/gateway.yaml")]
     config: PathBuf,
-    check: Vec<PathBuf>,
+    /// Validate configuration files and exit (non-zero on errors); provider
+    /// hosts are not resolved.
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["upgrade", "daemon"])]
+    check_config: Vec<PathBuf>,
+    /// Take the listening sockets of a running gateway (graceful upgrade).
+    #[arg(short, long)]
     upgrade: bool,
+    /// Run in the background.
+    #[arg(short, long)]
     daemon: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        config: PathBuf::from("conf/gateway.yaml"),
-        check: Vec::new(),
-        upgrade: false,
-        daemon: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        match arg.as_str() {
-            "-c" | "--config" => {
-                args.config = it.next().ok_or("--config needs a file")?.into();
-            }
-            "--check-config" => {
-                args.check
-                    .push(it.next().ok_or("--check-config needs a file")?.into());
-                args.check.extend(it.by_ref().map(PathBuf::from));
-            }
-            "-u" | "--upgrade" => args.upgrade = true,
-            "-d" | "--daemon" => args.daemon = true,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(args)
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Manage the control database without SQL (orgs, projects, keys, limits).
+    Admin(AdminArgs),
 }
 
 fn main() -> ExitCode {
-    let argv: Vec<String> = std::env::args().skip(1).collect();
-    if argv.first().is_some_and(|a| a == "admin") {
-        return admin(&argv[1..]);
+    let cli = Cli::parse();
+    if let Some(Command::Admin(args)) = cli.command {
+        return admin(args);
     }
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            if !message.is_empty() {
-                eprintln!("floopy-gateway: {message}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    if !args.check.is_empty() {
-        return check_configs(&args.check);
+    if !cli.check_config.is_empty() {
+        return check_configs(&cli.check_config);
     }
     init_tracing();
-    match run(args) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("floopy-gateway: {e:#}");
@@ -105,24 +83,29 @@ fn main() -> ExitCode {
     }
 }
 
-fn admin(args: &[String]) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+/// A runtime for the few things done outside Pingora's services: before the
+/// server starts (first load, spend restore) and after it stopped (the last
+/// save), and the admin command.
+fn block_on<F: std::future::Future>(future: F) -> anyhow::Result<F::Output> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("floopy-gateway admin: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(floopy_gateway::control::admin::run(args)) {
-        Ok(output) => {
+        .context("starting a tokio runtime")?;
+    Ok(runtime.block_on(future))
+}
+
+fn admin(args: AdminArgs) -> ExitCode {
+    match block_on(floopy_control_db::admin::run(args)) {
+        Ok(Ok(output)) => {
             print!("{output}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Ok(Err(e)) => {
             eprintln!("floopy-gateway admin: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("floopy-gateway admin: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -135,10 +118,7 @@ fn initial_control_data(source: &ControlSource) -> anyhow::Result<ControlData> {
         ControlSource::File(data) => return Ok(data.clone()),
         ControlSource::Postgres(postgres) => postgres,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match runtime.block_on(initial_load(postgres)) {
+    match block_on(initial_load(postgres))? {
         Ok(data) => Ok(data),
         Err(e) => match &postgres.cache_file {
             Some(path) => {
@@ -152,17 +132,6 @@ fn initial_control_data(source: &ControlSource) -> anyhow::Result<ControlData> {
                 "{e} (configure control.cache_file to start from the last known data when the database is down)"
             )),
         },
-    }
-}
-
-/// The exchange service, shared with `main` for the exchanges at start and
-/// at shutdown.
-struct SharedExchange(Arc<UsageExchange>);
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for SharedExchange {
-    async fn start(&self, shutdown: pingora::server::ShutdownWatch) {
-        self.0.start(shutdown).await
     }
 }
 
@@ -217,9 +186,9 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     conf
 }
 
-fn run(args: Args) -> anyhow::Result<()> {
-    let config = config::load(&args.config).map_err(|errors| {
-        anyhow::anyhow!("invalid configuration {}:\n{errors}", args.config.display())
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = config::load(&cli.config).map_err(|errors| {
+        anyhow::anyhow!("invalid configuration {}:\n{errors}", cli.config.display())
     })?;
     install_sighup_handler().context("installing the SIGHUP handler")?;
 
@@ -240,44 +209,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         ),
     };
 
-    // Month-to-date spend survives restarts through the state file.
+    // Month-to-date spend survives restarts: in the state file, or (with a
+    // control database) exchanged with the other replicas and kept there.
     let limiter = Arc::new(Limiter::new(Arc::new(SystemClock)));
-    if let ControlSource::File(_) = &config.control {
-        sync_state(&config.state_file, &limiter).context("restoring month-to-date spend")?;
-    }
-    let state_writer = StateWriter {
-        path: config.state_file.clone(),
-        limiter: limiter.clone(),
-    };
-    // With a control database, spend and request counts are exchanged with
-    // the other replicas through it (and kept there, not in the state file).
-    let exchange = match &config.control {
-        ControlSource::File(_) => None,
-        ControlSource::Postgres(source) => Some(Arc::new(UsageExchange {
-            url: source.url.clone(),
-            replica: format!(
-                "{}-{}",
-                config.server.gateway_id,
-                &Uuid::now_v7().simple().to_string()[20..]
-            ),
-            limiter: limiter.clone(),
-            metrics: metrics.clone(),
-            interval: config.exchange_interval,
-        })),
-    };
-    if let Some(exchange) = &exchange {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(exchange.exchange_now());
-    }
+    let spend = SpendPersistence::choose(&config, limiter.clone(), metrics.clone());
+    block_on(spend.restore())?.context("restoring month-to-date spend")?;
 
     let opt = Opt {
-        upgrade: args.upgrade,
-        daemon: args.daemon,
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
         ..Opt::default()
     };
-    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, args.daemon));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&config, cli.daemon));
     server.bootstrap();
 
     let gateway = Gateway::new(
@@ -312,9 +255,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     server.add_service(background_service(
         "config-reload",
         Reloader {
-            config_path: args.config.clone(),
+            config_path: cli.config.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
+            control: config.control.clone(),
         },
     ));
     if let ControlSource::Postgres(source) = &config.control {
@@ -327,29 +271,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             },
         ));
     }
-    match &exchange {
-        Some(exchange) => {
-            server.add_service(background_service(
-                "usage-exchange",
-                SharedExchange(exchange.clone()),
-            ));
-        }
-        None => {
-            server.add_service(background_service(
-                "spend-state",
-                StateWriter {
-                    path: config.state_file.clone(),
-                    limiter: limiter.clone(),
-                },
-            ));
-        }
-    }
-    if let Some(listen) = config.fake_provider {
-        server.add_service(background_service(
-            "fake-provider",
-            fake_provider::EmbeddedFakeProvider { listen },
-        ));
-    }
+    server.add_service(background_service(spend.service_name(), spend.clone()));
 
     tracing::info!(
         listen = %config.server.listen,
@@ -361,15 +283,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     // The server has drained: write out every request log it accepted, and
     // the spend of the last requests.
     sink.shutdown();
-    match &exchange {
-        Some(exchange) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(exchange.exchange_now()),
-        None => {
-            state_writer.flush();
-        }
-    }
+    block_on(spend.save())?;
     tracing::info!("floopy-gateway stopped");
     Ok(())
 }

@@ -65,21 +65,6 @@ pub fn estimate_cost(price: &Price, body_bytes: usize, output_tokens: u64) -> u6
     cost_micro_usd(price, &usage)
 }
 
-/// Converts a YAML price (USD per million tokens) to micro-USD per million
-/// tokens. `None` for negative, NaN or absurdly large values.
-pub fn usd_per_mtok_to_micro(usd: f64) -> Option<u64> {
-    if !usd.is_finite() || !(0.0..=1.0e9).contains(&usd) {
-        return None;
-    }
-    Some((usd * 1_000_000.0).round() as u64)
-}
-
-/// Formats micro-USD as a decimal USD amount with six decimals, exactly
-/// (no float rounding): 1_234_567 -> "1.234567".
-pub fn format_usd(micro: u64) -> String {
-    format!("{}.{:06}", micro / 1_000_000, micro % 1_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,21 +143,6 @@ mod tests {
             3,
             "one byte is a whole token"
         );
-    }
-
-    #[test]
-    fn converts_yaml_prices() {
-        assert_eq!(usd_per_mtok_to_micro(2.5), Some(2_500_000));
-        assert_eq!(usd_per_mtok_to_micro(0.075), Some(75_000));
-        assert_eq!(usd_per_mtok_to_micro(-1.0), None);
-        assert_eq!(usd_per_mtok_to_micro(f64::NAN), None);
-    }
-
-    #[test]
-    fn formats_usd_exactly() {
-        assert_eq!(format_usd(0), "0.000000");
-        assert_eq!(format_usd(7_000), "0.007000");
-        assert_eq!(format_usd(12_345_678), "12.345678");
     }
 
     #[test]

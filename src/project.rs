@@ -4,8 +4,8 @@
 
 use uuid::Uuid;
 
-use crate::model::{ApiKey, DEFAULT_PROJECT_ID};
 use crate::snapshot::Snapshot;
+use floopy_model::{ApiKey, DEFAULT_PROJECT_ID};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProjectError {
@@ -68,10 +68,10 @@ pub fn parse_project_id(value: &[u8]) -> Result<Uuid, ProjectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{hash_key, ControlData, Project};
     use crate::pricing::PriceTable;
     use crate::snapshot::{ConfigParts, Settings};
     use crate::upstream::Routes;
+    use floopy_model::{hash_key, ControlData, Project};
 
     const ORG: Uuid = Uuid::from_u128(0xA);
     const OTHER_ORG: Uuid = Uuid::from_u128(0xB);

@@ -472,7 +472,11 @@ async fn schema_constraints_reject_bad_data_with_clear_messages() {
             "Bad",
         ],
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--slug: \"Bad\" is not a slug"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--slug <SLUG>': \"Bad\" is not a slug"),
+        "the refusal names the flag and the value: {stderr}"
+    );
     let out = admin_output(
         &url,
         &["set-limits", "--org", &org, "--environment", "prod"],

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::*;
 use common::*;
-use floopy_gateway::fake_provider::FakeProvider;
+use floopy_fake_provider::FakeProvider;
 
 async fn start_pair(url: &str) -> (Arc<Gateway>, Arc<Gateway>, FakeProvider) {
     let provider = start_provider().await;

@@ -17,12 +17,18 @@ use std::time::Duration;
 use rustc_hash::{FxHashMap, FxHashSet};
 use uuid::Uuid;
 
-use crate::logs::kafka::KafkaSinkConfig;
-use crate::model::{
-    hash_key, ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash, Org, Plan, Project,
-    DEFAULT_PROJECT_ID,
+use floopy_control_db::DbConfig;
+use floopy_model::validate::{
+    is_valid_color, is_valid_slug, parse_hyphenated_uuid, slug_error, DESCRIPTION_CHARS,
+    ICON_CHARS, NAME_CHARS, PROJECT_NAME_CHARS,
 };
-use crate::pricing::{usd_per_mtok_to_micro, Price};
+use floopy_model::{
+    hash_key, is_valid_key_string, usd_to_micro, ApiKey, ControlData, Environment,
+    EnvironmentLimits, KeyHash, Org, Plan, Project, DEFAULT_PROJECT_ID,
+};
+
+use crate::logs::kafka::KafkaSinkConfig;
+use crate::pricing::Price;
 use crate::upstream::{Endpoint, ProviderKind, Secret, Timeouts};
 use raw::*;
 
@@ -79,7 +85,6 @@ pub struct Config {
     pub prices: Vec<(String, Price)>,
     pub control: ControlSource,
     pub log_sink: LogSinkConfig,
-    pub fake_provider: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,9 +116,12 @@ pub enum ControlSource {
     Postgres(PostgresSource),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct PostgresSource {
+    /// As written in the file (it may hold a password: never log it).
     pub url: String,
+    /// The parsed URL, TLS settings resolved.
+    pub db: DbConfig,
     pub poll_interval: Duration,
     pub max_staleness: Duration,
     pub cache_file: Option<PathBuf>,
@@ -228,10 +236,6 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
     let prices = validate_pricing(&raw.pricing, &mut errors);
     let control = validate_control(&raw.control, &mut errors);
     let log_sink = validate_log_sink(&raw.log_sink, &mut errors);
-    let fake_provider = raw
-        .fake_provider
-        .as_ref()
-        .and_then(|f| parse_socket_addr(&f.listen, "fake_provider.listen", &mut errors));
 
     match (server, control) {
         (Some(server), Some(control)) if errors.0.is_empty() => Ok(Config {
@@ -245,7 +249,6 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
             prices,
             control,
             log_sink,
-            fake_provider,
         }),
         _ => Err(ConfigErrors(errors.0)),
     }
@@ -519,13 +522,9 @@ fn validate_pricing(raw: &[RawPrice], errors: &mut Errors) -> Vec<(String, Price
             );
         }
         let mut micro = |usd: f64, field: &str| {
-            usd_per_mtok_to_micro(usd).or_else(|| {
-                errors.add(
-                    format!("{path}.{field}"),
-                    format!("{usd} is not a price (USD per million tokens, >= 0)"),
-                );
-                None
-            })
+            usd_to_micro(usd)
+                .map_err(|e| errors.add(format!("{path}.{field}"), e.to_string()))
+                .ok()
         };
         let input = micro(p.input_per_mtok_usd, "input_per_mtok_usd");
         let output = micro(p.output_per_mtok_usd, "output_per_mtok_usd");
@@ -691,26 +690,17 @@ fn validate_postgres_control(raw: &RawControl, errors: &mut Errors) -> Option<Co
             "only for source: file (with postgres the data is in the database)",
         );
     }
-    let url = match &raw.url {
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            url.clone()
-        }
-        Some(_) => {
-            errors.add(
-                "control.url",
-                "must start with postgres:// or postgresql://",
-            );
-            return None;
-        }
-        None => {
-            errors.add("control.url", "required for source: postgres");
+    let Some(url) = raw.url.clone() else {
+        errors.add("control.url", "required for source: postgres");
+        return None;
+    };
+    let db = match DbConfig::parse(&url) {
+        Ok(db) => db,
+        Err(e) => {
+            errors.add("control.url", e.to_string());
             return None;
         }
     };
-    if let Err(e) = url.parse::<tokio_postgres::Config>() {
-        errors.add("control.url", format!("not a valid connection string: {e}"));
-        return None;
-    }
     let poll_ms = raw.poll_interval_ms.unwrap_or(1_000);
     if poll_ms == 0 {
         errors.add("control.poll_interval_ms", "must be greater than 0");
@@ -721,6 +711,7 @@ fn validate_postgres_control(raw: &RawControl, errors: &mut Errors) -> Option<Co
     }
     Some(ControlSource::Postgres(PostgresSource {
         url,
+        db,
         poll_interval: Duration::from_millis(poll_ms.max(1)),
         max_staleness: Duration::from_secs(staleness.max(1)),
         cache_file: raw.cache_file.as_ref().map(PathBuf::from),
@@ -746,7 +737,7 @@ fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> Option<Contro
                 format!("org {org_id} is declared twice"),
             );
         }
-        check_length(&org.name, 1, 200, &format!("{path}.name"), errors);
+        check_length(&org.name, NAME_CHARS, &format!("{path}.name"), errors);
         let Some(plan) = Plan::parse(&org.plan) else {
             errors.add(
                 format!("{path}.plan"),
@@ -801,16 +792,11 @@ fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> Option<Contro
             if limits.rpm == Some(0) {
                 errors.add(format!("{lpath}.rpm"), "must be greater than 0");
             }
-            let monthly_cost_micro_usd = match limits.monthly_cost_usd {
+            let monthly_cost_micro_usd = match limits.monthly_cost_usd.map(usd_to_micro) {
                 None => None,
-                Some(usd) if usd.is_finite() && (0.0..=1.0e12).contains(&usd) => {
-                    Some((usd * 1_000_000.0).round() as u64)
-                }
-                Some(usd) => {
-                    errors.add(
-                        format!("{lpath}.monthly_cost_usd"),
-                        format!("{usd} is not an amount in USD (>= 0)"),
-                    );
+                Some(Ok(micro)) => Some(micro),
+                Some(Err(e)) => {
+                    errors.add(format!("{lpath}.monthly_cost_usd"), e.to_string());
                     None
                 }
             };
@@ -827,39 +813,17 @@ fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> Option<Contro
 }
 
 fn parse_uuid(value: &str, path: &str, errors: &mut Errors) -> Option<Uuid> {
-    match Uuid::try_parse(value) {
-        Ok(id) if value.len() == 36 => Some(id),
-        _ => {
-            errors.add(path, format!("{value:?} is not a hyphenated UUID"));
-            None
-        }
+    let id = parse_hyphenated_uuid(value);
+    if id.is_none() {
+        errors.add(path, format!("{value:?} is not a hyphenated UUID"));
     }
+    id
 }
 
-fn check_length(value: &str, min: usize, max: usize, path: &str, errors: &mut Errors) {
-    let n = value.chars().count();
-    if n < min || n > max {
-        errors.add(
-            path,
-            format!("must be {min} to {max} characters long (is {n})"),
-        );
+fn check_length(value: &str, bounds: (usize, usize), path: &str, errors: &mut Errors) {
+    if let Err(message) = floopy_model::validate::check_length(value, bounds) {
+        errors.add(path, message);
     }
-}
-
-/// SPEC: `^[a-z0-9]+(-[a-z0-9]+)*$`, 1..=63 characters.
-pub fn is_valid_slug(slug: &str) -> bool {
-    !slug.is_empty()
-        && slug.len() <= 63
-        && !slug.starts_with('-')
-        && !slug.ends_with('-')
-        && !slug.contains("--")
-        && slug
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-}
-
-fn is_valid_color(color: &str) -> bool {
-    color.len() == 7 && color.starts_with('#') && color[1..].bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn validate_projects(
@@ -876,15 +840,9 @@ fn validate_projects(
         let Some(id) = parse_uuid(&p.id, &format!("{path}.id"), errors) else {
             continue;
         };
-        check_length(&p.name, 1, 100, &format!("{path}.name"), errors);
+        check_length(&p.name, PROJECT_NAME_CHARS, &format!("{path}.name"), errors);
         if !is_valid_slug(&p.slug) {
-            errors.add(
-                format!("{path}.slug"),
-                format!(
-                    "{:?} is not a slug (lowercase letters, digits and single hyphens, 1 to 63 characters)",
-                    p.slug
-                ),
-            );
+            errors.add(format!("{path}.slug"), slug_error(&p.slug));
         } else if !slugs.insert(p.slug.as_str()) {
             errors.add(
                 format!("{path}.slug"),
@@ -892,7 +850,12 @@ fn validate_projects(
             );
         }
         if let Some(description) = &p.description {
-            check_length(description, 0, 500, &format!("{path}.description"), errors);
+            check_length(
+                description,
+                DESCRIPTION_CHARS,
+                &format!("{path}.description"),
+                errors,
+            );
         }
         if let Some(color) = &p.color {
             if !is_valid_color(color) {
@@ -900,7 +863,7 @@ fn validate_projects(
             }
         }
         if let Some(icon) = &p.icon {
-            check_length(icon, 1, 32, &format!("{path}.icon"), errors);
+            check_length(icon, ICON_CHARS, &format!("{path}.icon"), errors);
         }
         if projects.iter().any(|q: &Project| q.id == id) {
             errors.add(
@@ -1012,7 +975,7 @@ fn validate_key(
             None
         }
     };
-    check_length(&raw.name, 1, 200, &format!("{path}.name"), errors);
+    check_length(&raw.name, NAME_CHARS, &format!("{path}.name"), errors);
     Some(ApiKey {
         id: id?,
         org_id,
@@ -1023,12 +986,6 @@ fn validate_key(
         default_project_id,
         revoked: raw.revoked,
     })
-}
-
-/// SPEC: `fpk_<random base62, >= 32 chars>`.
-pub fn is_valid_key_string(key: &str) -> bool {
-    key.strip_prefix("fpk_")
-        .is_some_and(|rest| rest.len() >= 32 && rest.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 #[cfg(test)]

@@ -18,9 +18,6 @@ pub struct RawConfig {
     pub pricing: Vec<RawPrice>,
     pub control: RawControl,
     pub log_sink: RawLogSink,
-    /// Development only: run the fake provider inside the gateway process so
-    /// the quick start answers without any provider reachable.
-    pub fake_provider: Option<RawFakeProvider>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -204,10 +201,4 @@ pub struct RawLogSink {
     pub message_timeout_ms: Option<u64>,
     /// kafka: idempotent producer (default true).
     pub idempotence: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawFakeProvider {
-    pub listen: String,
 }

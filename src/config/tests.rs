@@ -106,7 +106,7 @@ fn every_semantic_error_is_reported_with_its_path() {
         "control.orgs[0].projects[0].slug",
         "control.orgs[0].api_keys[0].environment: \"prod\" is not one of",
         "control.orgs[0].api_keys[0].secret: must look like fpk_",
-        "pricing[0].input_per_mtok_usd: -1 is not a price",
+        "pricing[0].input_per_mtok_usd: -1 is not an amount in USD",
     ] {
         assert!(
             errors.iter().any(|e| e.contains(expected)),
@@ -155,16 +155,6 @@ fn duplicate_models_and_slugs_are_rejected() {
         "        - { id: \"0190a000-0000-7000-8000-0000000000c1\", name: \"Checkout\", slug: \"checkout\" }\n        - { id: \"0190a000-0000-7000-8000-0000000000c2\", name: \"Again\", slug: \"checkout\" }",
     );
     assert_error(&text, "slug \"checkout\" is already used in this org");
-}
-
-#[test]
-fn slugs_follow_the_spec_pattern() {
-    for good in ["a", "checkout", "a-b-c", "0-9", &"a".repeat(63)] {
-        assert!(is_valid_slug(good), "{good:?} should be valid");
-    }
-    for bad in ["", "-a", "a-", "a--b", "A", "a_b", "a b", &"a".repeat(64)] {
-        assert!(!is_valid_slug(bad), "{bad:?} should be invalid");
-    }
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::model::{ApiKey, ControlData, Environment, EnvironmentLimits, Org, Plan, Project};
+use floopy_model::{ApiKey, ControlData, Environment, EnvironmentLimits, Org, Plan, Project};
 
 const VERSION: u32 = 1;
 
@@ -156,7 +156,7 @@ pub fn plan_name(plan: Plan) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::hash_key;
+    use floopy_model::hash_key;
 
     #[test]
     fn round_trips_control_data() {

@@ -11,6 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use floopy_control_db::exchange::{
+    publish_claims, write_and_read, Claim, EnvUsage, OthersUsage, OwnUsage,
+};
+use floopy_control_db::{Connection, ControlError, DbConfig};
+use floopy_model::Environment;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use rustc_hash::FxHashMap;
@@ -19,61 +24,8 @@ use uuid::Uuid;
 use super::clock::month_of;
 use super::shared::Shared;
 use super::{lock, Limiter};
-use crate::control::postgres::{connect, Connection, ControlError};
+use crate::control::CONNECT_TIMEOUT;
 use crate::metrics::Metrics;
-use crate::model::Environment;
-
-/// A replica is live while it exchanged within this many seconds.
-const LIVE_SECONDS: f64 = 5.0;
-
-/// One replica's own figures at one exchange.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct OwnUsage {
-    pub month: u32,
-    pub minute: u64,
-    pub environments: Vec<EnvUsage>,
-    /// (org, project, settled this month)
-    pub projects: Vec<(Uuid, Uuid, u64)>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EnvUsage {
-    pub org: Uuid,
-    pub env: Environment,
-    /// Settled this month.
-    pub settled: u64,
-    /// Reserved by requests in flight.
-    pub reserved: u64,
-    /// Requests this minute.
-    pub requests: u64,
-}
-
-/// What the other replicas wrote, read back at one exchange.
-#[derive(Debug, Default, Clone, PartialEq)]
-pub struct OthersUsage {
-    /// Live replicas, this one included.
-    pub replicas: u32,
-    pub environments: FxHashMap<(Uuid, Environment), OthersEnv>,
-    /// All replicas' settled spend per project, this one's included.
-    pub projects: FxHashMap<(Uuid, Uuid), u64>,
-}
-
-/// The other replicas' figures for one (org, environment).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct OthersEnv {
-    pub settled: u64,
-    /// Claims of live replicas (at least their settled), settled spend of
-    /// the others.
-    pub spend_claims: u64,
-    pub requests: u64,
-    pub request_claims: u64,
-    /// Live other replicas with a row for this month / for this minute.
-    pub live_with_month: u32,
-    pub live_with_minute: u32,
-}
-
-/// A claim to publish: (org, environment, spend claim, request claim).
-pub type Claim = (Uuid, Environment, u64, u64);
 
 impl Limiter {
     /// This replica's figures for the current month and minute.
@@ -187,170 +139,12 @@ impl Limiter {
     }
 }
 
-fn to_i64(v: u64) -> i64 {
-    i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-fn to_i32(v: u64) -> i32 {
-    i32::try_from(v).unwrap_or(i32::MAX)
-}
-
-fn to_u64(v: Option<i64>) -> u64 {
-    v.map_or(0, |v| u64::try_from(v).unwrap_or(0))
-}
-
-/// Writes `own` under `replica`, marks it live, and reads the others back.
-pub async fn write_and_read(
-    conn: &Connection,
-    replica: &str,
-    own: &OwnUsage,
-) -> Result<OthersUsage, tokio_postgres::Error> {
-    let client = &conn.client;
-    let month = i32::try_from(own.month).unwrap_or(i32::MAX);
-    let minute = to_i64(own.minute);
-    if !own.environments.is_empty() {
-        let orgs: Vec<Uuid> = own.environments.iter().map(|e| e.org).collect();
-        let envs: Vec<&str> = own.environments.iter().map(|e| e.env.as_str()).collect();
-        let settled: Vec<i64> = own.environments.iter().map(|e| to_i64(e.settled)).collect();
-        let requests: Vec<i32> = own
-            .environments
-            .iter()
-            .map(|e| to_i32(e.requests))
-            .collect();
-        client
-            .execute(
-                "INSERT INTO replica_usage
-                     (replica, org_id, environment, month, settled_micro_usd, minute, rpm_count, updated_at)
-                 SELECT $1, o, e::floopy_environment, $2, s, $3, c, now()
-                   FROM unnest($4::uuid[], $5::text[], $6::bigint[], $7::int[]) AS t(o, e, s, c)
-                 ON CONFLICT (org_id, environment, month, replica) DO UPDATE
-                   SET settled_micro_usd = EXCLUDED.settled_micro_usd,
-                       rpm_claim = CASE WHEN replica_usage.minute = EXCLUDED.minute
-                                        THEN replica_usage.rpm_claim ELSE 0 END,
-                       minute = EXCLUDED.minute,
-                       rpm_count = EXCLUDED.rpm_count,
-                       updated_at = now()",
-                &[&replica, &month, &minute, &orgs, &envs, &settled, &requests],
-            )
-            .await?;
-    }
-    if !own.projects.is_empty() {
-        let orgs: Vec<Uuid> = own.projects.iter().map(|p| p.0).collect();
-        let projects: Vec<Uuid> = own.projects.iter().map(|p| p.1).collect();
-        let settled: Vec<i64> = own.projects.iter().map(|p| to_i64(p.2)).collect();
-        client
-            .execute(
-                "INSERT INTO replica_project_usage (replica, org_id, project_id, month, settled_micro_usd, updated_at)
-                 SELECT $1, o, p, $2, s, now()
-                   FROM unnest($3::uuid[], $4::uuid[], $5::bigint[]) AS t(o, p, s)
-                 ON CONFLICT (org_id, project_id, month, replica) DO UPDATE
-                   SET settled_micro_usd = EXCLUDED.settled_micro_usd, updated_at = now()",
-                &[&replica, &month, &orgs, &projects, &settled],
-            )
-            .await?;
-    }
-    let live: i64 = client
-        .query_one(
-            "WITH beat AS (
-                 INSERT INTO replicas (replica, last_seen) VALUES ($1, now())
-                 ON CONFLICT (replica) DO UPDATE SET last_seen = now()
-             )
-             SELECT count(*) + 1 FROM replicas
-              WHERE replica <> $1 AND last_seen > now() - make_interval(secs => $2)",
-            &[&replica, &LIVE_SECONDS],
-        )
-        .await?
-        .get(0);
-    let mut others = OthersUsage {
-        replicas: u32::try_from(live).unwrap_or(1).max(1),
-        ..OthersUsage::default()
-    };
-    // A live replica may reach its claim; one that stopped has what it
-    // settled (its reservations ended with it).
-    for row in client
-        .query(
-            "SELECT u.org_id, u.environment::text,
-                    sum(u.settled_micro_usd)::bigint,
-                    sum(CASE WHEN r.last_seen > now() - make_interval(secs => $4)
-                             THEN greatest(u.settled_micro_usd, u.spend_claim)
-                             ELSE u.settled_micro_usd END)::bigint,
-                    sum(CASE WHEN u.minute = $2 THEN u.rpm_count ELSE 0 END)::bigint,
-                    sum(CASE WHEN u.minute <> $2 THEN 0
-                             WHEN r.last_seen > now() - make_interval(secs => $4)
-                             THEN greatest(u.rpm_count, u.rpm_claim)
-                             ELSE u.rpm_count END)::bigint,
-                    count(DISTINCT u.replica) FILTER
-                        (WHERE r.last_seen > now() - make_interval(secs => $4)),
-                    count(DISTINCT u.replica) FILTER
-                        (WHERE r.last_seen > now() - make_interval(secs => $4) AND u.minute = $2)
-               FROM replica_usage u LEFT JOIN replicas r ON r.replica = u.replica
-              WHERE u.month = $1 AND u.replica <> $3
-              GROUP BY 1, 2",
-            &[&month, &minute, &replica, &LIVE_SECONDS],
-        )
-        .await?
-    {
-        let env: String = row.get(1);
-        if let Some(env) = Environment::parse(&env) {
-            others.environments.insert(
-                (row.get(0), env),
-                OthersEnv {
-                    settled: to_u64(row.get(2)),
-                    spend_claims: to_u64(row.get(3)),
-                    requests: to_u64(row.get(4)),
-                    request_claims: to_u64(row.get(5)),
-                    live_with_month: u32::try_from(row.get::<_, i64>(6)).unwrap_or(0),
-                    live_with_minute: u32::try_from(row.get::<_, i64>(7)).unwrap_or(0),
-                },
-            );
-        }
-    }
-    for row in client
-        .query(
-            "SELECT org_id, project_id, sum(settled_micro_usd)::bigint
-               FROM replica_project_usage WHERE month = $1 GROUP BY 1, 2",
-            &[&month],
-        )
-        .await?
-    {
-        others
-            .projects
-            .insert((row.get(0), row.get(1)), to_u64(row.get(2)));
-    }
-    Ok(others)
-}
-
-/// Publishes this replica's claims (after reading the others': the order
-/// the claim rule needs).
-pub async fn publish_claims(
-    conn: &Connection,
-    replica: &str,
-    month: u32,
-    claims: &[Claim],
-) -> Result<(), tokio_postgres::Error> {
-    if claims.is_empty() {
-        return Ok(());
-    }
-    let month = i32::try_from(month).unwrap_or(i32::MAX);
-    let orgs: Vec<Uuid> = claims.iter().map(|c| c.0).collect();
-    let envs: Vec<&str> = claims.iter().map(|c| c.1.as_str()).collect();
-    let spend: Vec<i64> = claims.iter().map(|c| to_i64(c.2)).collect();
-    let requests: Vec<i32> = claims.iter().map(|c| to_i32(c.3)).collect();
-    conn.client
-        .execute(
-            "UPDATE replica_usage u SET spend_claim = t.s, rpm_claim = t.c
-               FROM unnest($3::uuid[], $4::text[], $5::bigint[], $6::int[]) AS t(o, e, s, c)
-              WHERE u.replica = $1 AND u.month = $2
-                AND u.org_id = t.o AND u.environment = t.e::floopy_environment",
-            &[&replica, &month, &orgs, &envs, &spend, &requests],
-        )
-        .await?;
-    Ok(())
-}
+/// How the exchange's connections name themselves in `pg_stat_activity`.
+const APPLICATION_NAME: &str = "floopy-gateway-exchange";
 
 /// The background service running the exchange.
 pub struct UsageExchange {
-    pub url: String,
+    pub db: DbConfig,
     /// This process's id in the exchange: the gateway id and a random part,
     /// new at every start (a restarted replica's old rows still count).
     pub replica: String,
@@ -372,16 +166,13 @@ impl UsageExchange {
 
     /// Connects and exchanges until the connection fails.
     async fn session(&self) -> Result<(), ControlError> {
-        let conn = connect(&self.url, Duration::from_secs(5)).await?;
+        let conn = self.db.connect(APPLICATION_NAME, CONNECT_TIMEOUT).await?;
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             if let Err(e) = self.exchange_once(&conn).await {
-                return Err(ControlError::Database {
-                    target: crate::control::postgres::describe(&self.url),
-                    source: e,
-                });
+                return Err(conn.error(e));
             }
         }
     }
@@ -390,7 +181,7 @@ impl UsageExchange {
     /// totals before serving) and at shutdown (so the spend of the last
     /// requests is in the database).
     pub async fn exchange_now(&self) {
-        match connect(&self.url, Duration::from_secs(5)).await {
+        match self.db.connect(APPLICATION_NAME, CONNECT_TIMEOUT).await {
             Ok(conn) => {
                 if let Err(e) = self.exchange_once(&conn).await {
                     tracing::error!(error = %e, "final usage exchange failed");
@@ -426,7 +217,8 @@ impl BackgroundService for UsageExchange {
 mod tests {
     use super::*;
     use crate::limits::clock::{month_start_ms, FakeClock};
-    use crate::model::EnvironmentLimits;
+    use floopy_control_db::exchange::OthersEnv;
+    use floopy_model::EnvironmentLimits;
 
     #[test]
     fn two_replicas_exchanging_hold_one_cap() {

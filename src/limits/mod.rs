@@ -10,6 +10,7 @@
 
 pub mod clock;
 pub mod exchange;
+pub mod persistence;
 pub mod rpm;
 pub mod shared;
 pub mod spend;
@@ -21,8 +22,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use crate::model::{Environment, EnvironmentLimits};
 use clock::{month_of, Clock};
+use floopy_model::{Environment, EnvironmentLimits};
 use rpm::{RpmCount, RpmDecision};
 use shared::Shared;
 use spend::{CapRefusal, Spend};

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::clock::month_of;
 use super::{lock, Limiter, ProjectSpend};
-use crate::model::Environment;
+use floopy_model::Environment;
 
 const VERSION: u32 = 1;
 

@@ -17,9 +17,9 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::config::Config;
-use crate::model::{ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash};
 use crate::pricing::PriceTable;
 use crate::upstream::{Provider, Routes};
+use floopy_model::{ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash};
 
 /// A key's SHA-256 as a map key. The digest is already uniformly random, so
 /// its first eight bytes are the hash: no second hash function runs per

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use floopy_gateway::fake_provider::FakeProvider;
+use floopy_fake_provider::FakeProvider;
 use serde_json::Value;
 
 pub const ORG: &str = "0190a000-0000-7000-8000-000000000001";

@@ -7,7 +7,7 @@
 # Environment:
 #   FLOOPY_E2E_VENV  the virtualenv to create or reuse (default target/e2e-venv)
 #   FLOOPY_BIN_DIR   where floopy-gateway and fake-provider are (default target/debug);
-#                    when both are missing there, `cargo build --bins` builds them
+#                    when both are missing there, `cargo build --workspace --bins` builds them
 #                    (only for the default directory).
 set -euo pipefail
 
@@ -31,8 +31,8 @@ if [[ ! -x "$bin_dir/floopy-gateway" || ! -x "$bin_dir/fake-provider" ]]; then
         echo "e2e: $bin_dir/floopy-gateway or $bin_dir/fake-provider is missing" >&2
         exit 1
     fi
-    echo "e2e: building the binaries (cargo build --bins)" >&2
-    cargo build --bins
+    echo "e2e: building the binaries (cargo build --workspace --bins)" >&2
+    cargo build --workspace --bins
 fi
 for bin in floopy-gateway fake-provider; do
     if [[ ! -x "$bin_dir/$bin" ]]; then

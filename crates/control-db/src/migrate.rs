@@ -7,12 +7,8 @@ use tokio_postgres::Client;
 
 /// (version, name, SQL), in order.
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
-    (
-        1,
-        "control",
-        include_str!("../../migrations/0001_control.sql"),
-    ),
-    (2, "usage", include_str!("../../migrations/0002_usage.sql")),
+    (1, "control", include_str!("../migrations/0001_control.sql")),
+    (2, "usage", include_str!("../migrations/0002_usage.sql")),
 ];
 
 /// An arbitrary constant naming the migration lock.

@@ -1,6 +1,11 @@
 //! A fake LLM provider: the "outside world" for the gateway's integration tests, benchmarks
 //! and quick start.
 //!
+//! It owns nothing of the product: it is a dev-dependency of the gateway (tests, benches)
+//! and a separate binary (`fake-provider`) for the quick start, the end-to-end test and the
+//! load tests. No production build links it, and it must never depend on the gateway or the
+//! control plane (it plays the provider they talk to).
+//!
 //! It is a small, plain HTTP/1.1 server (hyper 1, keep-alive on, `TCP_NODELAY` on every
 //! socket) that speaks just enough of the OpenAI and Anthropic APIs for the gateway to proxy
 //! it. Every answer is deterministic and steered by request headers, so a test knows exactly
@@ -164,7 +169,7 @@ impl Drop for FakeProvider {
 
 /// Serves the fake provider on `listener` until the future is dropped or the process ends.
 ///
-/// Used by the `fake-provider` binary and by the gateway's optional embedded dev provider.
+/// Used by the `fake-provider` binary and by `FakeProvider`.
 /// Connection tasks belong to this future, so dropping it (or aborting its task) also
 /// closes every open connection.
 pub async fn serve(listener: TcpListener, stats: Arc<FakeProviderStats>) {
@@ -184,31 +189,6 @@ pub async fn serve(listener: TcpListener, stats: Arc<FakeProviderStats>) {
             },
             // Reap finished connections so the set does not grow for ever.
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-/// The fake provider as a Pingora background service, for a development
-/// gateway that must answer with no provider reachable (`fake_provider:` in
-/// the configuration). Never configure it in production.
-pub struct EmbeddedFakeProvider {
-    pub listen: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for EmbeddedFakeProvider {
-    async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
-        let listener = match TcpListener::bind(self.listen).await {
-            Ok(listener) => listener,
-            Err(e) => {
-                tracing::error!(listen = %self.listen, error = %e, "cannot start the embedded fake provider");
-                return;
-            }
-        };
-        tracing::warn!(listen = %self.listen, "embedded fake provider running: development only");
-        tokio::select! {
-            () = serve(listener, Arc::default()) => {}
-            _ = shutdown.changed() => {}
         }
     }
 }

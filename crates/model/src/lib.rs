@@ -1,18 +1,30 @@
-//! The control data model of SPEC section 2 (organizations, projects, API
-//! keys, environment limits) as every control source hands it over. These are
-//! plain values; `snapshot` indexes them for the request path.
+//! The control data model of SPEC section 2, shared by the data plane
+//! (`floopy-gateway`) and the control plane (`floopy-control`, through
+//! `floopy-control-db`): organizations, projects, API keys, environments,
+//! plans and their quotas, and the rules their fields follow (slugs, names,
+//! colors, key strings, money in integer micro-USD).
+//!
+//! It owns the values and their validation, nothing else. It must not depend
+//! on either plane: no Pingora, no tokio, no database driver, no web
+//! framework (`tests/dependencies.rs` in the gateway checks it). Each plane
+//! indexes or stores these values its own way.
+
+pub mod keys;
+pub mod money;
+pub mod validate;
 
 use std::fmt;
 use std::sync::Arc;
 
 use uuid::Uuid;
 
-/// SHA-256 of the full API key string: how keys are stored and looked up.
-pub type KeyHash = [u8; 32];
+pub use keys::{generate_key, hash_key, is_valid_key_string, KeyHash};
+pub use money::{format_usd, usd_to_micro, MoneyError, MAX_USD};
 
 /// The org's Default project: the zero UUID.
 pub const DEFAULT_PROJECT_ID: Uuid = Uuid::nil();
 
+/// An organization's plan: how many projects it may have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Plan {
     Free,
@@ -22,13 +34,20 @@ pub enum Plan {
 }
 
 impl Plan {
+    /// Every plan, in the order they are offered.
+    pub const ALL: [Plan; 4] = [Plan::Free, Plan::Starter, Plan::Pro, Plan::Enterprise];
+
+    /// The plan its lowercase name names; `None` for anything else.
     pub fn parse(s: &str) -> Option<Plan> {
-        match s {
-            "free" => Some(Plan::Free),
-            "starter" => Some(Plan::Starter),
-            "pro" => Some(Plan::Pro),
-            "enterprise" => Some(Plan::Enterprise),
-            _ => None,
+        Plan::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Plan::Free => "free",
+            Plan::Starter => "starter",
+            Plan::Pro => "pro",
+            Plan::Enterprise => "enterprise",
         }
     }
 
@@ -44,6 +63,13 @@ impl Plan {
     }
 }
 
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The environment of an API key; limits are kept per (org, environment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Environment {
     Development,
@@ -53,14 +79,17 @@ pub enum Environment {
 }
 
 impl Environment {
+    /// Every environment.
+    pub const ALL: [Environment; 4] = [
+        Environment::Development,
+        Environment::Staging,
+        Environment::Production,
+        Environment::Other,
+    ];
+
+    /// The environment its lowercase name names; `None` for anything else.
     pub fn parse(s: &str) -> Option<Environment> {
-        match s {
-            "development" => Some(Environment::Development),
-            "staging" => Some(Environment::Staging),
-            "production" => Some(Environment::Production),
-            "other" => Some(Environment::Other),
-            _ => None,
-        }
+        Environment::ALL.into_iter().find(|e| e.as_str() == s)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -130,8 +159,25 @@ pub struct ControlData {
     pub environment_limits: Vec<EnvironmentLimits>,
 }
 
-/// SHA-256 of a key string, as stored by every control source.
-pub fn hash_key(key: &[u8]) -> KeyHash {
-    use sha2::Digest;
-    sha2::Sha256::digest(key).into()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_and_environment_names_round_trip() {
+        for plan in Plan::ALL {
+            assert_eq!(Plan::parse(plan.as_str()), Some(plan), "{plan}");
+        }
+        for env in Environment::ALL {
+            assert_eq!(Environment::parse(env.as_str()), Some(env), "{env}");
+        }
+        assert_eq!(Plan::parse("Pro"), None, "names are lowercase");
+        assert_eq!(Environment::parse("prod"), None);
+    }
+
+    #[test]
+    fn plan_quotas_follow_the_spec() {
+        let quotas: Vec<_> = Plan::ALL.iter().map(|p| p.max_projects()).collect();
+        assert_eq!(quotas, [Some(1), Some(3), Some(10), None]);
+    }
 }
