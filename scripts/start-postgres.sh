@@ -30,6 +30,28 @@ if ! psql -h 127.0.0.1 -U postgres -d postgres -tAc 'select 1' >/dev/null 2>&1; 
   echo "start-postgres: 127.0.0.1 needs trust authentication for the postgres role (or set FLOOPY_TEST_PG)" >&2
   exit 1
 fi
+# The tests reach it over TLS too (control.url's sslmode): Debian's clusters
+# have TLS on with the machine's self-signed certificate; turn it on where
+# it is off.
+if [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'show ssl')" != "on" ]; then
+  cert=/etc/ssl/certs/ssl-cert-snakeoil.pem key=/etc/ssl/private/ssl-cert-snakeoil.key
+  if [ ! -r "$cert" ]; then
+    echo "start-postgres: making a self-signed certificate (ssl-cert)"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    command -v make-ssl-cert >/dev/null 2>&1 || {
+      $SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends ssl-cert
+    }
+    $SUDO make-ssl-cert generate-default-snakeoil
+  fi
+  echo "start-postgres: turning TLS on"
+  psql -h 127.0.0.1 -U postgres -d postgres -qc "alter system set ssl_cert_file = '$cert'" \
+    -c "alter system set ssl_key_file = '$key'" -c "alter system set ssl = on" -c "select pg_reload_conf()" >/dev/null
+  sleep 1
+  [ "$(psql -h 127.0.0.1 -U postgres -d postgres -tAc 'show ssl')" = "on" ] \
+    || { echo "start-postgres: TLS could not be turned on (see the server log)" >&2; exit 1; }
+fi
 psql -h 127.0.0.1 -U postgres -d postgres -tAc "select 1 from pg_database where datname = 'test'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -d postgres -qc 'create database test'
 echo "start-postgres: ready on 127.0.0.1:5432"

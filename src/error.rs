@@ -1,9 +1,12 @@
 //! `GatewayError`: every error the gateway itself answers, and the single
 //! mapping to an HTTP status and an OpenAI-shaped JSON body
-//! (`{"error": {"message", "type", "code", "param"}}`). Upstream errors are
-//! not here: they are passed through unchanged.
+//! (`{"error": {"message", "type", "code", "param"}}`); also which Pingora
+//! proxying failures are the provider's (502/504) and which the client's
+//! (no answer, no upstream error). Errors a provider answers are not here:
+//! they are passed through unchanged.
 
 use bytes::Bytes;
+use pingora_error::{ErrorSource, ErrorType};
 
 use crate::auth::AuthError;
 use crate::project::ProjectError;
@@ -128,7 +131,43 @@ impl GatewayError {
             GatewayError::MissingModel
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. } => Some("model"),
-            _ => None,
+            GatewayError::Auth(_)
+            | GatewayError::Project(ProjectError::ProjectMismatch { .. })
+            | GatewayError::Project(ProjectError::ProjectNotFound(_))
+            | GatewayError::UnknownPath { .. }
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::LengthRequired { .. }
+            | GatewayError::InvalidJson(_)
+            | GatewayError::RateLimited { .. }
+            | GatewayError::CostCapReached { .. }
+            | GatewayError::BodyRead(_)
+            | GatewayError::UpstreamUnreachable
+            | GatewayError::UpstreamTimeout
+            | GatewayError::UpstreamFailed(_)
+            | GatewayError::Internal(_) => None,
+        }
+    }
+
+    /// The error to answer for a failure while proxying, or `None` when the
+    /// client is the one that went away (nothing to answer, and not the
+    /// provider's fault).
+    pub fn from_proxy_failure(e: &pingora_error::Error) -> Option<GatewayError> {
+        use ErrorType::*;
+        match e.etype() {
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
+                Some(GatewayError::UpstreamTimeout)
+            }
+            ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
+            | TLSHandshakeFailure | InvalidCert | HandshakeError | BindError | SocketError => {
+                Some(GatewayError::UpstreamUnreachable)
+            }
+            _ => match e.esource() {
+                ErrorSource::Downstream => None,
+                ErrorSource::Upstream => Some(GatewayError::UpstreamFailed(e.to_string())),
+                ErrorSource::Internal | ErrorSource::Unset => {
+                    Some(GatewayError::Internal(e.to_string()))
+                }
+            },
         }
     }
 
@@ -163,6 +202,28 @@ mod tests {
             .as_str()
             .unwrap()
             .contains("00000000-0000-0000-0000-000000000000"));
+    }
+
+    #[test]
+    fn a_client_hanging_up_is_nobody_s_error_to_answer() {
+        let hang_up =
+            pingora_error::Error::explain(ErrorType::WriteError, "client gone").into_down();
+        assert_eq!(GatewayError::from_proxy_failure(&hang_up), None);
+        let refused = pingora_error::Error::explain(ErrorType::ConnectRefused, "refused");
+        assert_eq!(
+            GatewayError::from_proxy_failure(&refused),
+            Some(GatewayError::UpstreamUnreachable)
+        );
+        let cut = pingora_error::Error::explain(ErrorType::ReadError, "reset").into_up();
+        assert!(matches!(
+            GatewayError::from_proxy_failure(&cut),
+            Some(GatewayError::UpstreamFailed(_))
+        ));
+        let slow = pingora_error::Error::explain(ErrorType::ReadTimedout, "slow").into_up();
+        assert_eq!(
+            GatewayError::from_proxy_failure(&slow),
+            Some(GatewayError::UpstreamTimeout)
+        );
     }
 
     #[test]

@@ -482,6 +482,48 @@ async fn stream_cut_by_the_provider_is_logged_with_what_is_known() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_is_not_an_upstream_error() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(&provider, Options::default()).await;
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", bearer(KEY_FREE))
+        .header("x-fake-chunks", "20")
+        .header("x-fake-chunk-interval-ms", "100")
+        .json(&json!({"model": "gpt-4o", "stream": true, "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let id = request_id(&resp);
+    let mut stream = resp.bytes_stream();
+    assert!(stream.next().await.is_some_and(|c| c.is_ok()));
+    drop(stream); // the client hangs up mid-stream
+    let r = gw.record(&id).await;
+    assert_eq!(r["error_code"], "client_disconnected");
+    let upstream_errors = |metrics: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("floopy_upstream_errors_total "))
+            .map(str::to_owned)
+    };
+    let metrics = gw.metrics().await;
+    assert_eq!(upstream_errors(&metrics).as_deref(), Some("0"), "{metrics}");
+
+    // A provider that cannot be reached is one.
+    let resp = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", bearer(KEY_FREE))
+        .body(r#"{"model":"dead-model"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 502);
+    let metrics = gw.metrics().await;
+    assert_eq!(upstream_errors(&metrics).as_deref(), Some("1"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_mib_bodies_arrive_byte_exact() {
     let provider = start_provider().await;
     let gw = Gateway::start(&provider, Options::default()).await;

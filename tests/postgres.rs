@@ -497,3 +497,173 @@ async fn schema_constraints_reject_bad_data_with_clear_messages() {
     drop(client);
     db.drop_db().await;
 }
+
+/// An org with one development key, made with the admin command; returns
+/// the key string.
+fn org_with_key(url: &str) -> String {
+    let org = admin(url, &["create-org", "--name", "Acme", "--plan", "pro"])
+        .trim()
+        .to_string();
+    create_key(url, &["--org", &org, "--name", "dev"]).1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_that_changes_the_control_source_is_refused_whole() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let key = org_with_key(&url);
+    let provider = start_provider().await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            control: Some(postgres_control(&url, "")),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&gw, &key, None).await, 200);
+
+    // The same file with the file control source (the default test data).
+    let file_source = render_config(
+        &gw.upstream,
+        gw.addr,
+        gw.admin,
+        &gw.log_path,
+        gw.dead_port,
+        &Options::default(),
+    );
+    std::fs::write(&gw.config_path, file_source).unwrap();
+    gw.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !gw
+        .metrics()
+        .await
+        .contains("floopy_config_reload_failures_total 1\n")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the switch to the file source was not refused:\n{}",
+            gw.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(
+        gw.stderr()
+            .contains("control.source: changed from postgres to file"),
+        "the refusal names the field:\n{}",
+        gw.stderr()
+    );
+    assert_eq!(
+        status(&gw, KEY_FREE, None).await,
+        401,
+        "the file's keys were not swapped in"
+    );
+    assert_eq!(
+        status(&gw, &key, None).await,
+        200,
+        "the database's are served"
+    );
+    // And the database still drives the snapshot.
+    let (_, new_key) = create_key(&url, &["--org", &admin_org(&url), "--name", "new"]);
+    eventually(&gw, &new_key, None, 200, Duration::from_secs(2)).await;
+    drop(gw);
+    db.drop_db().await;
+}
+
+/// The id of the one org in a test database.
+fn admin_org(url: &str) -> String {
+    let out = Command::new("psql")
+        .args([url, "-Atc", "SELECT id FROM organizations"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_database_is_reached_over_tls_as_sslmode_asks() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let server_cert = db.server_certificate().await;
+    let key = org_with_key(&url);
+
+    // require: the gateway's own connections (sync and exchange) use TLS.
+    let provider = start_provider().await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            control: Some(postgres_control(&format!("{url}?sslmode=require"), "")),
+            ..Options::default()
+        },
+    )
+    .await;
+    assert_eq!(status(&gw, &key, None).await, 200);
+    let tls = db.gateway_connections_use_tls().await;
+    assert!(!tls.is_empty(), "the gateway is connected");
+    assert!(tls.iter().all(|&on| on), "every connection is TLS: {tls:?}");
+    drop(gw);
+
+    // verify-ca with the server's own (self-signed) certificate as the CA
+    // connects; with another CA it is refused, and verify-full also checks
+    // the name (the certificate names the machine, not 127.0.0.1).
+    let verify_ca = format!("{url}?sslmode=verify-ca&sslrootcert={server_cert}");
+    admin(&verify_ca, &["migrate"]);
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=another CA", "-keyout"])
+        .arg(dir.path().join("other-ca.key"))
+        .arg("-out")
+        .arg(&other_ca)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    for (url, why) in [
+        (
+            format!("{url}?sslmode=verify-ca&sslrootcert={}", other_ca.display()),
+            "a certificate of another CA",
+        ),
+        (
+            format!("{url}?sslmode=verify-full&sslrootcert={server_cert}"),
+            "a certificate for another name",
+        ),
+    ] {
+        let out = admin_output(&url, &["migrate"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{why} must be refused");
+        assert!(
+            stderr.contains("certificate verify failed"),
+            "{why}: {stderr}"
+        );
+    }
+
+    // A CA file that cannot be read is a configuration error with its path.
+    let config = dir.path().join("gateway.yaml");
+    let bad = format!("{url}?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem");
+    std::fs::write(
+        &config,
+        format!(
+            "server: {{listen: \"127.0.0.1:1\", admin_listen: \"127.0.0.1:2\"}}\n{}log_sink: {{kind: file, path: x}}\n",
+            postgres_control(&bad, "")
+        ),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+        .arg("--check-config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("control.url: sslrootcert: cannot read /nonexistent/ca.pem"),
+        "{stderr}"
+    );
+    db.drop_db().await;
+}

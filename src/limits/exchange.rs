@@ -140,7 +140,7 @@ impl Limiter {
 }
 
 /// How the exchange's connections name themselves in `pg_stat_activity`.
-const APPLICATION_NAME: &str = "floopy-gateway-exchange";
+const APPLICATION_NAME: &str = "floopy-gateway";
 
 /// The background service running the exchange.
 pub struct UsageExchange {

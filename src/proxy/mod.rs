@@ -1,21 +1,25 @@
 //! `Gateway`, the `ProxyHttp` implementation: a dispatcher. Each phase reads
-//! from the session, calls one function of a concern module (`auth`,
-//! `project`, `body`, `upstream`, `usage`, `logs`), and keeps the result in
-//! the request context. Phase contracts, in order:
+//! from the session, calls plain functions of a concern module
+//! (`admission`, `headers`, `upstream`, `usage`, `record`), and keeps the
+//! result in the request context. Phase contracts, in order:
 //!
-//! - `request_filter`: load the snapshot once, authenticate, route, resolve
-//!   the project, read the body (the model picks the provider). Answers
-//!   itself on any error and for `GET /v1/models`.
+//! - `request_filter`: load the snapshot once; `admission::admit_header`
+//!   (key, route, project); answer `GET /v1/models`; read the body;
+//!   `admission::admit_body` (model, provider, limits, usage injection).
+//!   Answers itself on any error.
 //! - `upstream_peer`: the chosen provider's peer.
 //! - `upstream_request_filter`: provider credential, path, length headers.
 //! - `request_body_filter`: sends the body kept in the context.
-//! - `response_filter` / `response_body_filter`: gateway headers; usage from
-//!   the stream or the body, stripping the usage chunk the gateway asked for.
-//! - `fail_to_proxy`: the OpenAI-shaped 502/504.
+//! - `response_filter` / `response_body_filter`: gateway headers
+//!   (`headers`); usage from the stream or the body, stripping the usage
+//!   chunk the gateway asked for.
+//! - `fail_to_proxy`: the OpenAI-shaped 502/504 (`GatewayError::from_proxy_failure`).
 //! - `logging`: one request log record, every request that reached auth.
 
+pub mod admission;
 mod body_reader;
 pub mod ctx;
+pub mod headers;
 mod record;
 pub mod route;
 
@@ -24,31 +28,28 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::FailToProxy;
 
-use crate::auth::{authenticate, AuthError};
-use crate::body::{parse_request, request_stream_usage};
 use crate::error::GatewayError;
-use crate::limits::{LimitRefusal, Limiter};
+use crate::limits::Limiter;
 use crate::logs::LogSink;
 use crate::metrics::Metrics;
-use crate::pricing::estimate_cost;
-use crate::project::resolve_project;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::usage::json::ResponseCapture;
 use crate::usage::sse::SseUsageParser;
 use ctx::RequestCtx;
+use headers::{add_gateway_headers, Framing};
 use route::Route;
 
 pub const REQUEST_ID_HEADER: &str = "floopy-request-id";
 pub const PROJECT_ID_HEADER: &str = "floopy-project-id";
 /// Parsed once: a lookup by `&str` parses the name on every call.
-static PROJECT_ID_NAME: http::HeaderName = http::HeaderName::from_static(PROJECT_ID_HEADER);
+pub(crate) static PROJECT_ID_NAME: http::HeaderName =
+    http::HeaderName::from_static(PROJECT_ID_HEADER);
 
 pub struct Gateway {
     store: Arc<SnapshotStore>,
@@ -80,105 +81,28 @@ impl Gateway {
         }
     }
 
+    /// Admission: the decisions are `admission`'s; here only the session
+    /// I/O between them (reading the body, answering `GET /v1/models`).
     async fn admit(
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
     ) -> Result<Admission, GatewayError> {
-        let authorization = session
-            .get_header(http::header::AUTHORIZATION)
-            .map(|v| v.as_bytes());
-        let principal = match authenticate(snapshot, authorization) {
-            Ok(principal) => principal,
-            Err(AuthError::Revoked(principal)) => {
-                ctx.principal = Some(principal.clone());
-                return Err(AuthError::Revoked(principal).into());
-            }
-            Err(e) => return Err(e.into()),
-        };
-        ctx.principal = Some(principal.clone());
-
-        let req = session.req_header();
-        let route = Route::classify(&req.method, req.uri.path()).ok_or_else(|| {
-            GatewayError::UnknownPath {
-                method: req.method.to_string(),
-                path: req.uri.path().to_string(),
-            }
-        })?;
-        ctx.route = Some(route);
-
-        let header = session.get_header(&PROJECT_ID_NAME).map(|v| v.as_bytes());
-        ctx.project_id = Some(resolve_project(snapshot, &principal, header)?);
-
+        let route = admission::admit_header(snapshot, session.req_header(), ctx)?;
         if route == Route::Models {
             respond(session, ctx, 200, snapshot.config.models_body.clone()).await;
             return Ok(Admission::Answered);
         }
-
         let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
-        let mut fields = parse_request(&body)?;
-        // The model and the user belong to the request's log record from
-        // here on, whatever happens next.
-        ctx.model = std::mem::take(&mut fields.model);
-        ctx.stream = fields.stream;
-        ctx.body_user = fields.user.take();
-        let provider = snapshot
-            .routes()
-            .provider_for(&ctx.model)
-            .ok_or_else(|| GatewayError::UnknownModel(ctx.model.clone()))?;
-        if route.provider_kind() != Some(provider.kind) {
-            return Err(GatewayError::ModelPathMismatch {
-                model: ctx.model.clone(),
-                path: session.req_header().uri.path().to_string(),
-            });
-        }
-        ctx.provider = Some(provider.clone());
-        if let Some(environment) = principal.environment {
-            let estimate = snapshot.prices().get(&ctx.model).map_or(0, |price| {
-                estimate_cost(
-                    price,
-                    body.len(),
-                    fields
-                        .max_tokens
-                        .unwrap_or(snapshot.settings().default_completion_tokens),
-                )
-            });
-            let limits = snapshot.environment_limits(principal.org_id, environment);
-            match self
-                .limiter
-                .admit(principal.org_id, environment, limits, estimate)
-            {
-                Ok(admission) => {
-                    ctx.rpm = admission.rpm;
-                    ctx.admission = Some(admission);
-                }
-                Err(LimitRefusal::RateLimited(decision)) => {
-                    self.metrics.rate_limited.inc();
-                    ctx.rpm = Some(decision);
-                    return Err(GatewayError::RateLimited {
-                        environment: environment.as_str(),
-                        limit: decision.limit,
-                        retry_after_secs: decision.reset_secs(),
-                    });
-                }
-                Err(LimitRefusal::CostCapReached(_)) => {
-                    self.metrics.cost_capped.inc();
-                    return Err(GatewayError::CostCapReached {
-                        environment: environment.as_str(),
-                    });
-                }
-            }
-        }
-        // The gateway needs the usage of every stream; when the client did
-        // not ask for it, ask on its behalf and strip it from the answer.
-        let inject_usage = fields.stream && route.supports_stream_usage() && !fields.include_usage;
-        ctx.upstream_body = if inject_usage {
-            request_stream_usage(&body, &fields)?
-        } else {
-            body
-        };
-        ctx.inject_usage = inject_usage;
+        let path = session.req_header().uri.path();
+        admission::admit_body(snapshot, &self.limiter, route, path, body, ctx).inspect_err(
+            |e| match e {
+                GatewayError::RateLimited { .. } => self.metrics.rate_limited.inc(),
+                GatewayError::CostCapReached { .. } => self.metrics.cost_capped.inc(),
+                _ => {}
+            },
+        )?;
         Ok(Admission::Forward)
     }
 }
@@ -198,120 +122,6 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body:
     .await;
     if let Err(e) = written {
         tracing::debug!(error = %e, "could not write the gateway's response");
-    }
-}
-
-/// Names parsed once: `ResponseHeader::insert_header` parses (and, for a
-/// name outside the standard set, allocates) the name on every call.
-static REQUEST_ID_NAME: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
-static RATELIMIT_LIMIT: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-limit-requests");
-static RATELIMIT_REMAINING: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-remaining-requests");
-static RATELIMIT_RESET: http::HeaderName =
-    http::HeaderName::from_static("x-ratelimit-reset-requests");
-
-/// How the body of a response is framed once the gateway has seen it.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    /// As the upstream (or the gateway) framed it.
-    Unchanged,
-    /// The body changes length on its way: no `Content-Length`, chunked.
-    Chunked,
-}
-
-/// Adds the gateway's headers (request id, project id, OpenAI's
-/// `x-ratelimit-*`) to a response, replacing any of the same name.
-///
-/// The header is rebuilt without Pingora's second, case-preserving name map:
-/// `insert_header` parses each name and inserts into both maps, about twice
-/// the cost of these inserts. Header names are case-insensitive (RFC 9110,
-/// section 5.1); Pingora still writes the common ones in title case. Status,
-/// version, reason phrase and extensions are kept.
-fn add_gateway_headers(
-    resp: &mut ResponseHeader,
-    ctx: &RequestCtx,
-    framing: Framing,
-) -> pingora_error::Result<()> {
-    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
-    let original = std::mem::replace(resp, placeholder);
-    let reason = original.get_reason_phrase();
-    let custom_reason = (reason != original.status.canonical_reason())
-        .then(|| reason.map(str::to_owned))
-        .flatten();
-    let mut parts = http::response::Parts::from(original);
-    let headers = &mut parts.headers;
-    headers.reserve(6);
-    headers.insert(REQUEST_ID_NAME.clone(), uuid_header(ctx.request_id));
-    if let Some(project) = ctx.project_id {
-        headers.insert(PROJECT_ID_NAME.clone(), uuid_header(project));
-    }
-    if let Some(rpm) = &ctx.rpm {
-        // OpenAI's names and formats.
-        let reset = rpm.reset_secs();
-        headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(rpm.limit));
-        headers.insert(
-            RATELIMIT_REMAINING.clone(),
-            HeaderValue::from(rpm.remaining),
-        );
-        let mut seconds = itoa::Buffer::new();
-        let mut value = [0u8; 24];
-        let digits = seconds.format(reset).as_bytes();
-        value[..digits.len()].copy_from_slice(digits);
-        value[digits.len()] = b's';
-        headers.insert(
-            RATELIMIT_RESET.clone(),
-            HeaderValue::from_bytes(&value[..=digits.len()]).map_err(|e| {
-                Error::because(ErrorType::InternalError, "x-ratelimit-reset-requests", e)
-            })?,
-        );
-        if !rpm.allowed {
-            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(reset));
-        }
-    }
-    if framing == Framing::Chunked {
-        headers.remove(http::header::CONTENT_LENGTH);
-        headers.insert(
-            http::header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-    }
-    let mut rebuilt = ResponseHeader::from(parts);
-    if custom_reason.is_some() {
-        rebuilt.set_reason_phrase(custom_reason.as_deref())?;
-    }
-    *resp = rebuilt;
-    Ok(())
-}
-
-/// A UUID as a header value, hyphenated and lowercase, formatted without
-/// going through `Display`.
-fn uuid_header(id: uuid::Uuid) -> HeaderValue {
-    let mut buf = uuid::Uuid::encode_buffer();
-    let text = id.hyphenated().encode_lower(&mut buf);
-    // Hex digits and hyphens are always a valid header value.
-    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static(""))
-}
-
-/// The gateway error for a failure while proxying, or `None` when the client
-/// is the one that went away.
-pub(crate) fn proxy_error(e: &pingora_error::Error) -> Option<GatewayError> {
-    use ErrorType::*;
-    match e.etype() {
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout => {
-            Some(GatewayError::UpstreamTimeout)
-        }
-        ConnectRefused | ConnectNoRoute | ConnectError | ConnectProxyFailure
-        | TLSHandshakeFailure | InvalidCert | HandshakeError | BindError | SocketError => {
-            Some(GatewayError::UpstreamUnreachable)
-        }
-        _ => match e.esource() {
-            ErrorSource::Downstream => None,
-            ErrorSource::Upstream => Some(GatewayError::UpstreamFailed(e.to_string())),
-            ErrorSource::Internal | ErrorSource::Unset => {
-                Some(GatewayError::Internal(e.to_string()))
-            }
-        },
     }
 }
 
@@ -472,13 +282,14 @@ impl ProxyHttp for Gateway {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        self.metrics.upstream_errors.inc();
-        let Some(error) = proxy_error(e) else {
+        let Some(error) = GatewayError::from_proxy_failure(e) else {
+            // The client went away: nothing to answer, nobody upstream to blame.
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
             };
         };
+        self.metrics.upstream_errors.inc();
         let status = error.status();
         // Once the answer has begun, its status stands; the log notes the
         // failure from the error itself.
@@ -522,103 +333,5 @@ impl ProxyHttp for Gateway {
             );
         }
         self.sink.submit(record);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limits::rpm::RpmDecision;
-
-    fn wire(resp: &ResponseHeader) -> String {
-        let mut buf = Vec::new();
-        resp.header_to_h1_wire(&mut buf);
-        String::from_utf8(buf).unwrap_or_default()
-    }
-
-    #[test]
-    fn gateway_headers_replace_upstream_ones_and_keep_the_rest() -> pingora_error::Result<()> {
-        let mut resp = ResponseHeader::build(200, None)?;
-        resp.set_reason_phrase(Some("Fine"))?;
-        resp.insert_header("X-Upstream-Thing", "kept")?;
-        resp.insert_header("Content-Type", "application/json")?;
-        resp.insert_header("Content-Length", "10")?;
-        resp.insert_header("x-ratelimit-limit-requests", "5000")?;
-        resp.insert_header("x-ratelimit-limit-tokens", "800000")?;
-        let mut ctx = RequestCtx::new();
-        ctx.project_id = Some(uuid::Uuid::from_u128(0xabc));
-        ctx.rpm = Some(RpmDecision {
-            allowed: false,
-            limit: 60,
-            remaining: 0,
-            reset_ms: 1_500,
-        });
-
-        add_gateway_headers(&mut resp, &ctx, Framing::Unchanged)?;
-
-        assert_eq!(resp.status.as_u16(), 200);
-        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
-        let value = |name: &str| {
-            let values: Vec<_> = resp.headers.get_all(name).iter().collect();
-            assert!(values.len() <= 1, "{name} appears {} times", values.len());
-            values
-                .first()
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let request_id = ctx.request_id.hyphenated().to_string();
-        assert_eq!(
-            value("floopy-request-id").as_deref(),
-            Some(request_id.as_str())
-        );
-        assert_eq!(
-            value("floopy-project-id").as_deref(),
-            Some("00000000-0000-0000-0000-000000000abc")
-        );
-        assert_eq!(value("x-ratelimit-limit-requests").as_deref(), Some("60"));
-        assert_eq!(
-            value("x-ratelimit-remaining-requests").as_deref(),
-            Some("0")
-        );
-        assert_eq!(value("x-ratelimit-reset-requests").as_deref(), Some("2s"));
-        assert_eq!(value("retry-after").as_deref(), Some("2"));
-        assert_eq!(value("x-ratelimit-limit-tokens").as_deref(), Some("800000"));
-        assert_eq!(value("x-upstream-thing").as_deref(), Some("kept"));
-        assert_eq!(value("content-length").as_deref(), Some("10"));
-
-        let wire = wire(&resp);
-        assert!(
-            wire.contains("Content-Type: application/json\r\n"),
-            "{wire}"
-        );
-        assert!(wire.contains("Content-Length: 10\r\n"), "{wire}");
-        assert!(wire.contains("x-upstream-thing: kept\r\n"), "{wire}");
-        assert!(
-            wire.contains(&format!("floopy-request-id: {request_id}\r\n")),
-            "{wire}"
-        );
-        assert_eq!(wire.matches("\r\n").count(), 10, "{wire}");
-        Ok(())
-    }
-
-    #[test]
-    fn chunked_framing_drops_the_length() -> pingora_error::Result<()> {
-        let mut resp = ResponseHeader::build(200, None)?;
-        resp.insert_header("Content-Type", "text/event-stream")?;
-        resp.insert_header("Content-Length", "300")?;
-        let ctx = RequestCtx::new();
-
-        add_gateway_headers(&mut resp, &ctx, Framing::Chunked)?;
-
-        assert_eq!(resp.get_reason_phrase(), Some("OK"));
-        assert!(resp.headers.get("content-length").is_none());
-        assert_eq!(
-            resp.headers.get("transfer-encoding").map(|v| v.as_bytes()),
-            Some(&b"chunked"[..])
-        );
-        assert!(resp.headers.get("x-ratelimit-limit-requests").is_none());
-        assert!(resp.headers.get("floopy-project-id").is_none());
-        assert!(resp.headers.get("floopy-request-id").is_some());
-        Ok(())
     }
 }

@@ -8,7 +8,6 @@ use pingora_error::Error;
 use pingora_http::RequestHeader;
 
 use super::ctx::RequestCtx;
-use super::proxy_error;
 use crate::error::GatewayError;
 use std::sync::Arc;
 
@@ -89,7 +88,7 @@ fn outcome(e: Option<&Error>, ctx: &RequestCtx) -> (u16, &'static str) {
         (Some(status), None) if status >= 400 => (status, "upstream_error"),
         (Some(status), None) => (status, ""),
         // The answer had begun when the request failed: its status stands.
-        (Some(status), Some(e)) => match proxy_error(e) {
+        (Some(status), Some(e)) => match GatewayError::from_proxy_failure(e) {
             None => (status, "client_disconnected"),
             Some(GatewayError::UpstreamTimeout) => (status, "upstream_timeout"),
             Some(_) => (status, "upstream_disconnected"),

@@ -89,6 +89,36 @@ impl TestDb {
             .unwrap();
     }
 
+    /// Whether each of the gateway's connections to this database uses
+    /// TLS (`pg_stat_ssl`), as the superuser sees them.
+    pub async fn gateway_connections_use_tls(&self) -> Vec<bool> {
+        self.admin
+            .query(
+                "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a ON a.pid = s.pid
+                  WHERE a.datname = $1 AND a.application_name = 'floopy-gateway'",
+                &[&self.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// The server's certificate file (`ssl_cert_file`), with `ssl` on.
+    pub async fn server_certificate(&self) -> String {
+        let ssl: String = self.admin.query_one("SHOW ssl", &[]).await.unwrap().get(0);
+        assert_eq!(
+            ssl, "on",
+            "the test Postgres must have TLS on (scripts/start-postgres.sh turns it on)"
+        );
+        self.admin
+            .query_one("SHOW ssl_cert_file", &[])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
     pub async fn let_in(&self) {
         self.admin
             .batch_execute(&format!("ALTER ROLE {} LOGIN", self.name))

@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use openssl::x509::store::X509StoreBuilder;
 use openssl::x509::X509;
 use postgres_openssl::MakeTlsConnector;
 use tokio::sync::mpsc;
@@ -32,7 +33,7 @@ use tokio_postgres::{AsyncMessage, Client};
 /// Why the control database could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("control database {target}: {source}")]
+    #[error("control database {target}: {}", with_causes(source))]
     Database {
         target: String,
         source: tokio_postgres::Error,
@@ -49,6 +50,23 @@ pub enum ControlError {
     Closed { target: String },
     #[error("control database url: {0}")]
     Url(#[from] UrlError),
+}
+
+/// An error and the errors that caused it, `: `-separated: the driver's own
+/// message ("error performing TLS handshake") says little without its cause
+/// ("certificate verify failed").
+fn with_causes(error: &tokio_postgres::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Why a connection string cannot be used.
@@ -227,10 +245,11 @@ impl DbConfig {
 
 fn tls_connector(mode: TlsMode, root_cert: Option<&str>) -> Result<MakeTlsConnector, UrlError> {
     let tls_error = |e: openssl::error::ErrorStack| UrlError::Tls(e.to_string());
+    // The builder starts out trusting the system's store.
     let mut builder = SslConnector::builder(SslMethod::tls_client()).map_err(tls_error)?;
     if mode.verifies() {
         match root_cert {
-            None | Some("system") => builder.set_default_verify_paths().map_err(tls_error)?,
+            None | Some("system") => {}
             Some(path) => {
                 let pem = std::fs::read(path).map_err(|e| UrlError::RootCert {
                     path: path.to_string(),
@@ -243,10 +262,12 @@ fn tls_connector(mode: TlsMode, root_cert: Option<&str>) -> Result<MakeTlsConnec
                 if certs.is_empty() {
                     return Err(UrlError::NoCertificate(path.to_string()));
                 }
-                let store = builder.cert_store_mut();
+                // Only this CA: a certificate the system trusts is not enough.
+                let mut store = X509StoreBuilder::new().map_err(tls_error)?;
                 for cert in certs {
                     store.add_cert(cert).map_err(tls_error)?;
                 }
+                builder.set_cert_store(store.build());
             }
         }
         builder.set_verify(SslVerifyMode::PEER);

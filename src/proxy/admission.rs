@@ -1,0 +1,351 @@
+//! Admission as pure decisions: whether a request goes to a provider, and
+//! how, decided from the snapshot, the request header and the body alone.
+//! `request_filter` does the session I/O (reading the body, answering) and
+//! calls these two in order; unit tests call them without a server.
+//!
+//! Each step writes what it learned into the request context as soon as it
+//! is known (the key, the route, the project, the model, the RPM state), so
+//! the request log and the response headers have it even when a later step
+//! refuses the request.
+
+use bytes::Bytes;
+use pingora_http::RequestHeader;
+
+use super::ctx::RequestCtx;
+use super::route::Route;
+use super::PROJECT_ID_NAME;
+use crate::auth::{authenticate, AuthError};
+use crate::body::{parse_request, request_stream_usage};
+use crate::error::GatewayError;
+use crate::limits::{LimitRefusal, Limiter};
+use crate::pricing::estimate_cost;
+use crate::project::resolve_project;
+use crate::snapshot::Snapshot;
+
+/// Step 1, from the request header: the key (401), the route (404), the
+/// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
+/// `ctx.project_id`.
+pub fn admit_header(
+    snapshot: &Snapshot,
+    req: &RequestHeader,
+    ctx: &mut RequestCtx,
+) -> Result<Route, GatewayError> {
+    let authorization = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    let principal = match authenticate(snapshot, authorization) {
+        Ok(principal) => principal,
+        Err(AuthError::Revoked(principal)) => {
+            // A revoked key still names its org: the attempt is logged.
+            ctx.principal = Some(principal.clone());
+            return Err(AuthError::Revoked(principal).into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let principal = ctx.principal.insert(principal);
+
+    let route =
+        Route::classify(&req.method, req.uri.path()).ok_or_else(|| GatewayError::UnknownPath {
+            method: req.method.to_string(),
+            path: req.uri.path().to_string(),
+        })?;
+    ctx.route = Some(route);
+
+    let header = req.headers.get(&PROJECT_ID_NAME).map(|v| v.as_bytes());
+    ctx.project_id = Some(resolve_project(snapshot, principal, header)?);
+    Ok(route)
+}
+
+/// Step 2, once the body is read: its fields (400), the model's provider
+/// (404, or 400 on the other kind's path), the environment's limits (429,
+/// 402), and the body to send (with `stream_options` added when the gateway
+/// needs a stream's usage the client did not ask for). Sets the model,
+/// stream, user, provider, admission, RPM state and upstream body of `ctx`.
+pub fn admit_body(
+    snapshot: &Snapshot,
+    limiter: &Limiter,
+    route: Route,
+    path: &str,
+    body: Bytes,
+    ctx: &mut RequestCtx,
+) -> Result<(), GatewayError> {
+    let mut fields = parse_request(&body)?;
+    // The model and the user belong to the request's log record from here
+    // on, whatever happens next.
+    ctx.model = std::mem::take(&mut fields.model);
+    ctx.stream = fields.stream;
+    ctx.body_user = fields.user.take();
+    let provider = snapshot
+        .routes()
+        .provider_for(&ctx.model)
+        .ok_or_else(|| GatewayError::UnknownModel(ctx.model.clone()))?;
+    if route.provider_kind() != Some(provider.kind) {
+        return Err(GatewayError::ModelPathMismatch {
+            model: ctx.model.clone(),
+            path: path.to_string(),
+        });
+    }
+    ctx.provider = Some(provider.clone());
+
+    let Some(principal) = &ctx.principal else {
+        return Err(GatewayError::Internal(
+            "admit_body before admit_header".into(),
+        ));
+    };
+    if let Some(environment) = principal.environment {
+        let org = principal.org_id;
+        let estimate = snapshot.prices().get(&ctx.model).map_or(0, |price| {
+            let output = fields
+                .max_tokens
+                .unwrap_or(snapshot.settings().default_completion_tokens);
+            estimate_cost(price, body.len(), output)
+        });
+        let limits = snapshot.environment_limits(org, environment);
+        match limiter.admit(org, environment, limits, estimate) {
+            Ok(admission) => {
+                ctx.rpm = admission.rpm;
+                ctx.admission = Some(admission);
+            }
+            Err(LimitRefusal::RateLimited(decision)) => {
+                ctx.rpm = Some(decision);
+                return Err(GatewayError::RateLimited {
+                    environment: environment.as_str(),
+                    limit: decision.limit,
+                    retry_after_secs: decision.reset_secs(),
+                });
+            }
+            Err(LimitRefusal::CostCapReached(_)) => {
+                return Err(GatewayError::CostCapReached {
+                    environment: environment.as_str(),
+                });
+            }
+        }
+    }
+
+    // The gateway needs the usage of every stream; when the client did not
+    // ask for it, ask on its behalf (and strip it from the answer).
+    let inject_usage = fields.stream && route.supports_stream_usage() && !fields.include_usage;
+    ctx.upstream_body = if inject_usage {
+        request_stream_usage(&body, &fields)?
+    } else {
+        body
+    };
+    ctx.inject_usage = inject_usage;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::config::{parse_with, ControlSource, Resolve};
+    use crate::limits::clock::{month_start_ms, FakeClock};
+    use crate::snapshot::ConfigParts;
+
+    const DEV_KEY: &str = "fpk_developmentkey00000000000000000000001";
+    const LOCKED_KEY: &str = "fpk_lockedkey000000000000000000000000000002";
+    const REVOKED_KEY: &str = "fpk_revokedkey00000000000000000000000000003";
+    const CHECKOUT: &str = "0190a000-0000-7000-8000-0000000000c1";
+
+    fn snapshot() -> Snapshot {
+        let text = format!(
+            r#"
+server: {{listen: "127.0.0.1:1", admin_listen: "127.0.0.1:2"}}
+providers:
+  - {{name: oai, kind: openai, base_url: "http://127.0.0.1:3", models: [gpt-4o]}}
+  - {{name: ant, kind: anthropic, base_url: "http://127.0.0.1:4", models: [claude]}}
+pricing:
+  - {{model: gpt-4o, input_per_mtok_usd: 2.5, output_per_mtok_usd: 10}}
+control:
+  source: file
+  orgs:
+    - id: "0190a000-0000-7000-8000-000000000001"
+      name: Org
+      plan: starter
+      projects:
+        - {{id: "{CHECKOUT}", name: Checkout, slug: checkout}}
+      api_keys:
+        - {{id: "0190a000-0000-7000-8000-00000000000a", name: dev, environment: development, secret: "{DEV_KEY}"}}
+        - {{id: "0190a000-0000-7000-8000-00000000000b", name: locked, project_id: "{CHECKOUT}", secret: "{LOCKED_KEY}"}}
+        - {{id: "0190a000-0000-7000-8000-00000000000c", name: old, revoked: true, secret: "{REVOKED_KEY}"}}
+      environment_limits:
+        - {{environment: development, rpm: 2, monthly_cost_usd: 1}}
+log_sink: {{kind: file, path: x}}
+"#
+        );
+        let config = parse_with(&text, Resolve::Skip).unwrap();
+        let ControlSource::File(data) = &config.control else {
+            panic!("file control source");
+        };
+        Snapshot::build(data, Arc::new(ConfigParts::from_config(&config)))
+    }
+
+    fn limiter() -> Limiter {
+        Limiter::new(Arc::new(FakeClock::at(month_start_ms(2026, 11) + 1_000)))
+    }
+
+    fn request(path: &str, key: Option<&str>, project: Option<&str>) -> RequestHeader {
+        let mut req = RequestHeader::build("POST", path.as_bytes(), None).unwrap();
+        if let Some(key) = key {
+            req.insert_header("authorization", format!("Bearer {key}"))
+                .unwrap();
+        }
+        if let Some(project) = project {
+            req.insert_header("floopy-project-id", project).unwrap();
+        }
+        req
+    }
+
+    /// Both steps, as `request_filter` runs them.
+    fn admit(
+        snapshot: &Snapshot,
+        limiter: &Limiter,
+        req: &RequestHeader,
+        body: &str,
+        ctx: &mut RequestCtx,
+    ) -> Result<(), GatewayError> {
+        let route = admit_header(snapshot, req, ctx)?;
+        let body = Bytes::copy_from_slice(body.as_bytes());
+        admit_body(snapshot, limiter, route, req.uri.path(), body, ctx)
+    }
+
+    fn code(result: Result<(), GatewayError>) -> &'static str {
+        result.err().map_or("admitted", |e| e.code())
+    }
+
+    #[test]
+    fn the_header_decides_key_route_and_project_in_that_order() {
+        let snapshot = snapshot();
+        let decide = |req: RequestHeader| {
+            let mut ctx = RequestCtx::new();
+            let result = admit_header(&snapshot, &req, &mut ctx).map(drop);
+            (code(result), ctx)
+        };
+        let chat = "/v1/chat/completions";
+        assert_eq!(decide(request(chat, None, None)).0, "missing_api_key");
+        let unknown = "fpk_unknownkey000000000000000000000000009";
+        assert_eq!(
+            decide(request(chat, Some(unknown), None)).0,
+            "invalid_api_key"
+        );
+        let (code, ctx) = decide(request(chat, Some(REVOKED_KEY), None));
+        assert_eq!(code, "api_key_revoked");
+        assert!(
+            ctx.principal.is_some(),
+            "a revoked key is known for the log"
+        );
+        let (code, ctx) = decide(request("/v2/nothing", Some(DEV_KEY), None));
+        assert_eq!(code, "unknown_url");
+        assert!(ctx.principal.is_some() && ctx.project_id.is_none());
+        let other = "0190a000-0000-7000-8000-0000000000ff";
+        assert_eq!(
+            decide(request(chat, Some(LOCKED_KEY), Some(other))).0,
+            "project_mismatch"
+        );
+        assert_eq!(
+            decide(request(chat, Some(DEV_KEY), Some("nope"))).0,
+            "invalid_project_id"
+        );
+        let (code, ctx) = decide(request(chat, Some(LOCKED_KEY), None));
+        assert_eq!(code, "admitted");
+        assert_eq!(ctx.route, Some(Route::ChatCompletions));
+        assert_eq!(
+            ctx.project_id.map(|p| p.to_string()).as_deref(),
+            Some(CHECKOUT)
+        );
+    }
+
+    #[test]
+    fn the_body_decides_provider_limits_and_what_is_sent() {
+        let snapshot = snapshot();
+        let limiter = limiter();
+        let chat = request("/v1/chat/completions", Some(DEV_KEY), None);
+
+        let mut ctx = RequestCtx::new();
+        assert_eq!(
+            code(admit(&snapshot, &limiter, &chat, "[1]", &mut ctx)),
+            "invalid_json"
+        );
+        let mut ctx = RequestCtx::new();
+        let result = admit(
+            &snapshot,
+            &limiter,
+            &chat,
+            r#"{"model":"nope","user":"u1"}"#,
+            &mut ctx,
+        );
+        assert_eq!(code(result), "model_not_found");
+        assert_eq!(
+            (ctx.model.as_str(), ctx.body_user.as_deref()),
+            ("nope", Some("u1")),
+            "the model and user are kept for the log"
+        );
+        let mut ctx = RequestCtx::new();
+        let result = admit(
+            &snapshot,
+            &limiter,
+            &chat,
+            r#"{"model":"claude"}"#,
+            &mut ctx,
+        );
+        assert_eq!(code(result), "model_path_mismatch");
+
+        // A stream without usage asked: the gateway asks for it.
+        let mut ctx = RequestCtx::new();
+        let body = r#"{"model":"gpt-4o","stream":true}"#;
+        assert_eq!(
+            code(admit(&snapshot, &limiter, &chat, body, &mut ctx)),
+            "admitted"
+        );
+        assert!(ctx.inject_usage);
+        let sent: serde_json::Value = serde_json::from_slice(&ctx.upstream_body).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        assert_eq!(ctx.rpm.map(|r| r.remaining), Some(1));
+        // Asked by the client: sent as it came.
+        let mut ctx = RequestCtx::new();
+        let body = r#"{"model":"gpt-4o","stream":true,"stream_options":{"include_usage":true}}"#;
+        assert_eq!(
+            code(admit(&snapshot, &limiter, &chat, body, &mut ctx)),
+            "admitted"
+        );
+        assert!(!ctx.inject_usage);
+        assert_eq!(&ctx.upstream_body[..], body.as_bytes());
+
+        // The RPM of 2 is spent: 429 with the state for the headers.
+        let mut ctx = RequestCtx::new();
+        let result = admit(
+            &snapshot,
+            &limiter,
+            &chat,
+            r#"{"model":"gpt-4o"}"#,
+            &mut ctx,
+        );
+        assert_eq!(code(result), "rate_limit_exceeded");
+        assert_eq!(ctx.rpm.map(|r| r.allowed), Some(false));
+    }
+
+    #[test]
+    fn reservations_in_flight_count_against_the_cost_cap() {
+        let snapshot = snapshot();
+        let limiter = limiter();
+        let chat = request("/v1/chat/completions", Some(DEV_KEY), None);
+        // $1 cap; 100,000 output tokens at $10 per million reserve $1: the
+        // first is admitted (nothing spent or reserved yet) and holds it.
+        let big = r#"{"model":"gpt-4o","max_tokens":100000}"#;
+        let mut first = RequestCtx::new();
+        assert_eq!(
+            code(admit(&snapshot, &limiter, &chat, big, &mut first)),
+            "admitted"
+        );
+        assert!(
+            first.admission.is_some(),
+            "the reservation is kept for settlement"
+        );
+        let small = r#"{"model":"gpt-4o","max_tokens":10}"#;
+        let mut second = RequestCtx::new();
+        let result = admit(&snapshot, &limiter, &chat, small, &mut second);
+        assert_eq!(code(result), "environment_cost_cap_exceeded");
+    }
+}
