@@ -113,6 +113,18 @@ impl RequestCounts {
     }
 }
 
+/// What `/metrics` says of the snapshot being served.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotGauges {
+    /// Since the snapshot was built.
+    pub age_seconds: f64,
+    /// Since the control data was last confirmed current: a snapshot can be
+    /// old and fresh (nothing changed), or young and stale (the database is
+    /// unreachable and a reload rebuilt it from the last data).
+    pub staleness_seconds: f64,
+    pub keys: usize,
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     requests: RequestCounts,
@@ -150,9 +162,14 @@ impl Metrics {
         self.requests.inc(status, environment, provider);
     }
 
-    /// Prometheus text exposition. `snapshot_age_seconds` and
-    /// `snapshot_keys` describe the snapshot being served.
-    pub fn render(&self, snapshot_age_seconds: f64, snapshot_keys: usize) -> String {
+    /// Prometheus text exposition, with the gauges of the snapshot being
+    /// served.
+    pub fn render(&self, snapshot: SnapshotGauges) -> String {
+        let SnapshotGauges {
+            age_seconds,
+            staleness_seconds,
+            keys,
+        } = snapshot;
         let mut out = String::with_capacity(4096);
         self.requests.render(&mut out);
         self.latency.render(
@@ -281,11 +298,15 @@ impl Metrics {
         }
         let _ = writeln!(
             out,
-            "# HELP floopy_snapshot_age_seconds Age of the snapshot being served.\n# TYPE floopy_snapshot_age_seconds gauge\nfloopy_snapshot_age_seconds {snapshot_age_seconds:.3}"
+            "# HELP floopy_snapshot_age_seconds Age of the snapshot being served (since it was built).\n# TYPE floopy_snapshot_age_seconds gauge\nfloopy_snapshot_age_seconds {age_seconds:.3}"
         );
         let _ = writeln!(
             out,
-            "# HELP floopy_snapshot_keys API keys in the snapshot being served.\n# TYPE floopy_snapshot_keys gauge\nfloopy_snapshot_keys {snapshot_keys}"
+            "# HELP floopy_control_staleness_seconds Time since the control data was last confirmed current (the control database polled or notified, the file reloaded).\n# TYPE floopy_control_staleness_seconds gauge\nfloopy_control_staleness_seconds {staleness_seconds:.3}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP floopy_snapshot_keys API keys in the snapshot being served.\n# TYPE floopy_snapshot_keys gauge\nfloopy_snapshot_keys {keys}"
         );
         out
     }
@@ -304,7 +325,11 @@ mod tests {
         m.latency.observe(Duration::from_millis(3));
         m.latency.observe(Duration::from_secs(1000));
         m.unpriced_model_requests.inc();
-        let text = m.render(1.5, 3);
+        let text = m.render(SnapshotGauges {
+            age_seconds: 1.5,
+            staleness_seconds: 0.25,
+            keys: 3,
+        });
         assert!(
             text.contains("floopy_requests_total{status=\"200\",environment=\"production\",provider=\"openai\"} 2\n"),
             "{text}"
@@ -320,6 +345,7 @@ mod tests {
         assert!(text.contains("floopy_request_duration_seconds_count 2\n"));
         assert!(text.contains("floopy_unpriced_model_requests_total 1\n"));
         assert!(text.contains("floopy_snapshot_age_seconds 1.500\n"));
+        assert!(text.contains("floopy_control_staleness_seconds 0.250\n"));
         assert!(text.contains("floopy_snapshot_keys 3\n"));
     }
 }

@@ -43,6 +43,22 @@ impl Secret {
     }
 }
 
+/// The header value a provider of `kind` expects its credential in (OpenAI:
+/// `Bearer <secret>` in `Authorization`; Anthropic: the secret in
+/// `x-api-key`), marked sensitive. `Err` when the secret cannot be sent in a
+/// header: the configuration refuses it at load.
+pub fn credential_header(
+    kind: ProviderKind,
+    secret: &Secret,
+) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut value = match kind {
+        ProviderKind::OpenAi => HeaderValue::from_str(&format!("Bearer {}", secret.expose()))?,
+        ProviderKind::Anthropic => HeaderValue::from_str(secret.expose())?,
+    };
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
@@ -57,10 +73,11 @@ pub struct Endpoint {
     pub tls: bool,
     /// Extra CA certificates trusted for this provider's TLS.
     pub ca: Option<Arc<pingora::protocols::tls::CaType>>,
-    /// Host name: SNI and the `Host` header.
+    /// Host name: SNI (IPv6 addresses without brackets).
     pub host: String,
-    /// `Host` header value (with the port when it is not the scheme's).
-    pub authority: String,
+    /// The `Host` header: the host (IPv6 in brackets) and the port when it
+    /// is not the scheme's. Checked to be a header value at load.
+    pub host_header: HeaderValue,
     /// Prefix put before the request path (`/openai` in
     /// `http://proxy/openai`); empty for none.
     pub path_prefix: String,
@@ -79,10 +96,9 @@ pub struct Provider {
     pub name: Arc<str>,
     pub kind: ProviderKind,
     pub endpoint: Endpoint,
-    pub credential: Option<Secret>,
     peer: HttpPeer,
-    /// Built once: the `Host` header and the credential header.
-    host_header: HeaderValue,
+    /// The provider's credential as its header value, built (and checked)
+    /// when the configuration loaded; `None` forwards without one.
     credential_header: Option<HeaderValue>,
 }
 
@@ -94,7 +110,7 @@ impl Provider {
         name: String,
         kind: ProviderKind,
         endpoint: Endpoint,
-        credential: Option<Secret>,
+        credential_header: Option<HeaderValue>,
         timeouts: Timeouts,
     ) -> Self {
         let mut peer = HttpPeer::new(endpoint.address, endpoint.tls, endpoint.host.clone());
@@ -113,26 +129,11 @@ impl Provider {
             name.hash(&mut h);
             h.finish()
         };
-        // The configuration refuses credentials with control characters, so
-        // both are valid header values; an invalid one is refused per request.
-        let host_header = HeaderValue::from_str(&endpoint.authority)
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
-        let credential_header = credential.as_ref().and_then(|secret| {
-            let value = match kind {
-                ProviderKind::OpenAi => format!("Bearer {}", secret.expose()),
-                ProviderKind::Anthropic => secret.expose().to_owned(),
-            };
-            let mut value = HeaderValue::from_str(&value).ok()?;
-            value.set_sensitive(true);
-            Some(value)
-        });
         Provider {
             name: Arc::from(name),
             kind,
             endpoint,
-            credential,
             peer,
-            host_header,
             credential_header,
         }
     }
@@ -239,18 +240,9 @@ impl Provider {
         for name in &remove {
             headers.remove(name);
         }
-        headers.insert(HOST, self.host_header.clone());
-        match (&self.credential, &self.credential_header) {
-            (Some(_), Some(value)) => {
-                headers.insert(credential_name.clone(), value.clone());
-            }
-            (Some(_), None) => {
-                return pingora_error::Error::e_explain(
-                    pingora_error::ErrorType::InternalError,
-                    "the provider credential is not a valid header value",
-                )
-            }
-            (None, _) => {}
+        headers.insert(HOST, self.endpoint.host_header.clone());
+        if let Some(value) = &self.credential_header {
+            headers.insert(credential_name.clone(), value.clone());
         }
         // Usage is read from the body: ask for it uncompressed.
         if !(encodings == 1 && identity) {
@@ -311,10 +303,10 @@ mod tests {
                 tls: false,
                 ca: None,
                 host: "api.example.com".into(),
-                authority: "api.example.com".into(),
+                host_header: HeaderValue::from_static("api.example.com"),
                 path_prefix: prefix.into(),
             },
-            Some(Secret::new("sk-provider".into())),
+            credential_header(kind, &Secret::new("sk-provider".into())).ok(),
             Timeouts {
                 connect: Duration::from_secs(1),
                 read: Duration::from_secs(1),
@@ -346,7 +338,6 @@ mod tests {
     #[test]
     fn client_credentials_are_dropped_even_without_a_provider_credential() {
         let mut p = provider(ProviderKind::Anthropic, "");
-        p.credential = None;
         p.credential_header = None;
         let mut req = client_request();
         req.insert_header("x-api-key", "sk-client").unwrap();

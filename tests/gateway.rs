@@ -451,21 +451,34 @@ async fn anthropic_stream_usage_from_message_start_and_delta() {
     assert_eq!(r["stream"], 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stream_cut_by_the_provider_is_logged_with_what_is_known() {
-    let provider = start_provider().await;
-    let gw = Gateway::start(&provider, Options::default()).await;
-    let resp = client()
+/// A chat stream steered by the fake provider's `controls`; its response
+/// (status checked) and request id.
+async fn start_fake_stream(gw: &Gateway, controls: &[(&str, &str)]) -> (reqwest::Response, String) {
+    let mut req = client()
         .post(gw.url("/v1/chat/completions"))
-        .header("authorization", bearer(KEY_FREE))
-        .header("x-fake-chunks", "5")
-        .header("x-fake-abort-after-chunks", "2")
+        .header("authorization", bearer(KEY_FREE));
+    for (name, value) in controls {
+        req = req.header(*name, *value);
+    }
+    let resp = req
         .json(&json!({"model": "gpt-4o", "stream": true, "messages": []}))
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
     let id = request_id(&resp);
+    (resp, id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_cut_by_the_provider_is_logged_with_what_is_known() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(&provider, Options::default()).await;
+    let (resp, id) = start_fake_stream(
+        &gw,
+        &[("x-fake-chunks", "5"), ("x-fake-abort-after-chunks", "2")],
+    )
+    .await;
     let mut stream = resp.bytes_stream();
     let mut failed = false;
     while let Some(chunk) = stream.next().await {
@@ -485,17 +498,11 @@ async fn stream_cut_by_the_provider_is_logged_with_what_is_known() {
 async fn a_client_hanging_up_is_not_an_upstream_error() {
     let provider = start_provider().await;
     let gw = Gateway::start(&provider, Options::default()).await;
-    let resp = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("authorization", bearer(KEY_FREE))
-        .header("x-fake-chunks", "20")
-        .header("x-fake-chunk-interval-ms", "100")
-        .json(&json!({"model": "gpt-4o", "stream": true, "messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let id = request_id(&resp);
+    let (resp, id) = start_fake_stream(
+        &gw,
+        &[("x-fake-chunks", "20"), ("x-fake-chunk-interval-ms", "100")],
+    )
+    .await;
     let mut stream = resp.bytes_stream();
     assert!(stream.next().await.is_some_and(|c| c.is_ok()));
     drop(stream); // the client hangs up mid-stream

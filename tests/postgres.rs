@@ -59,6 +59,18 @@ async fn readyz(gw: &Gateway) -> u16 {
         .as_u16()
 }
 
+/// A gateway on the control database at `url`.
+async fn start_on_postgres(provider: &floopy_fake_provider::FakeProvider, url: &str) -> Gateway {
+    Gateway::start(
+        provider,
+        Options {
+            control: Some(postgres_control(url, "")),
+            ..Options::default()
+        },
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_the_request_path_within_two_seconds() {
     let db = TestDb::create().await;
@@ -97,14 +109,7 @@ async fn changes_reach_the_request_path_within_two_seconds() {
     );
 
     let provider = start_provider().await;
-    let gw = Gateway::start(
-        &provider,
-        Options {
-            control: Some(postgres_control(&url, "")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = start_on_postgres(&provider, &url).await;
     assert_eq!(status(&gw, &key, None).await, 200);
     assert_eq!(status(&gw, &key, Some(&project)).await, 200);
     assert_eq!(status(&gw, &locked, None).await, 200);
@@ -513,14 +518,7 @@ async fn a_sighup_that_changes_the_control_source_is_refused_whole() {
     let url = db.url();
     let key = org_with_key(&url);
     let provider = start_provider().await;
-    let gw = Gateway::start(
-        &provider,
-        Options {
-            control: Some(postgres_control(&url, "")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = start_on_postgres(&provider, &url).await;
     assert_eq!(status(&gw, &key, None).await, 200);
 
     // The same file with the file control source (the default test data).
@@ -588,14 +586,7 @@ async fn the_control_database_is_reached_over_tls_as_sslmode_asks() {
 
     // require: the gateway's own connections (sync and exchange) use TLS.
     let provider = start_provider().await;
-    let gw = Gateway::start(
-        &provider,
-        Options {
-            control: Some(postgres_control(&format!("{url}?sslmode=require"), "")),
-            ..Options::default()
-        },
-    )
-    .await;
+    let gw = start_on_postgres(&provider, &format!("{url}?sslmode=require")).await;
     assert_eq!(status(&gw, &key, None).await, 200);
     let tls = db.gateway_connections_use_tls().await;
     assert!(!tls.is_empty(), "the gateway is connected");
@@ -665,5 +656,31 @@ async fn the_control_database_is_reached_over_tls_as_sslmode_asks() {
         stderr.contains("control.url: sslrootcert: cannot read /nonexistent/ca.pem"),
         "{stderr}"
     );
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_age_and_control_staleness_are_told_apart() {
+    let db = TestDb::create().await;
+    let url = db.url();
+    let key = org_with_key(&url);
+    let provider = start_provider().await;
+    let gw = start_on_postgres(&provider, &url).await;
+    assert_eq!(status(&gw, &key, None).await, 200);
+    // Nothing changes: the snapshot ages while every poll (200 ms)
+    // confirms the data current.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let metrics = gw.metrics().await;
+    let gauge = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(gauge("floopy_snapshot_age_seconds") >= 1.4, "{metrics}");
+    assert!(gauge("floopy_control_staleness_seconds") < 0.6, "{metrics}");
+    drop(gw);
     db.drop_db().await;
 }

@@ -11,7 +11,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 
 use crate::logs::LogSink;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SnapshotGauges};
 use crate::snapshot::SnapshotStore;
 
 pub struct AdminApp {
@@ -58,9 +58,11 @@ impl AdminApp {
 
     fn metrics_text(&self) -> String {
         let snapshot = self.store.load();
-        let mut text = self
-            .metrics
-            .render(self.store.staleness_seconds(), snapshot.key_count);
+        let mut text = self.metrics.render(SnapshotGauges {
+            age_seconds: snapshot.age_seconds(),
+            staleness_seconds: self.store.staleness_seconds(),
+            keys: snapshot.key_count,
+        });
         text.push_str(&format!(
             "# HELP floopy_log_queue_depth Request log records accepted and not yet written.\n# TYPE floopy_log_queue_depth gauge\nfloopy_log_queue_depth {}\n",
             self.sink.queue_depth()

@@ -29,7 +29,7 @@ use floopy_model::{
 
 use crate::logs::kafka::KafkaSinkConfig;
 use crate::pricing::Price;
-use crate::upstream::{Endpoint, ProviderKind, Secret, Timeouts};
+use crate::upstream::{credential_header, Endpoint, ProviderKind, Secret, Timeouts};
 use raw::*;
 
 /// SPEC section 3: the default request body limit.
@@ -104,7 +104,8 @@ pub struct ProviderConfig {
     pub name: String,
     pub kind: ProviderKind,
     pub endpoint: Endpoint,
-    pub credential: Option<Secret>,
+    /// The credential as the header value the provider's kind expects.
+    pub credential_header: Option<http::HeaderValue>,
     pub models: Vec<String>,
 }
 
@@ -366,13 +367,24 @@ fn validate_providers(
             .ca_file
             .as_ref()
             .and_then(|file| read_ca_file(file, &format!("{path}.ca_file"), errors));
-        if let (Some(kind), Some(mut endpoint)) = (kind, endpoint) {
+        let Some(kind) = kind else { continue };
+        let credential_header = credential.and_then(|secret| {
+            credential_header(kind, &secret)
+                .map_err(|_| {
+                    errors.add(
+                        format!("{path}.credential"),
+                        "the credential cannot be sent in an HTTP header (only visible ASCII, spaces and tabs)",
+                    )
+                })
+                .ok()
+        });
+        if let Some(mut endpoint) = endpoint {
             endpoint.ca = ca;
             providers.push(ProviderConfig {
                 name: p.name.clone(),
                 kind,
                 endpoint,
-                credential,
+                credential_header,
                 models: p.models.clone(),
             });
         }
@@ -434,17 +446,31 @@ fn parse_base_url(
         errors.add(path, format!("host {host:?} resolves to no address"));
         return None;
     };
-    let authority = if port == default_port {
-        host.clone()
+    // The Host header keeps an IPv6 address in its brackets (RFC 9110,
+    // section 7.2: the authority's form).
+    let host_in_authority = if host.contains(':') {
+        format!("[{host}]")
     } else {
-        format!("{host}:{port}")
+        host.clone()
+    };
+    let authority = if port == default_port {
+        host_in_authority
+    } else {
+        format!("{host_in_authority}:{port}")
+    };
+    let Ok(host_header) = http::HeaderValue::from_str(&authority) else {
+        errors.add(
+            path,
+            format!("{authority:?} cannot be sent as a Host header"),
+        );
+        return None;
     };
     Some(Endpoint {
         address,
         tls,
         ca: None,
         host,
-        authority,
+        host_header,
         path_prefix: uri.path().trim_end_matches('/').to_string(),
     })
 }

@@ -54,7 +54,7 @@ fn minimal_config_loads_with_defaults() {
     assert_eq!(config.server.grace_period_seconds, 10);
     let p = &config.providers[0];
     assert_eq!(p.endpoint.path_prefix, "/prefix");
-    assert_eq!(p.endpoint.authority, "127.0.0.1:1");
+    assert_eq!(p.endpoint.host_header, "127.0.0.1:1");
     assert!(!p.endpoint.tls);
     assert_eq!(
         config.prices[0].1.cached_input, 2_500_000,
@@ -134,6 +134,48 @@ fn key_must_reference_a_project_of_its_org() {
         &text,
         "control.orgs[0].api_keys[0].default_project_id: project 0190a000-0000-7000-8000-0000000000ff is not a project of this org",
     );
+}
+
+#[test]
+fn an_ipv6_provider_keeps_its_brackets_in_the_host_header() {
+    let text = MINIMAL.replace("http://127.0.0.1:1/prefix/", "http://[::1]:8443");
+    let config = parse_with(&text, Resolve::Skip).unwrap();
+    let endpoint = &config.providers[0].endpoint;
+    assert_eq!(endpoint.host_header, "[::1]:8443");
+    assert_eq!(
+        endpoint.host, "::1",
+        "SNI and resolution take the bare address"
+    );
+    let text = MINIMAL.replace("http://127.0.0.1:1/prefix/", "http://[::1]");
+    let config = parse_with(&text, Resolve::Skip).unwrap();
+    assert_eq!(config.providers[0].endpoint.host_header, "[::1]");
+}
+
+#[test]
+fn a_credential_that_cannot_be_a_header_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("key");
+    // A line break inside the key (the trailing one is trimmed).
+    std::fs::write(&file, "sk-abc\ndef\n").unwrap();
+    let text = MINIMAL.replace(
+        "    models: [m1]",
+        &format!(
+            "    credential: {{ file: {:?} }}\n    models: [m1]",
+            file.display().to_string()
+        ),
+    );
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("providers[0].credential:")),
+        "{errors:?}"
+    );
+    std::fs::write(&file, "sk-abc-def\n").unwrap();
+    let config = parse_with(&text, Resolve::Skip).unwrap();
+    let header = config.providers[0].credential_header.as_ref().unwrap();
+    assert_eq!(header, "Bearer sk-abc-def");
+    assert!(header.is_sensitive());
 }
 
 #[test]

@@ -108,7 +108,7 @@ impl ConfigParts {
                     p.name.clone(),
                     p.kind,
                     p.endpoint.clone(),
-                    p.credential.clone(),
+                    p.credential_header.clone(),
                     config.timeouts,
                 ))
             })
@@ -132,6 +132,11 @@ impl ConfigParts {
 }
 
 impl Snapshot {
+    /// Seconds since this snapshot was built.
+    pub fn age_seconds(&self) -> f64 {
+        self.built_at.elapsed().map_or(0.0, |d| d.as_secs_f64())
+    }
+
     /// Indexes control data for the request path. Cannot fail: everything
     /// that can fail happened while loading the configuration and the data.
     pub fn build(data: &ControlData, config: Arc<ConfigParts>) -> Self {
