@@ -12,21 +12,13 @@ use pingora_http::RequestHeader;
 use rustc_hash::FxHashMap;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// A provider's API dialect; `openai` or `anthropic` in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Any OpenAI-compatible API.
     OpenAi,
     Anthropic,
-}
-
-impl ProviderKind {
-    pub fn parse(s: &str) -> Option<ProviderKind> {
-        match s {
-            "openai" => Some(ProviderKind::OpenAi),
-            "anthropic" => Some(ProviderKind::Anthropic),
-            _ => None,
-        }
-    }
 }
 
 /// A credential. Printing it shows `***`.

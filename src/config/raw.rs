@@ -1,8 +1,64 @@
-//! The YAML file as written by the operator: plain serde structs, every one
-//! `deny_unknown_fields`, floats and strings as typed. Nothing here is
-//! validated beyond shape; `config::validate` turns it into a typed `Config`.
+//! The YAML file as written by the operator: serde structs, every one
+//! `deny_unknown_fields`. Serde already parses what has one right shape
+//! (addresses, numbers that must not be zero, the lowercase names of kinds,
+//! plans and environments), so its error names the field's path; the rest
+//! (URLs, ids, slugs, money, cross-references) is checked by `config`'s
+//! validation, which reports every error of a file at once. Every default is
+//! a named constant here, with the reason for its value.
 
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+
+use floopy_model::{Environment, Plan};
 use serde::Deserialize;
+
+use crate::upstream::ProviderKind;
+
+/// SPEC section 3: the request body limit, 10 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 10 * 1024 * 1024;
+/// Output tokens assumed for a request without `max_tokens`: a long answer,
+/// so that reservations err on the side of the cap.
+pub const DEFAULT_COMPLETION_TOKENS: u64 = 4_096;
+/// Where month-to-date spend is kept by default (file control source).
+pub const DEFAULT_STATE_FILE: &str = "var/spend-state.json";
+/// The limits exchange between replicas: once a second keeps N replicas
+/// within about a second's traffic of one cap, at one small query each.
+pub const DEFAULT_EXCHANGE_INTERVAL_MS: u64 = 1_000;
+/// Seconds the old process keeps serving after a graceful upgrade or
+/// SIGTERM. Pingora's own default (300 s) makes every shutdown wait five
+/// minutes; 10 s lets streams in flight finish in most deployments.
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 10;
+/// Seconds allowed for services (the log sink's flush) after the grace
+/// period.
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS: u64 = 5;
+/// Connecting to a provider: long enough for a TLS handshake across an
+/// ocean, short enough to answer 504 before a client gives up.
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// Ten minutes: a long non-streamed completion sends nothing until done.
+pub const DEFAULT_READ_TIMEOUT_MS: u64 = 600_000;
+/// Sending a request body of up to 10 MiB to a provider.
+pub const DEFAULT_WRITE_TIMEOUT_MS: u64 = 60_000;
+/// The control database's version poll, besides LISTEN/NOTIFY: catches a
+/// missed notification within a second.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
+/// `/readyz` turns unready after this long without a confirmed sync: long
+/// enough to ride out a database failover, short enough that a load
+/// balancer stops sending to a replica that lost its control data.
+pub const DEFAULT_MAX_STALENESS_SECONDS: u64 = 30;
+/// Request log records between the request path and the writer: about a
+/// second of traffic at a high request rate (records beyond it wait in the
+/// overflow list, never dropped).
+pub const DEFAULT_LOG_QUEUE_CAPACITY: usize = 65_536;
+/// The Kafka topic of request logs.
+pub const DEFAULT_KAFKA_TOPIC: &str = "floopy.request_logs";
+/// Where records the broker did not take wait.
+pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
+/// Kafka batching delay: 20 ms fills batches at a few hundred requests a
+/// second while adding nothing a client sees (logging is off the request
+/// path).
+pub const DEFAULT_LINGER_MS: u64 = 20;
+/// How long the producer retries a record before it is spooled.
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,20 +79,15 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub listen: String,
-    pub admin_listen: String,
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
     /// Worker threads of the proxy service. Default 0 means one per core.
     #[serde(default)]
     pub threads: usize,
     /// Name of this replica in every request log. Default: the host name.
     pub gateway_id: Option<String>,
-    /// Seconds the old process keeps serving after a graceful upgrade or
-    /// SIGTERM. Pingora's own default (300 s) makes every shutdown wait five
-    /// minutes; 10 s lets streams in flight finish in most deployments.
     #[serde(default = "default_grace_period_seconds")]
     pub grace_period_seconds: u64,
-    /// Seconds allowed for services (the log sink) to finish after the grace
-    /// period.
     #[serde(default = "default_graceful_shutdown_timeout_seconds")]
     pub graceful_shutdown_timeout_seconds: u64,
     pub pid_file: Option<String>,
@@ -44,44 +95,35 @@ pub struct RawServer {
 }
 
 fn default_grace_period_seconds() -> u64 {
-    10
+    DEFAULT_GRACE_PERIOD_SECONDS
 }
 
 fn default_graceful_shutdown_timeout_seconds() -> u64 {
-    5
+    DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT_SECONDS
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Largest request body accepted, in bytes (SPEC: 10 MiB by default).
-    pub max_body_bytes: Option<u64>,
-    /// Output tokens assumed when reserving the cost of a request that sets
-    /// no `max_tokens`.
-    pub default_completion_tokens: Option<u64>,
-    /// Where month-to-date spend is kept across restarts (file control
-    /// source).
+    pub max_body_bytes: Option<NonZeroU64>,
+    pub default_completion_tokens: Option<NonZeroU64>,
     pub state_file: Option<String>,
-    /// How often replicas sharing a control database exchange spend and
-    /// request counts.
-    pub exchange_interval_ms: Option<u64>,
+    pub exchange_interval_ms: Option<NonZeroU64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
-    pub connect_ms: Option<u64>,
-    /// Longest wait for the next bytes from the provider. LLM responses can
-    /// take minutes before the first byte of a non-streamed answer.
-    pub read_ms: Option<u64>,
-    pub write_ms: Option<u64>,
+    pub connect_ms: Option<NonZeroU64>,
+    pub read_ms: Option<NonZeroU64>,
+    pub write_ms: Option<NonZeroU64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawProvider {
     pub name: String,
-    pub kind: String,
+    pub kind: ProviderKind,
     pub base_url: String,
     pub credential: Option<RawCredential>,
     /// PEM file of CA certificates to trust for this provider, besides the
@@ -107,10 +149,20 @@ pub struct RawPrice {
     pub cached_input_per_mtok_usd: Option<f64>,
 }
 
+/// `control.source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ControlSourceKind {
+    /// The control data is `control.orgs`, in this file.
+    File,
+    /// The control database at `control.url`.
+    Postgres,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawControl {
-    pub source: String,
+    pub source: ControlSourceKind,
     /// `file`: the control data itself.
     #[serde(default)]
     pub orgs: Vec<RawOrg>,
@@ -118,10 +170,10 @@ pub struct RawControl {
     pub url: Option<String>,
     /// `postgres`: how often to check for missed changes, besides
     /// LISTEN/NOTIFY.
-    pub poll_interval_ms: Option<u64>,
+    pub poll_interval_ms: Option<NonZeroU64>,
     /// `postgres`: after this long without a confirmed sync, `/readyz`
     /// reports not ready (the gateway keeps serving its last snapshot).
-    pub max_staleness_seconds: Option<u64>,
+    pub max_staleness_seconds: Option<NonZeroU64>,
     /// `postgres`: a copy of the last loaded control data, to start from
     /// when the database is unreachable at start.
     pub cache_file: Option<String>,
@@ -132,7 +184,7 @@ pub struct RawControl {
 pub struct RawOrg {
     pub id: String,
     pub name: String,
-    pub plan: String,
+    pub plan: Plan,
     #[serde(default)]
     pub projects: Vec<RawProject>,
     #[serde(default)]
@@ -159,7 +211,7 @@ pub struct RawProject {
 pub struct RawApiKey {
     pub id: String,
     pub name: String,
-    pub environment: Option<String>,
+    pub environment: Option<Environment>,
     pub project_id: Option<String>,
     pub default_project_id: Option<String>,
     /// Hex SHA-256 of the full key string: the production form.
@@ -173,32 +225,63 @@ pub struct RawApiKey {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEnvironmentLimits {
-    pub environment: String,
-    pub rpm: Option<u32>,
+    pub environment: Environment,
+    pub rpm: Option<NonZeroU32>,
     pub monthly_cost_usd: Option<f64>,
+}
+
+/// `log_sink.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSinkKind {
+    /// JSON Lines appended to `log_sink.path`.
+    File,
+    /// Kafka at `log_sink.brokers`, with the disk spool behind it.
+    Kafka,
+}
+
+/// `log_sink.compression`: the producer's codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    /// Fast to compress at the request rates a gateway sees, and what the
+    /// broker and ClickHouse decode cheaply.
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The name librdkafka's `compression.codec` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLogSink {
-    pub kind: String,
+    pub kind: LogSinkKind,
     /// file: the JSON Lines file.
     pub path: Option<String>,
     /// Records held in memory between the request path and the writer.
-    pub queue_capacity: Option<usize>,
+    pub queue_capacity: Option<NonZeroUsize>,
     /// kafka: `host:port[,host:port...]`.
     pub brokers: Option<String>,
-    /// kafka: default `floopy.request_logs`.
     pub topic: Option<String>,
-    /// kafka: the disk spool directory.
     pub spool_dir: Option<String>,
-    /// kafka: batching delay (default 20).
     pub linger_ms: Option<u64>,
-    /// kafka: none, gzip, snappy, lz4 (default), zstd.
-    pub compression: Option<String>,
-    /// kafka: how long the producer retries a record before it is spooled
-    /// (default 10000).
-    pub message_timeout_ms: Option<u64>,
+    pub compression: Option<Compression>,
+    pub message_timeout_ms: Option<NonZeroU64>,
     /// kafka: idempotent producer (default true).
     pub idempotence: Option<bool>,
 }

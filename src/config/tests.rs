@@ -1,4 +1,5 @@
 use super::*;
+use floopy_model::{hash_key, DEFAULT_PROJECT_ID};
 
 const MINIMAL: &str = r#"
 server:
@@ -91,26 +92,67 @@ fn wrong_types_name_the_field() {
 fn every_semantic_error_is_reported_with_its_path() {
     let text = MINIMAL
         .replace("http://127.0.0.1:1/prefix/", "ftp://x")
-        .replace("kind: openai", "kind: cohere")
         .replace("slug: \"checkout\"", "slug: \"Check Out\"")
-        .replace(
-            "environment: development\n          default",
-            "environment: prod\n          default",
-        )
         .replace("fpk_0123456789abcdefghijklmnopqrstuv", "short")
         .replace("input_per_mtok_usd: 2.5", "input_per_mtok_usd: -1");
     let errors = errors_of(&text);
     for expected in [
-        "providers[0].kind: \"cohere\" is not one of openai, anthropic",
         "providers[0].base_url: \"ftp://x\" must start with http:// or https://",
         "control.orgs[0].projects[0].slug",
-        "control.orgs[0].api_keys[0].environment: \"prod\" is not one of",
         "control.orgs[0].api_keys[0].secret: must look like fpk_",
         "pricing[0].input_per_mtok_usd: -1 is not an amount in USD",
     ] {
         assert!(
             errors.iter().any(|e| e.contains(expected)),
             "missing {expected:?} in {errors:#?}"
+        );
+    }
+}
+
+#[test]
+fn serde_parses_names_addresses_and_non_zero_numbers_with_their_path() {
+    for (from, to, expected) in [
+        (
+            "kind: openai",
+            "kind: cohere",
+            "providers[0].kind: unknown variant `cohere`, expected `openai` or `anthropic`",
+        ),
+        (
+            "environment: development\n          default",
+            "environment: prod\n          default",
+            "control.orgs[0].api_keys[0].environment: unknown variant `prod`",
+        ),
+        (
+            "plan: starter",
+            "plan: gold",
+            "control.orgs[0].plan: unknown variant `gold`",
+        ),
+        (
+            "rpm: 60",
+            "rpm: 0",
+            "control.orgs[0].environment_limits[0].rpm: invalid value",
+        ),
+        (
+            "listen: \"127.0.0.1:8080\"",
+            "listen: \"nowhere\"",
+            "server.listen: invalid",
+        ),
+        (
+            "source: file",
+            "source: yaml",
+            "control.source: unknown variant `yaml`",
+        ),
+        (
+            "kind: file",
+            "kind: syslog",
+            "log_sink.kind: unknown variant `syslog`",
+        ),
+    ] {
+        assert!(MINIMAL.contains(from), "{from}");
+        let errors = errors_of(&MINIMAL.replacen(from, to, 1));
+        assert!(
+            errors.len() == 1 && errors[0].starts_with(expected),
+            "expected {expected:?}, got {errors:#?}"
         );
     }
 }
@@ -216,4 +258,154 @@ fn shipped_example_configs_are_valid() {
         }
     }
     assert!(checked >= 1, "no example configuration found in conf/");
+}
+
+/// The names serde lists as accepted when `text` has an unknown one: every
+/// field of the struct (or every variant of the enum) at that place.
+fn accepted_names(text: &str, unknown: &str) -> Vec<String> {
+    let errors = errors_of(text);
+    let message = errors
+        .first()
+        .unwrap_or_else(|| panic!("{unknown} was accepted"));
+    let list = message
+        .split_once("expected ")
+        .unwrap_or_else(|| panic!("no list of names in {message}"))
+        .1;
+    let names: Vec<String> = list
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
+    assert!(!names.is_empty(), "{message}");
+    names
+}
+
+#[test]
+fn the_reference_configuration_documents_every_field_and_choice() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reference = std::fs::read_to_string(dir.join("conf/gateway.yaml")).unwrap();
+    // Where a field can be written: "name:" after indentation, "- " or "# ".
+    let documents_field = |name: &str| {
+        reference.lines().any(|line| {
+            let line = line.trim_start().trim_start_matches(['#', '-', ' ']);
+            line.starts_with(&format!("{name}:"))
+        })
+    };
+    let comments: String = reference
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documents_choice = |name: &str| {
+        comments
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+            .any(|word| word == name)
+    };
+    let x = "zz_unknown: 1";
+    let with_pricing = |s: &str| {
+        s.replace(
+            "output_per_mtok_usd: 10 }",
+            &format!("output_per_mtok_usd: 10, {x} }}"),
+        )
+    };
+    let structs = [
+        ("(root)", format!("{MINIMAL}{x}\n")),
+        (
+            "server",
+            MINIMAL.replace("server:\n", &format!("server:\n  {x}\n")),
+        ),
+        ("limits", format!("{MINIMAL}limits:\n  {x}\n")),
+        ("timeouts", format!("{MINIMAL}timeouts:\n  {x}\n")),
+        (
+            "providers[]",
+            MINIMAL.replace("    kind: openai", &format!("    kind: openai\n    {x}")),
+        ),
+        (
+            "credential",
+            MINIMAL.replace(
+                "    kind: openai",
+                &format!("    kind: openai\n    credential: {{{x}}}"),
+            ),
+        ),
+        ("pricing[]", with_pricing(MINIMAL)),
+        (
+            "control",
+            MINIMAL.replace("  source: file", &format!("  source: file\n  {x}")),
+        ),
+        (
+            "orgs[]",
+            MINIMAL.replace(
+                "      plan: starter",
+                &format!("      plan: starter\n      {x}"),
+            ),
+        ),
+        (
+            "projects[]",
+            MINIMAL.replace(
+                "slug: \"checkout\" }",
+                &format!("slug: \"checkout\", {x} }}"),
+            ),
+        ),
+        (
+            "api_keys[]",
+            MINIMAL.replace(
+                "          name: \"dev\"",
+                &format!("          name: \"dev\"\n          {x}"),
+            ),
+        ),
+        (
+            "environment_limits[]",
+            MINIMAL.replace(
+                "monthly_cost_usd: 12.5 }",
+                &format!("monthly_cost_usd: 12.5, {x} }}"),
+            ),
+        ),
+        (
+            "log_sink",
+            MINIMAL.replace("  kind: file", &format!("  kind: file\n  {x}")),
+        ),
+    ];
+    let mut missing = Vec::new();
+    for (section, text) in &structs {
+        for field in accepted_names(text, section) {
+            if !documents_field(&field) {
+                missing.push(format!("{section}.{field}"));
+            }
+        }
+    }
+    let enums = [
+        (
+            "providers[].kind",
+            MINIMAL.replace("kind: openai", "kind: zz"),
+        ),
+        (
+            "control.source",
+            MINIMAL.replace("source: file", "source: zz"),
+        ),
+        ("plan", MINIMAL.replace("plan: starter", "plan: zz")),
+        (
+            "environment",
+            MINIMAL.replace("environment: development\n", "environment: zz\n"),
+        ),
+        (
+            "log_sink.kind",
+            MINIMAL.replace("  kind: file", "  kind: zz"),
+        ),
+        (
+            "log_sink.compression",
+            MINIMAL.replace("  kind: file", "  kind: file\n  compression: zz"),
+        ),
+    ];
+    for (field, text) in &enums {
+        for choice in accepted_names(text, field) {
+            if !documents_choice(&choice) {
+                missing.push(format!("{field}: {choice}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "conf/gateway.yaml does not document: {missing:#?}"
+    );
 }

@@ -6,6 +6,7 @@
 //! cache file used when it is unreachable at start (`cache`).
 
 pub mod cache;
+pub mod file;
 pub mod sync;
 
 use std::time::Duration;

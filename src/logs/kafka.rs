@@ -34,6 +34,7 @@ use rdkafka::ClientContext;
 
 use super::spool::{list_segments, read_segment, spool_stats, SpoolWriter};
 use super::{LogSink, RequestLog};
+use crate::config::raw::Compression;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +44,7 @@ pub struct KafkaSinkConfig {
     pub queue_capacity: usize,
     pub spool_dir: PathBuf,
     pub linger_ms: u64,
-    pub compression: String,
+    pub compression: Compression,
     pub message_timeout_ms: u64,
     pub idempotence: bool,
 }
@@ -280,7 +281,7 @@ fn create_producer(
         .set("enable.idempotence", config.idempotence.to_string())
         .set("acks", "all")
         .set("linger.ms", config.linger_ms.to_string())
-        .set("compression.type", &config.compression)
+        .set("compression.type", config.compression.as_str())
         .set("message.timeout.ms", config.message_timeout_ms.to_string())
         .set("queue.buffering.max.messages", "200000")
         .set("client.id", "floopy-gateway")

@@ -3,6 +3,7 @@
 //! and hands it to `LogSink::submit`, which never blocks; writing, batching
 //! and retrying are the sink's background work.
 
+pub mod config;
 pub mod file;
 mod json;
 pub mod kafka;

@@ -24,8 +24,10 @@ pub use money::{format_usd, usd_to_micro, MoneyError, MAX_USD};
 /// The org's Default project: the zero UUID.
 pub const DEFAULT_PROJECT_ID: Uuid = Uuid::nil();
 
-/// An organization's plan: how many projects it may have.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An organization's plan: how many projects it may have. Written in
+/// lowercase wherever it is text (YAML, JSON, the database's enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Plan {
     Free,
     Starter,
@@ -70,7 +72,9 @@ impl fmt::Display for Plan {
 }
 
 /// The environment of an API key; limits are kept per (org, environment).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Written in lowercase wherever it is text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Environment {
     Development,
     Staging,
@@ -173,6 +177,18 @@ mod tests {
         }
         assert_eq!(Plan::parse("Pro"), None, "names are lowercase");
         assert_eq!(Environment::parse("prod"), None);
+    }
+
+    #[test]
+    fn serde_names_are_the_lowercase_names() {
+        for plan in Plan::ALL {
+            let json = serde_json::to_string(&plan).unwrap();
+            assert_eq!(json, format!("\"{}\"", plan.as_str()));
+        }
+        for env in Environment::ALL {
+            let back: Environment = serde_json::from_str(&format!("\"{env}\"")).unwrap();
+            assert_eq!(back, env);
+        }
     }
 
     #[test]
