@@ -20,6 +20,7 @@ pub mod control;
 pub mod error;
 pub mod json_scan;
 pub mod limits;
+pub mod locks;
 pub mod logs;
 pub mod metrics;
 pub mod pricing;

@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
+use crate::locks::lock;
 use clock::{month_of, Clock};
 use floopy_model::{Environment, EnvironmentLimits};
 use rpm::{RpmCount, RpmDecision};
@@ -246,14 +247,6 @@ impl Limiter {
             own
         }
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The guarded values are plain numbers updated in one step: a poisoned
-    // lock still holds a consistent value.
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

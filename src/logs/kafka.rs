@@ -2,10 +2,11 @@
 //! project id, through an idempotent, batching, compressing producer, with
 //! the disk spool (`spool`) behind it so no record is lost.
 //!
-//! - `submit` (request path) puts the record on a bounded queue and returns;
-//!   a full queue spills to an overflow list, never blocks, never drops.
-//! - A forwarder thread serialises records and hands them to librdkafka.
-//!   A record librdkafka refuses (its queue full) goes to the spool.
+//! - `submit` (request path) hands the record to the log queue (`queue`):
+//!   never blocks, never drops.
+//! - The queue's writer thread (the forwarder) serialises records and hands
+//!   them to librdkafka. A record librdkafka refuses (its queue full) goes
+//!   to the spool.
 //! - Every delivery report is tracked: acknowledged, or spooled when the
 //!   broker did not take it within `message_timeout_ms`.
 //! - Once a second, when spooled segments exist and the broker answers, the
@@ -21,9 +22,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -32,9 +31,11 @@ use rdkafka::message::{DeliveryResult, Message as _};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use super::queue::{BatchWriter, LogQueue};
 use super::spool::{list_segments, read_segment, spool_stats, SpoolWriter};
 use super::{LogSink, RequestLog};
 use crate::config::raw::Compression;
+use crate::locks::lock;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +95,7 @@ impl Shared {
     /// Appends a record to the spool; on a disk error it is logged, counted
     /// and retried until the disk takes it (losing it is not an option).
     fn spool(&self, json: &[u8]) {
-        let mut spool = self.spool.lock().unwrap_or_else(|p| p.into_inner());
+        let mut spool = lock(&self.spool);
         loop {
             match spool.append(json) {
                 Ok(()) => {
@@ -160,20 +161,10 @@ impl ProducerContext for SinkContext {
 
 type KafkaProducer = ThreadedProducer<SinkContext>;
 
-enum Command {
-    Record(Box<RequestLog>),
-    Shutdown,
-}
-
 pub struct KafkaSink {
-    tx: SyncSender<Command>,
-    /// Records in the queue (the channel does not say).
-    queued: Arc<AtomicUsize>,
-    overflow: Arc<Mutex<Vec<RequestLog>>>,
-    forwarder: Mutex<Option<JoinHandle<()>>>,
+    queue: LogQueue,
     shared: Arc<Shared>,
     spool_dir: PathBuf,
-    metrics: Arc<Metrics>,
 }
 
 impl KafkaSink {
@@ -192,66 +183,43 @@ impl KafkaSink {
             spool_failing: std::sync::atomic::AtomicBool::new(false),
         });
         let producer = create_producer(config, &shared)?;
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let overflow = Arc::new(Mutex::new(Vec::new()));
         let forwarder = Forwarder {
             config: config.clone(),
             last_replacement: Instant::now(),
-            queued: queued.clone(),
+            last_replay: Instant::now(),
             producer,
             topic: config.topic.clone(),
-            rx,
-            overflow: overflow.clone(),
             shared: shared.clone(),
             spool_dir: config.spool_dir.clone(),
             replaying: None,
             buf: Vec::with_capacity(1024),
         };
-        let handle = std::thread::Builder::new()
-            .name("floopy-kafka-forwarder".into())
-            .spawn(move || forwarder.run())
-            .map_err(|e| format!("cannot start the kafka forwarder: {e}"))?;
+        let queue = LogQueue::start(
+            "floopy-kafka-forwarder",
+            config.queue_capacity,
+            metrics,
+            forwarder,
+        )
+        .map_err(|e| format!("cannot start the kafka forwarder: {e}"))?;
         Ok(KafkaSink {
-            tx,
-            queued,
-            overflow,
-            forwarder: Mutex::new(Some(handle)),
+            queue,
             shared,
             spool_dir: config.spool_dir.clone(),
-            metrics,
         })
     }
 }
 
 impl LogSink for KafkaSink {
     fn submit(&self, record: RequestLog) {
-        self.metrics.log_records_submitted.inc();
-        self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Command::Record(Box::new(record))) {
-            Ok(()) => {}
-            Err(TrySendError::Full(Command::Record(record)))
-            | Err(TrySendError::Disconnected(Command::Record(record))) => {
-                self.queued.fetch_sub(1, Ordering::Relaxed);
-                self.metrics.log_queue_overflow.inc();
-                if let Ok(mut overflow) = self.overflow.lock() {
-                    overflow.push(*record);
-                }
-            }
-            Err(_) => {}
-        }
+        self.queue.submit(record);
     }
 
     fn shutdown(&self) {
-        let _ = self.tx.send(Command::Shutdown);
-        if let Some(handle) = self.forwarder.lock().ok().and_then(|mut f| f.take()) {
-            let _ = handle.join();
-        }
+        self.queue.shutdown();
     }
 
     fn queue_depth(&self) -> usize {
-        let overflow = self.overflow.lock().map_or(0, |o| o.len());
-        self.queued.load(Ordering::Relaxed) + overflow
+        self.queue.depth()
     }
 
     fn health(&self) -> Result<(), String> {
@@ -299,74 +267,58 @@ fn create_producer(
 const STUCK_AFTER_MS: u64 = 5_000;
 const REPLACE_INTERVAL: Duration = Duration::from_secs(10);
 
+/// How often the oldest spool segment is considered for replay.
+const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The Kafka sink's `BatchWriter`: produces, spools what the producer
+/// refuses, and between batches syncs the spool and replays it.
 struct Forwarder {
     config: KafkaSinkConfig,
     last_replacement: Instant,
+    last_replay: Instant,
     producer: KafkaProducer,
     topic: String,
-    rx: mpsc::Receiver<Command>,
-    queued: Arc<AtomicUsize>,
-    overflow: Arc<Mutex<Vec<RequestLog>>>,
     shared: Arc<Shared>,
     spool_dir: PathBuf,
     replaying: Option<Arc<ReplaySegment>>,
     buf: Vec<u8>,
 }
 
+impl BatchWriter for Forwarder {
+    fn write_batch(&mut self, batch: &mut Vec<RequestLog>) {
+        for record in batch.drain(..) {
+            self.produce(&record);
+        }
+    }
+
+    fn tick(&mut self) {
+        // Group commit: what was spooled since the last tick is synced now.
+        if let Err(e) = lock(&self.shared.spool).sync() {
+            tracing::error!(error = %e, "cannot sync the log spool");
+        }
+        if self.last_replay.elapsed() >= REPLAY_INTERVAL {
+            self.last_replay = Instant::now();
+            self.replay_step();
+        }
+    }
+
+    /// Shutdown: deliver what can be delivered within a few seconds, spool
+    /// the rest.
+    fn finish(&mut self) {
+        if self.producer.flush(Duration::from_secs(5)).is_err() {
+            tracing::warn!(
+                in_flight = self.producer.in_flight_count(),
+                "the broker did not take every request log before shutdown; spooling the rest"
+            );
+            self.purge_to_spool();
+        }
+        if let Err(e) = lock(&self.shared.spool).close_segment() {
+            tracing::error!(error = %e, "cannot close the log spool segment at shutdown");
+        }
+    }
+}
+
 impl Forwarder {
-    fn run(mut self) {
-        let mut last_replay = Instant::now();
-        loop {
-            // Drain what is queued, then pause (see `file::BATCH_PAUSE`):
-            // the request path then rarely has to wake this thread.
-            let mut stop = false;
-            let mut next = self.rx.recv_timeout(Duration::from_millis(100));
-            loop {
-                match next {
-                    Ok(Command::Record(record)) => {
-                        self.queued.fetch_sub(1, Ordering::Relaxed);
-                        self.produce(&record);
-                    }
-                    Ok(Command::Shutdown) | Err(RecvTimeoutError::Disconnected) => {
-                        stop = true;
-                        break;
-                    }
-                    Err(RecvTimeoutError::Timeout) => break,
-                }
-                next = match self.rx.try_recv() {
-                    Ok(command) => Ok(command),
-                    Err(mpsc::TryRecvError::Empty) => break,
-                    Err(mpsc::TryRecvError::Disconnected) => Err(RecvTimeoutError::Disconnected),
-                };
-            }
-            if stop {
-                break;
-            }
-            self.produce_overflow();
-            if let Ok(mut spool) = self.shared.spool.lock() {
-                let _ = spool.sync();
-            }
-            if last_replay.elapsed() >= Duration::from_secs(1) {
-                last_replay = Instant::now();
-                self.replay_step();
-            }
-            std::thread::sleep(super::file::BATCH_PAUSE);
-        }
-        self.finish();
-    }
-
-    /// Produces what found the queue full.
-    fn produce_overflow(&mut self) {
-        let overflow = self
-            .overflow
-            .lock()
-            .map(|mut o| std::mem::take(&mut *o))
-            .unwrap_or_default();
-        for record in &overflow {
-            self.produce(record);
-        }
-    }
-
     fn produce(&mut self, record: &RequestLog) {
         self.buf.clear();
         record.write_json(&mut self.buf);
@@ -428,19 +380,14 @@ impl Forwarder {
         if failing && !(quiet && self.broker_answers()) {
             return;
         }
-        let current = self
-            .shared
-            .spool
-            .lock()
-            .map(|s| s.current_seq())
-            .unwrap_or(None);
+        let current = lock(&self.shared.spool).current_seq();
         let oldest = match segments.iter().find(|s| Some(s.seq) != current) {
             Some(segment) => segment.clone(),
             None => {
                 // Only the segment being written: close it so it can be
                 // replayed at the next step.
-                if let Ok(mut spool) = self.shared.spool.lock() {
-                    let _ = spool.close_segment();
+                if let Err(e) = lock(&self.shared.spool).close_segment() {
+                    tracing::error!(error = %e, "cannot close the log spool segment");
                 }
                 return;
             }
@@ -520,25 +467,6 @@ impl Forwarder {
             .client()
             .fetch_metadata(Some(&self.topic), Duration::from_secs(1))
             .is_ok()
-    }
-
-    /// Shutdown: deliver what can be delivered within a few seconds, spool
-    /// the rest.
-    fn finish(mut self) {
-        while let Ok(Command::Record(record)) = self.rx.try_recv() {
-            self.produce(&record);
-        }
-        self.produce_overflow();
-        if self.producer.flush(Duration::from_secs(5)).is_err() {
-            tracing::warn!(
-                in_flight = self.producer.in_flight_count(),
-                "the broker did not take every request log before shutdown; spooling the rest"
-            );
-            self.purge_to_spool();
-        }
-        if let Ok(mut spool) = self.shared.spool.lock() {
-            let _ = spool.close_segment();
-        }
     }
 }
 

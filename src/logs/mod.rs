@@ -7,6 +7,7 @@ pub mod config;
 pub mod file;
 mod json;
 pub mod kafka;
+pub mod queue;
 pub mod spool;
 
 use std::borrow::Cow;

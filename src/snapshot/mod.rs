@@ -17,6 +17,7 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::locks::lock;
 use crate::pricing::PriceTable;
 use crate::upstream::{Provider, Routes};
 use floopy_model::{ApiKey, ControlData, Environment, EnvironmentLimits, KeyHash};
@@ -232,7 +233,7 @@ impl SnapshotStore {
 
     /// Rebuilds with new configuration parts and the current control data.
     pub fn replace_config(&self, config: ConfigParts) {
-        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inputs = lock(&self.inputs);
         inputs.0 = Arc::new(config);
         self.swap_in(Arc::new(Snapshot::build(&inputs.1, inputs.0.clone())));
     }
@@ -242,7 +243,7 @@ impl SnapshotStore {
     pub fn replace_all(&self, config: ConfigParts, data: ControlData) {
         let config = Arc::new(config);
         let data = Arc::new(data);
-        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inputs = lock(&self.inputs);
         self.swap_in(Arc::new(Snapshot::build(&data, config.clone())));
         *inputs = (config, data);
         self.mark_synced();
@@ -253,11 +254,11 @@ impl SnapshotStore {
     pub fn replace_control(&self, data: ControlData) {
         let data = Arc::new(data);
         let config = {
-            let inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+            let inputs = lock(&self.inputs);
             inputs.0.clone()
         };
         let snapshot = Arc::new(Snapshot::build(&data, config.clone()));
-        let mut inputs = self.inputs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inputs = lock(&self.inputs);
         // A reload may have swapped the configuration meanwhile: rebuild
         // with it rather than lose it.
         let snapshot = if Arc::ptr_eq(&inputs.0, &config) {
@@ -295,11 +296,7 @@ impl SnapshotStore {
 
     /// The control data the current snapshot was built from.
     pub fn control_data(&self) -> Arc<ControlData> {
-        self.inputs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .clone()
+        lock(&self.inputs).1.clone()
     }
 
     /// Records that the control data was confirmed current now.
