@@ -29,30 +29,38 @@ ENV OPENSSL_NO_VENDOR=1
 
 WORKDIR /build
 
-# Dependencies first, in their own layer: it is rebuilt only when the
+# Dependencies first, in their own layer: it is rebuilt only when a
 # manifest, the lock file or .cargo/ change, not on every source change.
-# The placeholder sources satisfy every target the manifest declares or cargo
-# discovers (the library, the floopy-gateway binary, the `hot_path` and
-# `control_1m` benches declared in Cargo.toml); src/bin/* is not needed as
-# only floopy-gateway is built.
+# The workspace's members are the gateway (the root package) and the crates
+# under crates/; the placeholder sources satisfy every target their manifests
+# declare or cargo discovers. Only the floopy-gateway binary is built, from
+# normal dependencies alone: the fake provider (crates/fake-provider) is a
+# dev-dependency and is never compiled into this image
+# (tests/dependencies.rs checks it).
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo/ .cargo/
-RUN mkdir -p src benches \
+COPY crates/model/Cargo.toml crates/model/
+COPY crates/control-db/Cargo.toml crates/control-db/
+COPY crates/fake-provider/Cargo.toml crates/fake-provider/
+RUN mkdir -p src benches crates/model/src crates/control-db/src crates/fake-provider/src/bin \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
+    && touch src/lib.rs crates/model/src/lib.rs crates/control-db/src/lib.rs \
+        crates/fake-provider/src/lib.rs \
+    && echo 'fn main() {}' > crates/fake-provider/src/bin/fake-provider.rs \
     && echo 'fn main() {}' > benches/hot_path.rs \
     && echo 'fn main() {}' > benches/control_1m.rs \
-    && cargo build --release --locked --bin floopy-gateway \
-    && rm -rf src
+    && cargo build --release --locked -p floopy-gateway --bin floopy-gateway \
+    && rm -rf src crates/*/src
 
 # The real sources. COPY keeps the files' modification times, which can be
 # older than the placeholder build above; touching them makes sure cargo
-# rebuilds the crate itself instead of keeping the placeholder binary.
-# The control database migrations are compiled into the binary.
-COPY migrations/ migrations/
+# rebuilds the crates themselves instead of keeping the placeholders. The
+# control database migrations (crates/control-db/migrations) are compiled
+# into the binary.
 COPY src/ src/
-RUN find src -name '*.rs' -exec touch {} + \
-    && cargo build --release --locked --bin floopy-gateway \
+COPY crates/ crates/
+RUN find src crates -name '*.rs' -exec touch {} + \
+    && cargo build --release --locked -p floopy-gateway --bin floopy-gateway \
     && install -m 0755 target/release/floopy-gateway /usr/local/bin/floopy-gateway
 
 # ---------------------------------------------------------------------------
