@@ -1,6 +1,7 @@
 # syntax=docker/dockerfile:1
 
-# floopy-gateway container image.
+# floopy container image: the gateway (floopy-gateway, the entrypoint) and
+# the control plane (floopy-control).
 #
 #   docker build -t floopy-gateway .
 #   docker run --rm -p 8080:8080 \
@@ -10,7 +11,10 @@
 # The image runs conf/gateway.yaml (copied to /etc/floopy-gateway/); mount
 # your own configuration over /etc/floopy-gateway/gateway.yaml, or pass
 # `--config FILE`. `docker run ... floopy-gateway --check-config FILE`
-# validates a configuration and exits.
+# validates a configuration and exits. The control plane runs from the same
+# image: `docker run --entrypoint floopy-control floopy-gateway --config
+# /etc/floopy-gateway/control/control.yaml` (mount a configuration naming
+# your control database).
 
 # ---------------------------------------------------------------------------
 # Builder
@@ -33,23 +37,27 @@ WORKDIR /build
 # manifest, the lock file or .cargo/ change, not on every source change.
 # The workspace's members are the gateway (the root package) and the crates
 # under crates/; the placeholder sources satisfy every target their manifests
-# declare or cargo discovers. Only the floopy-gateway binary is built, from
-# normal dependencies alone: the fake provider (crates/fake-provider) is a
-# dev-dependency and is never compiled into this image
-# (tests/dependencies.rs checks it).
+# declare or cargo discovers. Only the floopy-gateway and floopy-control
+# binaries are built, from normal dependencies alone: the fake provider
+# (crates/fake-provider) is a dev-dependency and is never compiled into this
+# image (tests/dependencies.rs checks it).
 COPY Cargo.toml Cargo.lock ./
 COPY .cargo/ .cargo/
 COPY crates/model/Cargo.toml crates/model/
 COPY crates/control-db/Cargo.toml crates/control-db/
 COPY crates/fake-provider/Cargo.toml crates/fake-provider/
+COPY crates/control/Cargo.toml crates/control/
 RUN mkdir -p src benches crates/model/src crates/control-db/src crates/fake-provider/src/bin \
+        crates/control/src \
     && echo 'fn main() {}' > src/main.rs \
+    && echo 'fn main() {}' > crates/control/src/main.rs \
     && touch src/lib.rs crates/model/src/lib.rs crates/control-db/src/lib.rs \
-        crates/fake-provider/src/lib.rs \
+        crates/fake-provider/src/lib.rs crates/control/src/lib.rs \
     && echo 'fn main() {}' > crates/fake-provider/src/bin/fake-provider.rs \
     && echo 'fn main() {}' > benches/hot_path.rs \
     && echo 'fn main() {}' > benches/control_1m.rs \
     && cargo build --release --locked -p floopy-gateway --bin floopy-gateway \
+        -p floopy-control --bin floopy-control \
     && rm -rf src crates/*/src
 
 # The real sources. COPY keeps the files' modification times, which can be
@@ -61,7 +69,9 @@ COPY src/ src/
 COPY crates/ crates/
 RUN find src crates -name '*.rs' -exec touch {} + \
     && cargo build --release --locked -p floopy-gateway --bin floopy-gateway \
-    && install -m 0755 target/release/floopy-gateway /usr/local/bin/floopy-gateway
+        -p floopy-control --bin floopy-control \
+    && install -m 0755 target/release/floopy-gateway /usr/local/bin/floopy-gateway \
+    && install -m 0755 target/release/floopy-control /usr/local/bin/floopy-control
 
 # ---------------------------------------------------------------------------
 # Runtime
@@ -87,6 +97,7 @@ RUN groupadd --system --gid 10001 floopy \
     && chown floopy:floopy /var/lib/floopy-gateway
 
 COPY --from=builder /usr/local/bin/floopy-gateway /usr/local/bin/floopy-gateway
+COPY --from=builder /usr/local/bin/floopy-control /usr/local/bin/floopy-control
 COPY conf/ /etc/floopy-gateway/
 
 USER floopy:floopy

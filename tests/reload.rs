@@ -136,7 +136,7 @@ async fn sighup_swaps_good_files_rejects_bad_ones_and_fails_no_request() {
     }
     assert!(
         gw.stderr()
-            .contains("limits: unknown field `max_body_bytez`"),
+            .contains("limits.max_body_bytez: unknown field `max_body_bytez`"),
         "the rejection names the field:\n{}",
         gw.stderr()
     );

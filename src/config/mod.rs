@@ -153,11 +153,13 @@ pub fn parse_with(text: &str, resolve: Resolve) -> Result<Config, ConfigErrors> 
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { "(root)".into() } else { path };
-        // serde_yaml's message may start with the path already.
+        // serde_yaml starts some messages with the place they are about
+        // (`limits: unknown field ...`), which the path already names.
         let message = e.into_inner().to_string();
-        let message = message
-            .strip_prefix(&format!("{path}: "))
-            .map_or(message.clone(), str::to_string);
+        let message = match message.split_once(": ") {
+            Some((place, rest)) if path.starts_with(place) => rest.to_string(),
+            _ => message,
+        };
         ConfigErrors(vec![ConfigError { path, message }])
     })?;
     validate(raw, resolve)

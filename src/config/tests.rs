@@ -79,7 +79,7 @@ fn minimal_config_loads_with_defaults() {
 #[test]
 fn unknown_fields_are_errors_with_their_path() {
     let text = MINIMAL.replace("    kind: openai", "    kind: openai\n    colour: red");
-    assert_error(&text, "providers[0]: unknown field `colour`");
+    assert_error(&text, "providers[0].colour: unknown field `colour`");
 }
 
 #[test]

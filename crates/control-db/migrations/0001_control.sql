@@ -1,5 +1,5 @@
 -- floopy-gateway control database, SPEC section 2.
--- Applied by the gateway at start (src/control/migrate.rs), in version order,
+-- Applied at start (floopy-control-db's migrate.rs), in version order,
 -- each file once, under an advisory lock so replicas starting together do
 -- not race.
 

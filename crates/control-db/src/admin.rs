@@ -16,8 +16,9 @@ use crate::connect::DbConfig;
 /// Manage the control database without SQL.
 #[derive(Debug, Args)]
 pub struct AdminArgs {
-    /// The control database, `postgres://user@host:port/db[?sslmode=...]`.
-    #[arg(long, env = "DATABASE_URL", value_name = "URL")]
+    /// The control database, `postgres://user@host:port/db[?sslmode=...]`
+    /// (its value is never printed: it may hold a password).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: String,
     #[command(subcommand)]
     pub command: AdminCommand,
@@ -29,8 +30,10 @@ pub enum AdminCommand {
     Migrate,
     /// Create an organization (and its Default project); prints its id.
     CreateOrg {
+        /// 1 to 200 characters.
         #[arg(long)]
         name: String,
+        /// free (1 project), starter (3), pro (10) or enterprise (unlimited).
         #[arg(long, default_value = "free", value_parser = parse_plan)]
         plan: Plan,
         /// The org's id (default: a new UUID v7).
@@ -39,18 +42,22 @@ pub enum AdminCommand {
     },
     /// Create a project in an organization; prints its id.
     CreateProject {
+        /// The organization's id.
         #[arg(long)]
         org: Uuid,
+        /// 1 to 100 characters.
         #[arg(long)]
         name: String,
         /// Lowercase letters, digits and single hyphens, 1 to 63 characters.
         #[arg(long, value_parser = parse_slug)]
         slug: String,
+        /// Up to 500 characters.
         #[arg(long)]
         description: Option<String>,
         /// `#rrggbb`.
         #[arg(long)]
         color: Option<String>,
+        /// A short icon name, 1 to 32 characters.
         #[arg(long)]
         icon: Option<String>,
         /// The project's id (default: a new UUID v7).
@@ -59,24 +66,31 @@ pub enum AdminCommand {
     },
     /// Archive a project: requests naming it get 404.
     ArchiveProject {
+        /// The organization's id.
         #[arg(long)]
         org: Uuid,
+        /// The project's id.
         #[arg(long)]
         project: Uuid,
     },
     /// Delete a project; the keys locked to it are revoked.
     DeleteProject {
+        /// The organization's id.
         #[arg(long)]
         org: Uuid,
+        /// The project's id.
         #[arg(long)]
         project: Uuid,
     },
     /// Create an API key; prints the key string once (only its SHA-256 is stored).
     CreateKey {
+        /// The organization's id.
         #[arg(long)]
         org: Uuid,
+        /// 1 to 200 characters.
         #[arg(long)]
         name: String,
+        /// development, staging, production or other; limits are per environment.
         #[arg(long, value_parser = parse_environment)]
         environment: Option<Environment>,
         /// Lock the key to this project.
@@ -88,13 +102,16 @@ pub enum AdminCommand {
     },
     /// Revoke an API key.
     RevokeKey {
+        /// The key's id (as `create-key` printed it).
         #[arg(long)]
         key: Uuid,
     },
     /// Set an environment's limits (an absent limit is removed).
     SetLimits {
+        /// The organization's id.
         #[arg(long)]
         org: Uuid,
+        /// development, staging, production or other.
         #[arg(long, value_parser = parse_environment)]
         environment: Environment,
         /// Requests per minute, all keys of the environment together.

@@ -191,6 +191,16 @@ impl DbConfig {
         self.0.mode
     }
 
+    /// The driver's settings (for a connection pool), TLS mode included.
+    pub fn postgres_config(&self) -> &tokio_postgres::Config {
+        &self.0.pg
+    }
+
+    /// The TLS connector the `sslmode` asked for (for a connection pool).
+    pub fn tls(&self) -> MakeTlsConnector {
+        self.0.tls.clone()
+    }
+
     /// Connects within `timeout` as `application_name` (unless the URL
     /// names one) and drives the connection in a task.
     pub async fn connect(

@@ -9,6 +9,11 @@ use tokio_postgres::Client;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "control", include_str!("../migrations/0001_control.sql")),
     (2, "usage", include_str!("../migrations/0002_usage.sql")),
+    (
+        3,
+        "control_plane",
+        include_str!("../migrations/0003_control_plane.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration lock.

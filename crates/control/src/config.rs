@@ -1,0 +1,191 @@
+//! The control plane's YAML configuration, read like the gateway's: unknown
+//! fields are errors, every error names its path, `--check-config`
+//! validates a file without starting. Every default is a named constant.
+
+use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::path::Path;
+use std::time::Duration;
+
+use floopy_control_db::DbConfig;
+use serde::Deserialize;
+
+/// Connections to the control database: the API's queries are short, so a
+/// few serve many concurrent requests.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+/// A dashboard session lasts a working day.
+pub const DEFAULT_SESSION_TTL_HOURS: u64 = 12;
+/// Failed logins of one account within the window before it is throttled:
+/// enough for typos, far too few to guess a password.
+pub const DEFAULT_MAX_FAILURES_PER_ACCOUNT: u32 = 5;
+/// Failed logins from one client address within the window (it may be an
+/// office behind one address, so more than per account).
+pub const DEFAULT_MAX_FAILURES_PER_CLIENT: u32 = 20;
+/// The throttling window.
+pub const DEFAULT_THROTTLE_WINDOW_SECONDS: u64 = 900;
+/// Seconds the server lets requests in flight finish on SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: SocketAddr,
+    database: RawDatabase,
+    #[serde(default)]
+    sessions: RawSessions,
+    #[serde(default)]
+    login_throttle: RawThrottle,
+    shutdown_grace_seconds: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    url: String,
+    pool_size: Option<NonZeroUsize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSessions {
+    ttl_hours: Option<NonZeroU64>,
+    /// Send the cookie only over HTTPS (default true; false for a local
+    /// plain-HTTP set-up).
+    secure_cookie: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThrottle {
+    max_failures_per_account: Option<NonZeroU32>,
+    max_failures_per_client: Option<NonZeroU32>,
+    window_seconds: Option<NonZeroU64>,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub db: DbConfig,
+    pub pool_size: usize,
+    pub session_ttl: Duration,
+    pub secure_cookie: bool,
+    pub throttle: Throttle,
+    pub shutdown_grace: Duration,
+}
+
+/// Failed-login limits within a sliding window.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    pub max_failures_per_account: u32,
+    pub max_failures_per_client: u32,
+    pub window: Duration,
+}
+
+/// Reads and validates a configuration file; `Err` is every error, one per
+/// line, each with its path.
+pub fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "{}: cannot read the configuration file: {e}",
+            path.display()
+        )
+    })?;
+    parse(&text)
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str) -> Result<Config, String> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let message = without_location_prefix(&path, e.into_inner().to_string());
+        format!("{path}: {message}")
+    })?;
+    let db = DbConfig::parse(&raw.database.url).map_err(|e| format!("database.url: {e}"))?;
+    Ok(Config {
+        listen: raw.listen,
+        db,
+        pool_size: raw
+            .database
+            .pool_size
+            .map_or(DEFAULT_POOL_SIZE, NonZeroUsize::get),
+        session_ttl: Duration::from_secs(
+            3600 * raw
+                .sessions
+                .ttl_hours
+                .map_or(DEFAULT_SESSION_TTL_HOURS, NonZeroU64::get),
+        ),
+        secure_cookie: raw.sessions.secure_cookie.unwrap_or(true),
+        throttle: Throttle {
+            max_failures_per_account: raw
+                .login_throttle
+                .max_failures_per_account
+                .map_or(DEFAULT_MAX_FAILURES_PER_ACCOUNT, NonZeroU32::get),
+            max_failures_per_client: raw
+                .login_throttle
+                .max_failures_per_client
+                .map_or(DEFAULT_MAX_FAILURES_PER_CLIENT, NonZeroU32::get),
+            window: Duration::from_secs(
+                raw.login_throttle
+                    .window_seconds
+                    .map_or(DEFAULT_THROTTLE_WINDOW_SECONDS, NonZeroU64::get),
+            ),
+        },
+        shutdown_grace: Duration::from_secs(
+            raw.shutdown_grace_seconds
+                .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+        ),
+    })
+}
+
+/// serde_yaml starts some messages with the place they are about
+/// (`database: unknown field ...`), which the path already names.
+fn without_location_prefix(path: &str, message: String) -> String {
+    match message.split_once(": ") {
+        Some((place, rest)) if path.starts_with(place) => rest.to_string(),
+        _ => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "listen: \"127.0.0.1:8081\"\ndatabase:\n  url: \"postgres://u@h/d\"\n";
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let config = parse(MINIMAL).unwrap();
+        assert_eq!(config.pool_size, DEFAULT_POOL_SIZE);
+        assert!(config.secure_cookie, "cookies are Secure unless told");
+        assert_eq!(config.throttle.max_failures_per_account, 5);
+    }
+
+    #[test]
+    fn the_shipped_configuration_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../conf/control/control.yaml");
+        if let Err(e) = load(&path) {
+            panic!("{}: {e}", path.display());
+        }
+    }
+
+    #[test]
+    fn errors_name_their_path() {
+        let bad = MINIMAL.replace("database:", "database:\n  pool_sise: 3");
+        let e = parse(&bad).unwrap_err();
+        assert!(
+            e.starts_with("database.pool_sise: unknown field `pool_sise`"),
+            "{e}"
+        );
+        let bad = MINIMAL.replace("postgres://u@h/d", "postgres://u@h/d?sslmode=sometimes");
+        let e = parse(&bad).unwrap_err();
+        assert!(e.starts_with("database.url: sslmode"), "{e}");
+        let bad = format!("{MINIMAL}login_throttle: {{max_failures_per_account: 0}}\n");
+        let e = parse(&bad).unwrap_err();
+        assert!(
+            e.starts_with("login_throttle.max_failures_per_account: invalid value"),
+            "{e}"
+        );
+    }
+}

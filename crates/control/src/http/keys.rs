@@ -1,0 +1,301 @@
+//! API keys: create (the secret returned once; only its SHA-256 and a short
+//! prefix are stored), list and read (never the secret), rename, revoke.
+//! Org owners and admins manage every key; project owners and admins the
+//! keys locked to their project. A key created or revoked here reaches
+//! every gateway through the database's change notification.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use floopy_model::validate::{check_length, NAME_CHARS};
+use floopy_model::{generate_key, hash_key, Environment};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, JsonBody, Page, PageQuery};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::rfc3339;
+use crate::roles::{authorize, project_role, Action, Membership, OrgRole};
+
+/// Characters of a key shown to recognise it (`fpk_` and the next eight).
+const SHOWN_PREFIX: usize = 12;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    pub name: String,
+    pub environment: Option<Environment>,
+    /// Every request of the key goes to this project.
+    pub project_id: Option<Uuid>,
+    /// The project of requests that name none.
+    pub default_project_id: Option<Uuid>,
+    /// The key's first characters, to recognise it; never the secret.
+    pub prefix: Option<String>,
+    pub revoked: bool,
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+}
+
+const COLUMNS: &str = concat!(
+    "id, org_id, name, environment::text, project_id, default_project_id, prefix, ",
+    "revoked_at IS NOT NULL, ",
+    rfc3339!("created_at"),
+    ", ",
+    rfc3339!("revoked_at")
+);
+
+fn view(row: &tokio_postgres::Row) -> KeyView {
+    let environment: Option<String> = row.get(3);
+    KeyView {
+        id: row.get(0),
+        org_id: row.get(1),
+        name: row.get(2),
+        environment: environment.as_deref().and_then(Environment::parse),
+        project_id: row.get(4),
+        default_project_id: row.get(5),
+        prefix: row.get(6),
+        revoked: row.get(7),
+        created_at: row.get(8),
+        revoked_at: row.get(9),
+    }
+}
+
+async fn read_key(db: &tokio_postgres::Client, org: Uuid, key: Uuid) -> Result<KeyView, ApiError> {
+    db.query_opt(
+        &format!("SELECT {COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
+        &[&org, &key],
+    )
+    .await?
+    .map(|row| view(&row))
+    .ok_or(ApiError::NotFound("key"))
+}
+
+/// A key the caller may see: 404 for one they may not (its project is not
+/// theirs).
+async fn visible_key(
+    db: &tokio_postgres::Client,
+    m: &Membership,
+    org: Uuid,
+    key: Uuid,
+) -> Result<KeyView, ApiError> {
+    let view = read_key(db, org, key).await?;
+    match authorize(m, Action::ReadKeys(view.project_id)) {
+        Ok(()) => Ok(view),
+        Err(_) => Err(ApiError::NotFound("key")),
+    }
+}
+
+/// `GET /v1/orgs/{org}/keys`: the keys the caller may see (org owners and
+/// admins: all; others: those locked to their projects).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+    Query(page): Query<PageQuery>,
+) -> Result<Json<Page<KeyView>>, ApiError> {
+    let (limit, after) = page.parse()?;
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    let all = matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let mine: Vec<Uuid> = m.projects.keys().copied().collect();
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {COLUMNS} FROM api_keys
+                  WHERE org_id = $1 AND id > $2 AND ($4 OR project_id = ANY($5))
+                  ORDER BY id LIMIT $3"
+            ),
+            &[&org, &after, &(limit + 1), &all, &mine],
+        )
+        .await?;
+    let items = rows.iter().map(view).collect();
+    Ok(Json(Page::new(items, limit, |k| k.id)))
+}
+
+/// `GET /v1/orgs/{org}/keys/{key}`.
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, key)): Path<(Uuid, Uuid)>,
+) -> Result<Json<KeyView>, ApiError> {
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    visible_key(&db, &m, org, key).await.map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub environment: Option<Environment>,
+    pub project_id: Option<Uuid>,
+    pub default_project_id: Option<Uuid>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The key itself: shown this once, never again.
+    pub key: String,
+}
+
+/// `POST /v1/orgs/{org}/keys`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+    JsonBody(body): JsonBody<NewKey>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageKeys(body.project_id))?;
+    let mut errors = Vec::new();
+    if let Err(message) = check_length(&body.name, NAME_CHARS) {
+        errors.push(FieldError::new("name", message));
+    }
+    // Both projects must be active projects of this org the caller sees.
+    for (param, project) in [
+        ("project_id", body.project_id),
+        ("default_project_id", body.default_project_id),
+    ] {
+        let Some(project) = project else { continue };
+        let active: Option<bool> = db
+            .query_opt(
+                "SELECT NOT archived FROM projects WHERE org_id = $1 AND id = $2",
+                &[&org, &project],
+            )
+            .await?
+            .map(|row| row.get(0));
+        if active != Some(true) || project_role(&m, project).is_none() {
+            errors.push(FieldError::new(
+                param,
+                format!("{project} is not an active project of this organization"),
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let secret = generate_key().map_err(ApiError::internal)?;
+    let id = Uuid::now_v7();
+    let tx = db.transaction().await?;
+    tx.execute(
+        "INSERT INTO api_keys (id, org_id, name, key_hash, environment, project_id, default_project_id, prefix)
+         VALUES ($1, $2, $3, $4, $5::text::floopy_environment, $6, $7, $8)",
+        &[
+            &id,
+            &org,
+            &body.name,
+            &hash_key(secret.as_bytes()).to_vec(),
+            &body.environment.map(Environment::as_str),
+            &body.project_id,
+            &body.default_project_id,
+            &&secret[..SHOWN_PREFIX],
+        ],
+    )
+    .await?;
+    let view = read_key(tx.client(), org, id).await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "key.create",
+            object_type: "api_key",
+            object_id: id.to_string(),
+            before: None,
+            after: audit::snapshot(&view),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { view, key: secret })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRename {
+    pub name: String,
+}
+
+/// Changes a key the caller manages, with its audit entry.
+async fn change_key(
+    state: &AppState,
+    caller: &Caller,
+    (org, key): (Uuid, Uuid),
+    audit_action: &str,
+    sql: &str,
+    extra: Option<&String>,
+) -> Result<KeyView, ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, caller, org).await?;
+    let before = visible_key(&db, &m, org, key).await?;
+    authorize(&m, Action::ManageKeys(before.project_id))?;
+    let tx = db.transaction().await?;
+    match extra {
+        Some(value) => tx.execute(sql, &[&org, &key, value]).await?,
+        None => tx.execute(sql, &[&org, &key]).await?,
+    };
+    let after = read_key(tx.client(), org, key).await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: audit_action,
+            object_type: "api_key",
+            object_id: key.to_string(),
+            before: audit::snapshot(&before),
+            after: audit::snapshot(&after),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(after)
+}
+
+/// `PATCH /v1/orgs/{org}/keys/{key}`: renames it.
+pub async fn rename(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ids): Path<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<KeyRename>,
+) -> Result<Json<KeyView>, ApiError> {
+    if let Err(message) = check_length(&body.name, NAME_CHARS) {
+        return Err(ApiError::Validation(vec![FieldError::new("name", message)]));
+    }
+    change_key(
+        &state,
+        &caller,
+        ids,
+        "key.rename",
+        "UPDATE api_keys SET name = $3 WHERE org_id = $1 AND id = $2",
+        Some(&body.name),
+    )
+    .await
+    .map(Json)
+}
+
+/// `POST /v1/orgs/{org}/keys/{key}/revoke`: every gateway refuses it within
+/// about a second. Revoking a revoked key changes nothing.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(ids): Path<(Uuid, Uuid)>,
+) -> Result<Json<KeyView>, ApiError> {
+    change_key(
+        &state,
+        &caller,
+        ids,
+        "key.revoke",
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE org_id = $1 AND id = $2",
+        None,
+    )
+    .await
+    .map(Json)
+}

@@ -1,0 +1,178 @@
+//! Environment limits of an org (owners and admins): requests per minute
+//! and the monthly cost cap, per environment. A change reaches every
+//! gateway through the database's change notification.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use floopy_model::{format_usd, usd_to_micro, Environment};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, JsonBody};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::roles::{authorize, Action};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitsView {
+    pub environment: Environment,
+    /// Requests per minute, all keys of the environment together.
+    pub rpm: Option<i32>,
+    /// The monthly cost cap in USD, exact to the micro-dollar.
+    pub monthly_cost_usd: Option<String>,
+}
+
+fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
+    let environment: String = row.get(0);
+    let cost: Option<i64> = row.get(2);
+    Some(LimitsView {
+        environment: Environment::parse(&environment)?,
+        rpm: row.get(1),
+        monthly_cost_usd: cost.map(|c| format_usd(u64::try_from(c).unwrap_or(0))),
+    })
+}
+
+/// `GET /v1/orgs/{org}/limits`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+) -> Result<Json<Vec<LimitsView>>, ApiError> {
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ReadLimits)?;
+    let rows = db
+        .query(
+            "SELECT environment::text, rpm, monthly_cost_micro_usd FROM environment_limits
+              WHERE org_id = $1 ORDER BY environment",
+            &[&org],
+        )
+        .await?;
+    Ok(Json(rows.iter().filter_map(view).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsChange {
+    pub rpm: Option<i64>,
+    pub monthly_cost_usd: Option<f64>,
+}
+
+fn parse_environment(value: &str) -> Result<Environment, ApiError> {
+    Environment::parse(value).ok_or_else(|| {
+        ApiError::Validation(vec![FieldError::new(
+            "environment",
+            format!("{value:?} is not one of development, staging, production, other"),
+        )])
+    })
+}
+
+/// `PUT /v1/orgs/{org}/limits/{environment}`: sets both limits (an absent
+/// one is removed).
+pub async fn set(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, environment)): Path<(Uuid, String)>,
+    JsonBody(body): JsonBody<LimitsChange>,
+) -> Result<Json<LimitsView>, ApiError> {
+    let environment = parse_environment(&environment)?;
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageLimits)?;
+    let mut errors = Vec::new();
+    let rpm = match body.rpm {
+        None => None,
+        Some(n) if (1..=i64::from(i32::MAX)).contains(&n) => i32::try_from(n).ok(),
+        Some(_) => {
+            errors.push(FieldError::new("rpm", "must be 1 to 2147483647"));
+            None
+        }
+    };
+    let cost = match body.monthly_cost_usd.map(usd_to_micro) {
+        None => None,
+        Some(Ok(micro)) => i64::try_from(micro).ok(),
+        Some(Err(e)) => {
+            errors.push(FieldError::new("monthly_cost_usd", e.to_string()));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let tx = db.transaction().await?;
+    let before = tx
+        .query_opt(
+            "SELECT environment::text, rpm, monthly_cost_micro_usd FROM environment_limits
+              WHERE org_id = $1 AND environment = $2::text::floopy_environment",
+            &[&org, &environment.as_str()],
+        )
+        .await?
+        .as_ref()
+        .and_then(view);
+    let row = tx
+        .query_one(
+            "INSERT INTO environment_limits (org_id, environment, rpm, monthly_cost_micro_usd)
+             VALUES ($1, $2::text::floopy_environment, $3, $4)
+             ON CONFLICT (org_id, environment)
+             DO UPDATE SET rpm = EXCLUDED.rpm, monthly_cost_micro_usd = EXCLUDED.monthly_cost_micro_usd
+             RETURNING environment::text, rpm, monthly_cost_micro_usd",
+            &[&org, &environment.as_str(), &rpm, &cost],
+        )
+        .await?;
+    let after = view(&row).ok_or_else(|| ApiError::internal("environment"))?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "limits.set",
+            object_type: "environment_limits",
+            object_id: environment.to_string(),
+            before: before.as_ref().and_then(audit::snapshot),
+            after: audit::snapshot(&after),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+/// `DELETE /v1/orgs/{org}/limits/{environment}`: no limits for it.
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, environment)): Path<(Uuid, String)>,
+) -> Result<StatusCode, ApiError> {
+    let environment = parse_environment(&environment)?;
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageLimits)?;
+    let tx = db.transaction().await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM environment_limits WHERE org_id = $1 AND environment = $2::text::floopy_environment",
+            &[&org, &environment.as_str()],
+        )
+        .await?;
+    if removed == 0 {
+        return Err(ApiError::NotFound("limits"));
+    }
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "limits.remove",
+            object_type: "environment_limits",
+            object_id: environment.to_string(),
+            before: None,
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

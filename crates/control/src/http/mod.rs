@@ -1,0 +1,215 @@
+//! The `/v1/` API, a module per resource, and what they share: the JSON
+//! body extractor (errors name the field), the caller's membership in the
+//! org a path names, and cursor pagination.
+
+pub mod keys;
+pub mod limits;
+pub mod orgs;
+pub mod projects;
+pub mod session;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::routing::{get, patch, post, put};
+use axum::Router;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::roles::{Membership, OrgRole, ProjectRole};
+
+/// Every route of the API.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/login", post(session::login))
+        .route("/v1/auth/logout", post(session::logout))
+        .route("/v1/me", get(session::me))
+        .route(
+            "/v1/tokens",
+            get(session::list_tokens).post(session::create_token),
+        )
+        .route(
+            "/v1/tokens/{token}",
+            axum::routing::delete(session::revoke_token),
+        )
+        .route("/v1/orgs", get(orgs::list))
+        .route("/v1/orgs/{org}", get(orgs::read).patch(orgs::update))
+        .route("/v1/orgs/{org}/audit", get(orgs::audit))
+        .route(
+            "/v1/orgs/{org}/projects",
+            get(projects::list).post(projects::create),
+        )
+        .route(
+            "/v1/orgs/{org}/projects/{project}",
+            get(projects::read)
+                .patch(projects::update)
+                .delete(projects::delete),
+        )
+        .route(
+            "/v1/orgs/{org}/projects/{project}/archive",
+            post(projects::archive),
+        )
+        .route(
+            "/v1/orgs/{org}/projects/{project}/unarchive",
+            post(projects::unarchive),
+        )
+        .route("/v1/orgs/{org}/keys", get(keys::list).post(keys::create))
+        .route(
+            "/v1/orgs/{org}/keys/{key}",
+            get(keys::read).patch(keys::rename),
+        )
+        .route("/v1/orgs/{org}/keys/{key}/revoke", post(keys::revoke))
+        .route("/v1/orgs/{org}/limits", get(limits::list))
+        .route(
+            "/v1/orgs/{org}/limits/{environment}",
+            put(limits::set).delete(limits::remove),
+        )
+        .route(
+            "/v1/orgs/{org}/members/{user}",
+            patch(orgs::set_member_role),
+        )
+}
+
+/// A JSON request body; a body that is not JSON is 400 `invalid_json`, a
+/// field of the wrong type or an unknown field 422 naming it.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::InvalidJson(e.to_string()))?;
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes) {
+            return Err(ApiError::InvalidJson(e.to_string()));
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de)
+            .map(JsonBody)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let param = if path == "." { "(body)".into() } else { path };
+                let message = e.into_inner().to_string();
+                // serde_json appends the position; the field is named already.
+                let message = message
+                    .split(" at line ")
+                    .next()
+                    .unwrap_or(&message)
+                    .to_string();
+                ApiError::Validation(vec![FieldError::new(param, message)])
+            })
+    }
+}
+
+/// The caller's membership in `org`; 404 when they are not a member (an org
+/// that is not theirs does not exist for them).
+pub async fn membership(
+    db: &tokio_postgres::Client,
+    caller: &Caller,
+    org: Uuid,
+) -> Result<Membership, ApiError> {
+    let role: String = db
+        .query_opt(
+            "SELECT role::text FROM org_members WHERE org_id = $1 AND user_id = $2",
+            &[&org, &caller.user_id],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("organization"))?
+        .get(0);
+    let org_role =
+        OrgRole::parse(&role).ok_or_else(|| ApiError::internal(format!("role {role}")))?;
+    let mut projects = std::collections::HashMap::new();
+    for row in db
+        .query(
+            "SELECT project_id, role::text FROM project_members WHERE org_id = $1 AND user_id = $2",
+            &[&org, &caller.user_id],
+        )
+        .await?
+    {
+        let role: String = row.get(1);
+        if let Some(role) = ProjectRole::parse(&role) {
+            projects.insert(row.get(0), role);
+        }
+    }
+    Ok(Membership { org_role, projects })
+}
+
+/// `?limit=&cursor=` of a list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+/// Items per page by default, and at most.
+pub const DEFAULT_PAGE: i64 = 50;
+pub const MAX_PAGE: i64 = 200;
+
+impl PageQuery {
+    /// (page size, the id to list after). Ids are UUID v7, so their order is
+    /// creation order; the cursor is the last id of the previous page.
+    pub fn parse(&self) -> Result<(i64, Uuid), ApiError> {
+        let limit = self.limit.unwrap_or(DEFAULT_PAGE);
+        let mut errors = Vec::new();
+        if !(1..=MAX_PAGE).contains(&limit) {
+            errors.push(FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")));
+        }
+        let after = match &self.cursor {
+            None => Uuid::nil(),
+            Some(c) => Uuid::try_parse(c).unwrap_or_else(|_| {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "is not a cursor this API returned",
+                ));
+                Uuid::nil()
+            }),
+        };
+        if errors.is_empty() {
+            Ok((limit, after))
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// One page of a list: `next_cursor` is absent on the last.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// A page from up to `limit + 1` fetched items (the extra one tells
+    /// whether there is a next page); `id` gives an item's id.
+    pub fn new(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> Uuid) -> Self {
+        let more = items.len() as i64 > limit;
+        items.truncate(usize::try_from(limit).unwrap_or(0));
+        let next_cursor = if more {
+            items.last().map(|item| id(item).to_string())
+        } else {
+            None
+        };
+        Page {
+            data: items,
+            next_cursor,
+        }
+    }
+}
+
+/// SQL for a `timestamptz` column as an RFC 3339 UTC string.
+#[macro_export]
+macro_rules! rfc3339 {
+    ($column:literal) => {
+        concat!(
+            "to_char(",
+            $column,
+            " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+        )
+    };
+}

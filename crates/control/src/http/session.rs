@@ -1,0 +1,333 @@
+//! Signing in and out, the caller's own view, and personal access tokens.
+
+use axum::extract::{Path, State};
+use axum::http::header::SET_COOKIE;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::JsonBody;
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::{
+    client_address, new_secret, secret_hash, verify_password, Caller, Credential, SESSION_COOKIE,
+    TOKEN_PREFIX,
+};
+use crate::error::{ApiError, FieldError};
+use crate::rfc3339;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoggedIn {
+    pub user_id: Uuid,
+    /// Send it back in `x-csrf-token` on every state-changing request made
+    /// with the session cookie.
+    pub csrf_token: String,
+}
+
+/// The client's address, from the connection.
+pub struct ClientAddress(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientAddress(client_address(parts)))
+    }
+}
+
+/// `POST /v1/auth/login`: a session cookie and its CSRF token, or 401; 429
+/// once the account or the client address failed too often.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddress(client): ClientAddress,
+    JsonBody(body): JsonBody<Login>,
+) -> Result<Response, ApiError> {
+    let db = state.db().await?;
+    let email = body.email.trim().to_lowercase();
+    let throttle = state.config.throttle;
+    let window = throttle.window.as_secs_f64();
+    let counts = db
+        .query_one(
+            "SELECT count(*) FILTER (WHERE email = $1), count(*) FILTER (WHERE client = $2)
+               FROM login_failures WHERE at > now() - make_interval(secs => $3)",
+            &[&email, &client, &window],
+        )
+        .await?;
+    let (by_account, by_client): (i64, i64) = (counts.get(0), counts.get(1));
+    if by_account >= i64::from(throttle.max_failures_per_account)
+        || by_client >= i64::from(throttle.max_failures_per_client)
+    {
+        return Err(ApiError::LoginThrottled {
+            retry_after_secs: throttle.window.as_secs(),
+        });
+    }
+    let user = db
+        .query_opt(
+            "SELECT id, password_hash FROM users WHERE lower(email) = $1",
+            &[&email],
+        )
+        .await?;
+    let hash = user
+        .as_ref()
+        .and_then(|row| row.get::<_, Option<String>>(1));
+    if !verify_password(body.password, hash).await {
+        db.execute(
+            "INSERT INTO login_failures (email, client) VALUES ($1, $2)",
+            &[&email, &client],
+        )
+        .await?;
+        tracing::info!(client = %client, "failed login");
+        return Err(ApiError::InvalidCredentials);
+    }
+    let Some(user) = user else {
+        return Err(ApiError::InvalidCredentials);
+    };
+    let user_id: Uuid = user.get(0);
+    let session = new_secret("")?;
+    let csrf_token = new_secret("")?;
+    let ttl = state.config.session_ttl.as_secs_f64();
+    db.execute(
+        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at)
+         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
+        &[&secret_hash(&session), &user_id, &csrf_token, &ttl],
+    )
+    .await?;
+    let secure = if state.config.secure_cookie {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
+        state.config.session_ttl.as_secs()
+    );
+    let mut response = Json(LoggedIn {
+        user_id,
+        csrf_token,
+    })
+    .into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
+    );
+    Ok(response)
+}
+
+/// `POST /v1/auth/logout`: ends the session (the cookie is cleared).
+pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    if let Credential::Session { token_hash } = &caller.credential {
+        let db = state.db().await?;
+        db.execute("DELETE FROM sessions WHERE token_hash = $1", &[token_hash])
+            .await?;
+    }
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    response.headers_mut().insert(
+        SET_COOKIE,
+        HeaderValue::from_static("floopy_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+pub struct Me {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub orgs: Vec<MyOrg>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MyOrg {
+    pub id: Uuid,
+    pub name: String,
+    pub role: String,
+}
+
+/// `GET /v1/me`: the caller and their organizations.
+pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
+    let db = state.db().await?;
+    let user = db
+        .query_one(
+            "SELECT email, name FROM users WHERE id = $1",
+            &[&caller.user_id],
+        )
+        .await?;
+    let orgs = db
+        .query(
+            "SELECT o.id, o.name, m.role::text FROM org_members m
+               JOIN organizations o ON o.id = m.org_id
+              WHERE m.user_id = $1 ORDER BY o.name, o.id",
+            &[&caller.user_id],
+        )
+        .await?
+        .iter()
+        .map(|row| MyOrg {
+            id: row.get(0),
+            name: row.get(1),
+            role: row.get(2),
+        })
+        .collect();
+    Ok(Json(Me {
+        id: caller.user_id,
+        email: user.get(0),
+        name: user.get(1),
+        orgs,
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TokenView {
+    pub id: Uuid,
+    pub name: String,
+    /// The first characters, to recognise it.
+    pub prefix: String,
+    pub created_at: String,
+    pub last_used_at: Option<String>,
+    pub revoked: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub view: TokenView,
+    /// The token itself: shown this once, never again.
+    pub token: String,
+}
+
+/// `POST /v1/tokens`: a personal access token for the caller.
+pub async fn create_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
+    if let Err(message) = floopy_model::validate::check_length(&body.name, (1, 200)) {
+        return Err(ApiError::Validation(vec![FieldError::new("name", message)]));
+    }
+    let token = new_secret(TOKEN_PREFIX)?;
+    let prefix = token[..TOKEN_PREFIX.len() + 6].to_string();
+    let id = Uuid::now_v7();
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_one(
+            concat!(
+                "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                rfc3339!("created_at")
+            ),
+            &[
+                &id,
+                &caller.user_id,
+                &body.name,
+                &secret_hash(&token),
+                &prefix,
+            ],
+        )
+        .await?;
+    let view = TokenView {
+        id,
+        name: body.name,
+        prefix,
+        created_at: row.get(0),
+        last_used_at: None,
+        revoked: false,
+    };
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: None,
+            actor_id: caller.user_id,
+            action: "token.create",
+            object_type: "access_token",
+            object_id: id.to_string(),
+            before: None,
+            after: audit::snapshot(&view),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedToken { view, token })))
+}
+
+/// `GET /v1/tokens`: the caller's tokens (never the secrets).
+pub async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<TokenView>>, ApiError> {
+    let db = state.db().await?;
+    let rows = db
+        .query(
+            concat!(
+                "SELECT id, name, prefix, ",
+                rfc3339!("created_at"),
+                ", ",
+                rfc3339!("last_used_at"),
+                ", revoked_at IS NOT NULL FROM access_tokens WHERE user_id = $1 ORDER BY id"
+            ),
+            &[&caller.user_id],
+        )
+        .await?;
+    Ok(Json(
+        rows.iter()
+            .map(|row| TokenView {
+                id: row.get(0),
+                name: row.get(1),
+                prefix: row.get(2),
+                created_at: row.get(3),
+                last_used_at: row.get(4),
+                revoked: row.get(5),
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /v1/tokens/{token}`: revokes one of the caller's tokens.
+pub async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(token): Path<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let revoked = tx
+        .execute(
+            "UPDATE access_tokens SET revoked_at = now()
+              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
+            &[&token, &caller.user_id],
+        )
+        .await?;
+    if revoked == 0 {
+        return Err(ApiError::NotFound("token"));
+    }
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: None,
+            actor_id: caller.user_id,
+            action: "token.revoke",
+            object_type: "access_token",
+            object_id: token.to_string(),
+            before: None,
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,27 @@
+//! floopy-control, the control plane: the management API (`/v1/`) through
+//! which teams run what the gateway enforces: organizations, projects
+//! within their plan, API keys per environment, members and their roles,
+//! environment limits, and the audit log of every change. SPEC section 7 is
+//! the contract.
+//!
+//! It is stateless: everything lives in the control database
+//! (`floopy-control-db`, shared with the gateway), so any number of replicas
+//! can run, and a change reaches every gateway through the database's change
+//! notifications. It shares the data model and its validation
+//! (`floopy-model`) with the gateway. It must never be a dependency of the
+//! gateway (`tests/dependencies.rs` in the gateway checks it), and it has
+//! nothing to do with the request path.
+//!
+//! Layout: `config` (the YAML), `error` (the one API error type and its
+//! JSON), `auth` (passwords, sessions with CSRF, personal access tokens,
+//! login throttling, the `Caller` extractor), `roles` (who may do what: one
+//! function of caller, action and object), `http` (a module per resource),
+//! `audit`, `app` (the router and the server).
+
+pub mod app;
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod roles;

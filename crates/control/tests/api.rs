@@ -1,0 +1,751 @@
+//! The management API against a running floopy-control and the real
+//! Postgres: the permission matrix, validation, quotas, and the security
+//! of sessions, CSRF, throttling and secrets.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+/// Who calls, in the matrix's columns.
+const CALLERS: [&str; 9] = [
+    "owner",
+    "admin",
+    "manager of P",
+    "manager",
+    "admin of P",
+    "member of P",
+    "member",
+    "other org",
+    "anonymous",
+];
+
+/// One operation: a method, a path (with `{org}`, `{p}` for project P,
+/// `{fresh}` for a project made for this call, `{key}` a key locked to P,
+/// `{orgkey}` a key locked to none), a body, and the status each caller
+/// gets, in `CALLERS` order.
+struct Row {
+    method: &'static str,
+    path: &'static str,
+    body: Option<Value>,
+    expect: [u16; 9],
+}
+
+fn row(method: &'static str, path: &'static str, body: Option<Value>, expect: [u16; 9]) -> Row {
+    Row {
+        method,
+        path,
+        body,
+        expect,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_against_every_operation() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "enterprise", "owner@acme.test");
+    let (_, stranger) = control.bootstrap("Other", "free", "owner@other.test");
+    let http = reqwest::Client::new();
+    let owner_token = token_for(&db, owner).await;
+
+    let (status, p) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/projects")),
+        Some(&owner_token),
+        Some(json!({"name": "Checkout", "slug": "checkout"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{p}");
+    let p: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+
+    let mut tokens: Vec<Option<String>> = vec![Some(owner_token.clone())];
+    for (role, projects) in [
+        ("admin", vec![]),
+        ("manager", vec![(p, "owner")]),
+        ("manager", vec![]),
+        ("member", vec![(p, "admin")]),
+        ("member", vec![(p, "member")]),
+        ("member", vec![]),
+    ] {
+        let user = user_in(&db, org, role, &projects).await;
+        tokens.push(Some(token_for(&db, user).await));
+    }
+    tokens.push(Some(token_for(&db, stranger).await));
+    tokens.push(None);
+
+    let rows = [
+        row(
+            "GET",
+            "/v1/orgs/{org}",
+            None,
+            [200, 200, 200, 200, 200, 200, 200, 404, 401],
+        ),
+        row(
+            "PATCH",
+            "/v1/orgs/{org}",
+            Some(json!({"name": "Acme"})),
+            [200, 403, 403, 403, 403, 403, 403, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/projects",
+            None,
+            [200, 200, 200, 200, 200, 200, 200, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/projects",
+            Some(json!({"name": "N", "slug": "{slug}"})),
+            [201, 201, 201, 201, 403, 403, 403, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/projects/{p}",
+            None,
+            [200, 200, 200, 404, 200, 200, 404, 404, 401],
+        ),
+        row(
+            "PATCH",
+            "/v1/orgs/{org}/projects/{p}",
+            Some(json!({"description": "d"})),
+            [200, 200, 200, 404, 200, 403, 404, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/projects/{p}/archive",
+            None,
+            [200, 200, 200, 404, 200, 403, 404, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/projects/{p}/unarchive",
+            None,
+            [200, 200, 200, 404, 200, 403, 404, 404, 401],
+        ),
+        row(
+            "DELETE",
+            "/v1/orgs/{org}/projects/{fresh}",
+            None,
+            [204, 204, 404, 404, 404, 404, 404, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/keys",
+            None,
+            [200, 200, 200, 200, 200, 200, 200, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/keys",
+            Some(json!({"name": "k", "project_id": "{p}"})),
+            [201, 201, 201, 404, 201, 403, 404, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/keys",
+            Some(json!({"name": "k"})),
+            [201, 201, 403, 403, 403, 403, 403, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/keys/{key}",
+            None,
+            [200, 200, 200, 404, 200, 200, 404, 404, 401],
+        ),
+        row(
+            "PATCH",
+            "/v1/orgs/{org}/keys/{key}",
+            Some(json!({"name": "renamed"})),
+            [200, 200, 200, 404, 200, 403, 404, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/keys/{key}/revoke",
+            None,
+            [200, 200, 200, 404, 200, 403, 404, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/keys/{orgkey}",
+            None,
+            [200, 200, 404, 404, 404, 404, 404, 404, 401],
+        ),
+        row(
+            "POST",
+            "/v1/orgs/{org}/keys/{orgkey}/revoke",
+            None,
+            [200, 200, 404, 404, 404, 404, 404, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/limits",
+            None,
+            [200, 200, 403, 403, 403, 403, 403, 404, 401],
+        ),
+        row(
+            "PUT",
+            "/v1/orgs/{org}/limits/production",
+            Some(json!({"rpm": 60})),
+            [200, 200, 403, 403, 403, 403, 403, 404, 401],
+        ),
+        row(
+            "GET",
+            "/v1/orgs/{org}/audit",
+            None,
+            [200, 200, 403, 403, 403, 403, 403, 404, 401],
+        ),
+    ];
+
+    let mut failures = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        for (c, token) in tokens.iter().enumerate() {
+            // Objects a call may consume are made anew, by the owner.
+            let uses = |placeholder: &str| r.path.contains(placeholder);
+            let fresh = if uses("{fresh}") {
+                create(
+                    &http,
+                    &control,
+                    &owner_token,
+                    org,
+                    "projects",
+                    json!({"name": "F", "slug": format!("f-{i}-{c}")}),
+                )
+                .await
+            } else {
+                Uuid::nil()
+            };
+            let key = if uses("{key}") {
+                create(
+                    &http,
+                    &control,
+                    &owner_token,
+                    org,
+                    "keys",
+                    json!({"name": "kp", "project_id": p}),
+                )
+                .await
+            } else {
+                Uuid::nil()
+            };
+            let orgkey = if uses("{orgkey}") {
+                create(
+                    &http,
+                    &control,
+                    &owner_token,
+                    org,
+                    "keys",
+                    json!({"name": "ko"}),
+                )
+                .await
+            } else {
+                Uuid::nil()
+            };
+            let fill = |s: &str| {
+                s.replace("{org}", &org.to_string())
+                    .replace("{p}", &p.to_string())
+                    .replace("{fresh}", &fresh.to_string())
+                    .replace("{key}", &key.to_string())
+                    .replace("{orgkey}", &orgkey.to_string())
+                    .replace("{slug}", &format!("n-{i}-{c}"))
+            };
+            let body = r
+                .body
+                .as_ref()
+                .map(|b| serde_json::from_str(&fill(&b.to_string())).unwrap());
+            let (status, answer) = call(
+                &http,
+                r.method,
+                &control.url(&fill(r.path)),
+                token.as_deref(),
+                body,
+            )
+            .await;
+            if status != r.expect[c] {
+                failures.push(format!(
+                    "{} {} as {}: {} (expected {}) {answer}",
+                    r.method, r.path, CALLERS[c], status, r.expect[c]
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    drop(control);
+    db.drop_db().await;
+}
+
+/// Creates a project or key as `token`; its id.
+async fn create(
+    http: &reqwest::Client,
+    control: &Control,
+    token: &str,
+    org: Uuid,
+    what: &str,
+    body: Value,
+) -> Uuid {
+    let (status, v) = call(
+        http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/{what}")),
+        Some(token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_names_every_field_and_writes_nothing() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "enterprise", "owner@acme.test");
+    let (other_org, _) = control.bootstrap("Other", "pro", "owner@other.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let projects_url = control.url(&format!("/v1/orgs/{org}/projects"));
+    let count = |table: &'static str| {
+        let client = &db.client;
+        async move {
+            client
+                .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    let projects_before = count("projects").await;
+
+    let (status, v) = call(
+        &http,
+        "POST",
+        &projects_url,
+        Some(&token),
+        Some(json!({
+            "name": "x".repeat(101),
+            "slug": "Not A Slug",
+            "description": "d".repeat(501),
+            "color": "red",
+            "icon": "",
+        })),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    let params: Vec<&str> = v["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["param"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        params,
+        ["name", "description", "icon", "slug", "color"],
+        "{v}"
+    );
+    assert_eq!(v["error"]["code"], "invalid_request");
+
+    for (body, param) in [
+        (json!({"name": 5, "slug": "ok"}), "name"),
+        (
+            json!({"name": "ok", "slug": "ok", "colour": "#000000"}),
+            "colour",
+        ),
+    ] {
+        let (status, v) = call(&http, "POST", &projects_url, Some(&token), Some(body)).await;
+        assert_eq!(status, 422, "{v}");
+        assert_eq!(v["error"]["param"], param, "{v}");
+    }
+    let resp = http
+        .post(&projects_url)
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "invalid_json");
+
+    // The slug is unique in the org: the second is the slug field's error.
+    let ok = json!({"name": "A", "slug": "same"});
+    assert_eq!(
+        call(&http, "POST", &projects_url, Some(&token), Some(ok.clone()))
+            .await
+            .0,
+        201
+    );
+    let (status, v) = call(&http, "POST", &projects_url, Some(&token), Some(ok)).await;
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (422, Some("slug")),
+        "{v}"
+    );
+    assert_eq!(
+        count("projects").await,
+        projects_before + 1,
+        "only the good one was written"
+    );
+
+    // Keys: an unknown environment, a project of another org.
+    let keys_url = control.url(&format!("/v1/orgs/{org}/keys"));
+    let keys_before = count("api_keys").await;
+    let (status, v) = call(
+        &http,
+        "POST",
+        &keys_url,
+        Some(&token),
+        Some(json!({"name": "k", "environment": "prod"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["param"].as_str()),
+        (422, Some("environment")),
+        "{v}"
+    );
+    let foreign = Uuid::now_v7();
+    db.client
+        .execute(
+            "INSERT INTO projects (org_id, id, name, slug) VALUES ($1, $2, 'Theirs', 'theirs')",
+            &[&other_org, &foreign],
+        )
+        .await
+        .unwrap();
+    let (status, v) = call(
+        &http,
+        "POST",
+        &keys_url,
+        Some(&token),
+        Some(json!({"name": "", "project_id": foreign, "default_project_id": Uuid::now_v7()})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    let params: Vec<&str> = v["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["param"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["name", "project_id", "default_project_id"]);
+    // Limits: out of range.
+    let (status, v) = call(
+        &http,
+        "PUT",
+        &control.url(&format!("/v1/orgs/{org}/limits/production")),
+        Some(&token),
+        Some(json!({"rpm": 0, "monthly_cost_usd": -1})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["fields"].as_array().unwrap().len(), 2, "{v}");
+    let (status, _) = call(
+        &http,
+        "PUT",
+        &control.url(&format!("/v1/orgs/{org}/limits/prod")),
+        Some(&token),
+        Some(json!({"rpm": 5})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    assert_eq!(count("api_keys").await, keys_before, "no key was written");
+    assert_eq!(count("environment_limits").await, 0, "no limit was written");
+    drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_hold_exactly_even_under_concurrent_creates() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let http = reqwest::Client::new();
+    for (plan, quota) in [("free", 1), ("starter", 3), ("pro", 10)] {
+        let (org, owner) = control.bootstrap(plan, plan, &format!("owner@{plan}.test"));
+        let token = token_for(&db, owner).await;
+        let url = control.url(&format!("/v1/orgs/{org}/projects"));
+        // The Default project counts: quota - 1 more fit.
+        for i in 1..quota {
+            let body = json!({"name": "P", "slug": format!("p{i}")});
+            assert_eq!(
+                call(&http, "POST", &url, Some(&token), Some(body)).await.0,
+                201,
+                "{plan} #{i}"
+            );
+        }
+        let (status, v) = call(
+            &http,
+            "POST",
+            &url,
+            Some(&token),
+            Some(json!({"name": "P", "slug": "over"})),
+        )
+        .await;
+        assert_eq!(status, 403, "{plan}: {v}");
+        assert_eq!(v["error"]["code"], "plan_quota_exceeded");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("{plan} plan allows {quota} projects")),
+            "{message}"
+        );
+    }
+
+    // One below a starter quota, 20 creates at once: exactly one lands.
+    let (org, owner) = control.bootstrap("race", "starter", "owner@race.test");
+    let token = token_for(&db, owner).await;
+    let url = control.url(&format!("/v1/orgs/{org}/projects"));
+    assert_eq!(
+        call(
+            &http,
+            "POST",
+            &url,
+            Some(&token),
+            Some(json!({"name": "P", "slug": "first"}))
+        )
+        .await
+        .0,
+        201
+    );
+    let mut racers = Vec::new();
+    for i in 0..20 {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        racers.push(tokio::spawn(async move {
+            call(
+                &http,
+                "POST",
+                &url,
+                Some(&token),
+                Some(json!({"name": "R", "slug": format!("r{i}")})),
+            )
+            .await
+            .0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for r in racers {
+        statuses.push(r.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 201).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 403),
+        "{statuses:?}"
+    );
+    let n: i64 = db
+        .client
+        .query_one("SELECT count(*) FROM projects WHERE org_id = $1", &[&org])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 3);
+    drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_csrf_throttling_and_secrets() {
+    let db = TestDb::create().await;
+    let control = Control::start(
+        &db,
+        "login_throttle: {max_failures_per_account: 3, max_failures_per_client: 50}\n",
+    )
+    .await;
+    let (org, _) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let http = reqwest::Client::new();
+
+    // Login: the cookie's flags, and the CSRF token.
+    let resp = http
+        .post(control.url("/v1/auth/login"))
+        .json(&json!({"email": "Owner@Acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(flag), "{cookie}");
+    }
+    let session = cookie.split(';').next().unwrap().to_string();
+    let body: Value = resp.json().await.unwrap();
+    let csrf = body["csrf_token"].as_str().unwrap().to_string();
+
+    // Reads need no CSRF token; a change without it (or with a wrong one)
+    // is refused, with it accepted.
+    let me = http
+        .get(control.url("/v1/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let create = |token: Option<&str>| {
+        let mut req = http
+            .post(control.url(&format!("/v1/orgs/{org}/projects")))
+            .header("cookie", &session)
+            .json(&json!({"name": "P", "slug": "p"}));
+        if let Some(token) = token {
+            req = req.header("x-csrf-token", token);
+        }
+        req.send()
+    };
+    let refused = create(None).await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let v: Value = refused.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "csrf_token_invalid");
+    assert_eq!(create(Some("wrong")).await.unwrap().status(), 403);
+    assert_eq!(create(Some(&csrf)).await.unwrap().status(), 201);
+
+    // A personal access token, shown once, then usable and revocable.
+    let resp = http
+        .post(control.url("/v1/tokens"))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .json(&json!({"name": "ci"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let created: Value = resp.json().await.unwrap();
+    let token = created["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("fpu_"));
+    let (status, list) = call(&http, "GET", &control.url("/v1/tokens"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        !list.to_string().contains(&token),
+        "a listing never shows the token"
+    );
+    let id = created["id"].as_str().unwrap();
+    let (status, _) = call(
+        &http,
+        "DELETE",
+        &control.url(&format!("/v1/tokens/{id}")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        call(&http, "GET", &control.url("/v1/me"), Some(&token), None)
+            .await
+            .0,
+        401
+    );
+
+    // Logout ends the session.
+    let out = http
+        .post(control.url("/v1/auth/logout"))
+        .header("cookie", &session)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 204);
+    let me = http
+        .get(control.url("/v1/me"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 401);
+
+    // Three failures throttle the account, even for the right password.
+    for _ in 0..3 {
+        let (status, _) = call(
+            &http,
+            "POST",
+            &control.url("/v1/auth/login"),
+            None,
+            Some(json!({"email": "owner@acme.test", "password": "wrong password!"})),
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+    let resp = http
+        .post(control.url("/v1/auth/login"))
+        .json(&json!({"email": "owner@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+
+    // Neither the password nor a token is in the logs or the audit log.
+    let audit: String = db
+        .client
+        .query_one("SELECT coalesce(string_agg(action || coalesce(before::text, '') || coalesce(after::text, ''), ' '), '') FROM audit_log", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        audit.contains("token.create"),
+        "the token's creation is audited: {audit}"
+    );
+    let stored: String = db
+        .client
+        .query_one(
+            "SELECT coalesce(string_agg(password_hash, ' '), '') FROM users",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    for secret in [PASSWORD, token.as_str(), csrf.as_str(), "wrong password!"] {
+        assert!(!audit.contains(secret), "a secret in the audit log");
+        assert!(!control.stderr().contains(secret), "a secret in the logs");
+        assert!(!stored.contains(secret), "a secret stored as is");
+    }
+    drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_project_and_the_last_owner_are_kept() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let default = Uuid::nil();
+    for (method, path) in [
+        ("DELETE", format!("/v1/orgs/{org}/projects/{default}")),
+        ("POST", format!("/v1/orgs/{org}/projects/{default}/archive")),
+    ] {
+        let (status, v) = call(&http, method, &control.url(&path), Some(&token), None).await;
+        assert_eq!(
+            (status, v["error"]["code"].as_str()),
+            (409, Some("default_project")),
+            "{method} {path}: {v}"
+        );
+    }
+    let (status, v) = call(
+        &http,
+        "PATCH",
+        &control.url(&format!("/v1/orgs/{org}/members/{owner}")),
+        Some(&token),
+        Some(json!({"role": "admin"})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("last_owner")),
+        "{v}"
+    );
+    // The audit log reads back, newest first, paginated.
+    let (status, page) = call(
+        &http,
+        "GET",
+        &control.url(&format!("/v1/orgs/{org}/audit?limit=1")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    drop(control);
+    db.drop_db().await;
+}

@@ -1,0 +1,263 @@
+//! A running floopy-control on a database of its own (the real Postgres the
+//! test suite starts), with users for every role.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+pub fn admin_url() -> String {
+    std::env::var("FLOOPY_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+/// A database of its own, dropped by `drop_db`.
+pub struct TestDb {
+    pub name: String,
+    pub client: tokio_postgres::Client,
+    admin: tokio_postgres::Client,
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, NoTls)
+        .await
+        .expect("the test Postgres (FLOOPY_TEST_PG) is reachable");
+    tokio::spawn(conn);
+    client
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin = connect(&admin_url()).await;
+        let name = format!("floopy_c_{}", Uuid::now_v7().simple());
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let client = connect(&Self::url_of(&name)).await;
+        TestDb {
+            name,
+            client,
+            admin,
+        }
+    }
+
+    fn url_of(name: &str) -> String {
+        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
+        config.dbname(name);
+        let host = match &config.get_hosts()[0] {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        format!(
+            "postgres://{}@{host}:{port}/{name}",
+            config.get_user().unwrap_or("postgres")
+        )
+    }
+
+    pub fn url(&self) -> String {
+        Self::url_of(&self.name)
+    }
+
+    pub async fn drop_db(self) {
+        drop(self.client);
+        self.admin
+            .batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .await
+            .unwrap();
+    }
+}
+
+/// `target/debug` (or wherever this test binary's profile puts binaries).
+pub fn bin_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+pub const PASSWORD: &str = "a long enough password";
+
+/// The server, its base URL, and where its stderr goes.
+pub struct Control {
+    pub child: Child,
+    pub base: String,
+    pub config: std::path::PathBuf,
+    pub stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Control {
+    pub async fn start(db: &TestDb, extra: &str) -> Control {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("control.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen: \"127.0.0.1:0\"\ndatabase:\n  url: \"{}\"\nsessions:\n  secure_cookie: false\nshutdown_grace_seconds: 1\n{extra}",
+                db.url()
+            ),
+        )
+        .unwrap();
+        let stderr = dir.path().join("stderr.log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floopy-control"))
+            .arg("--config")
+            .arg(&config)
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).unwrap();
+            line
+        });
+        let line = tokio::time::timeout(Duration::from_secs(20), line)
+            .await
+            .expect("floopy-control starts")
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("floopy-control listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; stderr:\n{}",
+                    std::fs::read_to_string(&stderr).unwrap_or_default()
+                )
+            })
+            .to_string();
+        Control {
+            child,
+            base: format!("http://{addr}"),
+            config,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Runs `floopy-control bootstrap`; returns (org id, user id).
+    pub fn bootstrap(&self, org: &str, plan: &str, email: &str) -> (Uuid, Uuid) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_floopy-control"))
+            .arg("--config")
+            .arg(&self.config)
+            .args([
+                "bootstrap",
+                "--org-name",
+                org,
+                "--plan",
+                plan,
+                "--email",
+                email,
+            ])
+            .args(["--name", "Owner"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| Uuid::parse_str(v.trim()).unwrap())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        (field("org id:"), field("user id:"))
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A personal access token for `user`, written straight to the database
+/// (the API's own token creation is tested separately).
+pub async fn token_for(db: &TestDb, user: Uuid) -> String {
+    let token = floopy_control::auth::new_secret("fpu_").unwrap();
+    db.client
+        .execute(
+            "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix) VALUES ($1, $2, 't', $3, 'fpu_')",
+            &[&Uuid::now_v7(), &user, &floopy_control::auth::secret_hash(&token)],
+        )
+        .await
+        .unwrap();
+    token
+}
+
+/// A user in `org` with `org_role`, and roles on projects; returns its id.
+pub async fn user_in(db: &TestDb, org: Uuid, org_role: &str, projects: &[(Uuid, &str)]) -> Uuid {
+    let user = Uuid::now_v7();
+    db.client
+        .execute(
+            "INSERT INTO users (id, email, name) VALUES ($1, $2, 'U')",
+            &[&user, &format!("{}@example.com", user.simple())],
+        )
+        .await
+        .unwrap();
+    db.client
+        .execute(
+            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3::text::floopy_org_role)",
+            &[&org, &user, &org_role],
+        )
+        .await
+        .unwrap();
+    for (project, role) in projects {
+        db.client
+            .execute(
+                "INSERT INTO project_members (org_id, project_id, user_id, role)
+                 VALUES ($1, $2, $3, $4::text::floopy_project_role)",
+                &[&org, project, &user, role],
+            )
+            .await
+            .unwrap();
+    }
+    user
+}
+
+/// Sends a request as `token` (none: no credentials); (status, body).
+pub async fn call(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = http.request(method.parse().unwrap(), url);
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
