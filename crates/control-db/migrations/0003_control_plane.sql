@@ -40,6 +40,24 @@ CREATE TABLE login_failures (
 CREATE INDEX login_failures_email ON login_failures (email, at);
 CREATE INDEX login_failures_client ON login_failures (client, at);
 
+-- Invitations: a one-time link an owner or admin creates (no mail server is
+-- assumed); whoever opens it joins the org with the role, as the invited
+-- email.
+CREATE TABLE invitations (
+    id          uuid PRIMARY KEY,
+    org_id      uuid NOT NULL REFERENCES organizations (id) ON DELETE CASCADE,
+    email       text NOT NULL CONSTRAINT invitations_email_format CHECK (email ~ '^[^@\s]+@[^@\s]+$'),
+    role        floopy_org_role NOT NULL,
+    token_hash  bytea NOT NULL CONSTRAINT invitations_hash_length CHECK (octet_length(token_hash) = 32),
+    invited_by  uuid REFERENCES users (id) ON DELETE SET NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    expires_at  timestamptz NOT NULL,
+    accepted_at timestamptz,
+    revoked_at  timestamptz,
+    CONSTRAINT invitations_hash_unique UNIQUE (token_hash)
+);
+CREATE INDEX invitations_org ON invitations (org_id, id);
+
 -- A key's recognisable prefix (`fpk_` and its next characters), shown in
 -- listings instead of the secret. Keys made before it have none.
 ALTER TABLE api_keys ADD COLUMN prefix text;

@@ -101,6 +101,16 @@ async fn every_role_against_every_operation() {
         row("GET", "/v1/orgs/{org}/limits", None, [200, 200, 403, 403, 403, 403, 403, 404, 401]),
         row("PUT", "/v1/orgs/{org}/limits/production", Some(json!({"rpm": 60})), [200, 200, 403, 403, 403, 403, 403, 404, 401]),
         row("GET", "/v1/orgs/{org}/audit", None, [200, 200, 403, 403, 403, 403, 403, 404, 401]),
+        row("GET", "/v1/orgs/{org}/members", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
+        row("GET", "/v1/orgs/{org}/projects/{p}/members", None, [200, 200, 200, 404, 200, 200, 404, 404, 401]),
+        row("PUT", "/v1/orgs/{org}/projects/{p}/members/{member}", Some(json!({"role": "member"})), [200, 200, 200, 404, 200, 403, 404, 404, 401]),
+        row("DELETE", "/v1/orgs/{org}/projects/{p}/members/{pmember}", None, [204, 204, 204, 404, 204, 403, 404, 404, 401]),
+        row("PATCH", "/v1/orgs/{org}/members/{member}", Some(json!({"role": "manager"})), [200, 200, 403, 403, 403, 403, 403, 404, 401]),
+        row("DELETE", "/v1/orgs/{org}/members/{member}", None, [204, 204, 403, 403, 403, 403, 403, 404, 401]),
+        row("POST", "/v1/orgs/{org}/invitations", Some(json!({"email": "new@acme.test", "role": "member"})), [201, 201, 403, 403, 403, 403, 403, 404, 401]),
+        row("POST", "/v1/orgs/{org}/invitations", Some(json!({"email": "boss@acme.test", "role": "owner"})), [201, 403, 403, 403, 403, 403, 403, 404, 401]),
+        row("GET", "/v1/orgs/{org}/invitations", None, [200, 200, 403, 403, 403, 403, 403, 404, 401]),
+        row("DELETE", "/v1/orgs/{org}/limits/production", None, [204, 204, 403, 403, 403, 403, 403, 404, 401]),
     ];
 
     let mut failures = Vec::new();
@@ -147,12 +157,33 @@ async fn every_role_against_every_operation() {
             } else {
                 Uuid::nil()
             };
+            // A plain org member, and one who is also a member of P.
+            let member = if uses("{member}") || uses("{pmember}") {
+                let projects = if uses("{pmember}") {
+                    vec![(p, "member")]
+                } else {
+                    vec![]
+                };
+                user_in(&db, org, "member", &projects).await
+            } else {
+                Uuid::nil()
+            };
+            if r.method == "DELETE" && r.path.ends_with("/limits/production") {
+                let url = control.url(&format!("/v1/orgs/{org}/limits/production"));
+                let body = Some(json!({"rpm": 5}));
+                assert_eq!(
+                    call(&http, "PUT", &url, Some(&owner_token), body).await.0,
+                    200
+                );
+            }
             let fill = |s: &str| {
                 s.replace("{org}", &org.to_string())
                     .replace("{p}", &p.to_string())
                     .replace("{fresh}", &fresh.to_string())
                     .replace("{key}", &key.to_string())
                     .replace("{orgkey}", &orgkey.to_string())
+                    .replace("{pmember}", &member.to_string())
+                    .replace("{member}", &member.to_string())
                     .replace("{slug}", &format!("n-{i}-{c}"))
             };
             let body = r
@@ -648,6 +679,66 @@ async fn the_default_project_and_the_last_owner_are_kept() {
     .await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invitation_is_a_one_time_way_in() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let invitations = control.url(&format!("/v1/orgs/{org}/invitations"));
+    let body = json!({"email": "Ann@Acme.test", "role": "manager"});
+    let (status, invitation) = call(&http, "POST", &invitations, Some(&token), Some(body)).await;
+    assert_eq!(status, 201, "{invitation}");
+    let secret = invitation["token"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("fpi_"));
+    let accept = control.url("/v1/invitations/accept");
+
+    // A new user must give a name and a good password; nothing is written
+    // until they do.
+    let short = json!({"token": secret, "password": "short"});
+    let (status, v) = call(&http, "POST", &accept, None, Some(short)).await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(v["error"]["fields"].as_array().unwrap().len(), 2, "{v}");
+    let good = json!({"token": secret, "name": "Ann", "password": PASSWORD});
+    let (status, joined) = call(&http, "POST", &accept, None, Some(good.clone())).await;
+    assert_eq!(status, 200, "{joined}");
+    assert_eq!(joined["role"], "manager");
+    assert_eq!(
+        call(&http, "POST", &accept, None, Some(good)).await.0,
+        404,
+        "once only"
+    );
+
+    // Ann signs in with what she chose, and sees the org with her role.
+    let resp = http
+        .post(control.url("/v1/auth/login"))
+        .json(&json!({"email": "ann@acme.test", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    let session = cookie.split(';').next().unwrap().to_string();
+    let me = http.get(control.url("/v1/me")).header("cookie", session);
+    let me: Value = me.send().await.unwrap().json().await.unwrap();
+    assert_eq!(me["orgs"][0]["role"], "manager", "{me}");
+
+    // A revoked invitation no longer works.
+    let body = json!({"email": "bob@acme.test", "role": "member"});
+    let (_, second) = call(&http, "POST", &invitations, Some(&token), Some(body)).await;
+    let id = second["id"].as_str().unwrap();
+    let revoke = control.url(&format!("/v1/orgs/{org}/invitations/{id}"));
+    assert_eq!(
+        call(&http, "DELETE", &revoke, Some(&token), None).await.0,
+        204
+    );
+    let bob = json!({"token": second["token"], "name": "Bob", "password": PASSWORD});
+    assert_eq!(call(&http, "POST", &accept, None, Some(bob)).await.0, 404);
     drop(control);
     db.drop_db().await;
 }

@@ -2,8 +2,10 @@
 //! body extractor (errors name the field), the caller's membership in the
 //! org a path names, and cursor pagination.
 
+pub mod invitations;
 pub mod keys;
 pub mod limits;
+pub mod members;
 pub mod orgs;
 pub mod projects;
 pub mod session;
@@ -67,10 +69,28 @@ pub fn routes() -> Router<AppState> {
             "/v1/orgs/{org}/limits/{environment}",
             put(limits::set).delete(limits::remove),
         )
+        .route("/v1/orgs/{org}/members", get(members::list))
         .route(
             "/v1/orgs/{org}/members/{user}",
-            patch(orgs::set_member_role),
+            patch(orgs::set_member_role).delete(members::remove),
         )
+        .route(
+            "/v1/orgs/{org}/projects/{project}/members",
+            get(members::list_project),
+        )
+        .route(
+            "/v1/orgs/{org}/projects/{project}/members/{user}",
+            put(members::set_project).delete(members::remove_project),
+        )
+        .route(
+            "/v1/orgs/{org}/invitations",
+            get(invitations::list).post(invitations::create),
+        )
+        .route(
+            "/v1/orgs/{org}/invitations/{invitation}",
+            axum::routing::delete(invitations::revoke),
+        )
+        .route("/v1/invitations/accept", post(invitations::accept))
 }
 
 /// A JSON request body; a body that is not JSON is 400 `invalid_json`, a

@@ -1,0 +1,336 @@
+//! Invitations: how users join an org. An owner or admin invites an email
+//! with a role (an owner only by an owner) and gets a one-time token
+//! (`fpi_...`, stored as SHA-256, valid for a week) to hand over; no mail
+//! server is assumed. Accepting it with the token joins the org: a new user
+//! sets their name and password, an existing one proves theirs.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use floopy_model::validate::{check_length, NAME_CHARS};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, JsonBody};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::{
+    check_password, hash_password, new_secret, secret_hash, verify_password, Caller,
+};
+use crate::error::{ApiError, FieldError};
+use crate::rfc3339;
+use crate::roles::{authorize, Action, OrgRole};
+
+/// The prefix of invitation tokens.
+pub const INVITATION_PREFIX: &str = "fpi_";
+/// How long an invitation can be accepted.
+const VALID_DAYS: f64 = 7.0;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitation {
+    pub email: String,
+    pub role: OrgRole,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvitationView {
+    pub id: Uuid,
+    pub email: String,
+    pub role: OrgRole,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CreatedInvitation {
+    #[serde(flatten)]
+    pub view: InvitationView,
+    /// The one-time token: shown this once; accepted at
+    /// `POST /v1/invitations/accept`.
+    pub token: String,
+}
+
+/// A plausible email (the database checks the same shape), lowercased.
+fn normalize_email(email: &str) -> Result<String, FieldError> {
+    let email = email.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && email.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && !host.is_empty() && !host.contains('@')
+        })
+        && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(email)
+    } else {
+        Err(FieldError::new(
+            "email",
+            format!("{email:?} is not an email address"),
+        ))
+    }
+}
+
+/// `POST /v1/orgs/{org}/invitations`.
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+    JsonBody(body): JsonBody<NewInvitation>,
+) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    if body.role == OrgRole::Owner && m.org_role != OrgRole::Owner {
+        return Err(ApiError::Forbidden("only an owner invites an owner".into()));
+    }
+    let email = normalize_email(&body.email).map_err(|e| ApiError::Validation(vec![e]))?;
+    let token = new_secret(INVITATION_PREFIX)?;
+    let id = Uuid::now_v7();
+    let tx = db.transaction().await?;
+    let row = tx
+        .query_one(
+            concat!(
+                "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, expires_at)
+                 VALUES ($1, $2, $3, $4::text::floopy_org_role, $5, $6, now() + make_interval(days => $7::int))
+                 RETURNING ",
+                rfc3339!("expires_at")
+            ),
+            &[
+                &id,
+                &org,
+                &email,
+                &body.role.as_str(),
+                &secret_hash(&token),
+                &caller.user_id,
+                &(VALID_DAYS as i32),
+            ],
+        )
+        .await?;
+    let view = InvitationView {
+        id,
+        email,
+        role: body.role,
+        expires_at: row.get(0),
+    };
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "invitation.create",
+            object_type: "invitation",
+            object_id: id.to_string(),
+            before: None,
+            after: audit::snapshot(&view),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(CreatedInvitation { view, token })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acceptance {
+    pub token: String,
+    /// A new user's display name.
+    pub name: Option<String>,
+    /// A new user's password, or an existing user's own.
+    pub password: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub org_id: Uuid,
+    pub user_id: Uuid,
+    pub role: OrgRole,
+}
+
+/// `POST /v1/invitations/accept` (no credentials: the token is one).
+pub async fn accept(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Acceptance>,
+) -> Result<Json<Accepted>, ApiError> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let invitation = tx
+        .query_opt(
+            "SELECT id, org_id, email, role::text FROM invitations
+              WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL
+                AND expires_at > now()
+              FOR UPDATE",
+            &[&secret_hash(&body.token)],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("invitation"))?;
+    let (id, org, email, role): (Uuid, Uuid, String, String) = (
+        invitation.get(0),
+        invitation.get(1),
+        invitation.get(2),
+        invitation.get(3),
+    );
+    let role = OrgRole::parse(&role).ok_or_else(|| ApiError::internal(role))?;
+    let existing = tx
+        .query_opt(
+            "SELECT id, password_hash FROM users WHERE lower(email) = $1",
+            &[&email],
+        )
+        .await?;
+    let user_id = match existing {
+        Some(row) => {
+            if !verify_password(body.password, row.get(1)).await {
+                return Err(ApiError::InvalidCredentials);
+            }
+            row.get(0)
+        }
+        None => {
+            let mut errors = Vec::new();
+            match body.name.as_deref() {
+                None => errors.push(FieldError::new("name", "is required for a new user")),
+                Some(name) => {
+                    if let Err(message) = check_length(name, NAME_CHARS) {
+                        errors.push(FieldError::new("name", message));
+                    }
+                }
+            }
+            if let Err(message) = check_password(&body.password) {
+                errors.push(FieldError::new("password", message));
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::Validation(errors));
+            }
+            let hash = hash_password(body.password).await?;
+            let user = Uuid::now_v7();
+            tx.execute(
+                "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)",
+                &[&user, &email, &body.name, &hash],
+            )
+            .await?;
+            user
+        }
+    };
+    let joined = tx
+        .execute(
+            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3::text::floopy_org_role)
+             ON CONFLICT DO NOTHING",
+            &[&org, &user_id, &role.as_str()],
+        )
+        .await?;
+    if joined == 0 {
+        return Err(ApiError::Conflict {
+            code: "already_member",
+            message: "this user is already a member of the organization".into(),
+        });
+    }
+    tx.execute(
+        "UPDATE invitations SET accepted_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: user_id,
+            action: "invitation.accept",
+            object_type: "org_member",
+            object_id: user_id.to_string(),
+            before: None,
+            after: Some(serde_json::json!({"user_id": user_id, "email": email, "role": role})),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(Accepted {
+        org_id: org,
+        user_id,
+        role,
+    }))
+}
+
+/// `GET /v1/orgs/{org}/invitations`: those not accepted, revoked or
+/// expired (owners and admins).
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+) -> Result<Json<Vec<InvitationView>>, ApiError> {
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let rows = db
+        .query(
+            concat!(
+                "SELECT id, email, role::text, ",
+                rfc3339!("expires_at"),
+                " FROM invitations WHERE org_id = $1 AND accepted_at IS NULL
+                   AND revoked_at IS NULL AND expires_at > now() ORDER BY id"
+            ),
+            &[&org],
+        )
+        .await?;
+    Ok(Json(
+        rows.iter()
+            .filter_map(|row| {
+                Some(InvitationView {
+                    id: row.get(0),
+                    email: row.get(1),
+                    role: OrgRole::parse(row.get(2))?,
+                    expires_at: row.get(3),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `DELETE /v1/orgs/{org}/invitations/{invitation}`: the token no longer
+/// works.
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, invitation)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let tx = db.transaction().await?;
+    let revoked = tx
+        .execute(
+            "UPDATE invitations SET revoked_at = now()
+              WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+            &[&org, &invitation],
+        )
+        .await?;
+    if revoked == 0 {
+        return Err(ApiError::NotFound("invitation"));
+    }
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "invitation.revoke",
+            object_type: "invitation",
+            object_id: invitation.to_string(),
+            before: None,
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(
+            normalize_email(" Ann@Example.COM ").unwrap(),
+            "ann@example.com"
+        );
+        for bad in ["", "ann", "@x", "ann@", "a b@c", "a@b@c"] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+    }
+}

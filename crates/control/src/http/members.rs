@@ -1,0 +1,225 @@
+//! Members: of an org (listed by every member; removed by owners and admins,
+//! an owner only by an owner; the last owner stays) and of a project (added,
+//! changed and removed by the project's owners and admins, or the org's).
+//! Org roles are changed in `orgs::set_member_role`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, JsonBody};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::roles::{authorize, Action, OrgRole, ProjectRole};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: String,
+}
+
+fn view(row: &tokio_postgres::Row) -> MemberView {
+    MemberView {
+        user_id: row.get(0),
+        email: row.get(1),
+        name: row.get(2),
+        role: row.get(3),
+    }
+}
+
+/// `GET /v1/orgs/{org}/members`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(org): Path<Uuid>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ReadOrgMembers)?;
+    let rows = db
+        .query(
+            "SELECT u.id, u.email, u.name, m.role::text FROM org_members m
+               JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
+            &[&org],
+        )
+        .await?;
+    Ok(Json(rows.iter().map(view).collect()))
+}
+
+/// `DELETE /v1/orgs/{org}/members/{user}`: the user leaves the org (and its
+/// projects).
+pub async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, user)): Path<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let tx = db.transaction().await?;
+    let role: String = tx
+        .query_opt(
+            "SELECT role::text FROM org_members WHERE org_id = $1 AND user_id = $2 FOR UPDATE",
+            &[&org, &user],
+        )
+        .await?
+        .ok_or(ApiError::NotFound("member"))?
+        .get(0);
+    if role == "owner" && m.org_role != OrgRole::Owner {
+        return Err(ApiError::Forbidden("only an owner removes an owner".into()));
+    }
+    tx.execute(
+        "DELETE FROM org_members WHERE org_id = $1 AND user_id = $2",
+        &[&org, &user],
+    )
+    .await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "member.remove",
+            object_type: "org_member",
+            object_id: user.to_string(),
+            before: Some(serde_json::json!({"user_id": user, "role": role})),
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /v1/orgs/{org}/projects/{project}/members`.
+pub async fn list_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, project)): Path<(Uuid, Uuid)>,
+) -> Result<Json<Vec<MemberView>>, ApiError> {
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ReadProject(project))?;
+    let rows = db
+        .query(
+            "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm
+               JOIN users u ON u.id = pm.user_id
+              WHERE pm.org_id = $1 AND pm.project_id = $2 ORDER BY u.email",
+            &[&org, &project],
+        )
+        .await?;
+    Ok(Json(rows.iter().map(view).collect()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectRoleChange {
+    pub role: ProjectRole,
+}
+
+/// `PUT /v1/orgs/{org}/projects/{project}/members/{user}`: adds the org's
+/// member `user` to the project with `role`, or changes their role.
+pub async fn set_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, project, user)): Path<(Uuid, Uuid, Uuid)>,
+    JsonBody(body): JsonBody<ProjectRoleChange>,
+) -> Result<Json<MemberView>, ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageProjectMembers(project))?;
+    let tx = db.transaction().await?;
+    let exists = tx
+        .query_opt(
+            "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2",
+            &[&org, &project],
+        )
+        .await?;
+    if exists.is_none() {
+        return Err(ApiError::NotFound("project"));
+    }
+    let in_org = tx
+        .query_opt(
+            "SELECT 1 FROM org_members WHERE org_id = $1 AND user_id = $2",
+            &[&org, &user],
+        )
+        .await?;
+    if in_org.is_none() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "user",
+            format!("{user} is not a member of this organization"),
+        )]));
+    }
+    tx.execute(
+        "INSERT INTO project_members (org_id, project_id, user_id, role)
+         VALUES ($1, $2, $3, $4::text::floopy_project_role)
+         ON CONFLICT (org_id, project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+        &[&org, &project, &user, &body.role.as_str()],
+    )
+    .await?;
+    let row = tx
+        .query_one(
+            "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm
+               JOIN users u ON u.id = pm.user_id
+              WHERE pm.org_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
+            &[&org, &project, &user],
+        )
+        .await?;
+    let member = view(&row);
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "project_member.set",
+            object_type: "project_member",
+            object_id: format!("{project}/{user}"),
+            before: None,
+            after: audit::snapshot(&member),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(member))
+}
+
+/// `DELETE /v1/orgs/{org}/projects/{project}/members/{user}`.
+pub async fn remove_project(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((org, project, user)): Path<(Uuid, Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageProjectMembers(project))?;
+    let tx = db.transaction().await?;
+    let removed = tx
+        .execute(
+            "DELETE FROM project_members WHERE org_id = $1 AND project_id = $2 AND user_id = $3",
+            &[&org, &project, &user],
+        )
+        .await?;
+    if removed == 0 {
+        return Err(ApiError::NotFound("member"));
+    }
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "project_member.remove",
+            object_type: "project_member",
+            object_id: format!("{project}/{user}"),
+            before: None,
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
