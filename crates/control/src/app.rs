@@ -63,6 +63,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::NotFound("route") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .with_state(state)
@@ -73,6 +74,14 @@ async fn count(State(state): State<AppState>, request: Request, next: Next) -> R
     let class = usize::from(response.status().as_u16() / 100).clamp(1, 5) - 1;
     state.metrics.responses[class].fetch_add(1, Ordering::Relaxed);
     response
+}
+
+async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        crate::openapi::document(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

@@ -12,7 +12,7 @@ use floopy_model::Plan;
 use serde::Serialize;
 
 /// One invalid field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub param: String,
     pub message: String,

@@ -24,4 +24,5 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod openapi;
 pub mod roles;

@@ -41,6 +41,8 @@ enum Command {
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },
+    /// Print the OpenAPI document of the API.
+    Openapi,
     /// Create the first organization and its owner. The password is read
     /// from standard input (one line), never from the command line.
     Bootstrap {
@@ -69,6 +71,10 @@ fn main() -> ExitCode {
     init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { files } => return check_configs(&files),
+        Command::Openapi => {
+            println!("{}", floopy_control::openapi::document());
+            return ExitCode::SUCCESS;
+        }
         Command::Serve => run(serve(cli.config)),
         Command::Bootstrap {
             org_name,

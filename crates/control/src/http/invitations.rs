@@ -26,14 +26,14 @@ pub const INVITATION_PREFIX: &str = "fpi_";
 /// How long an invitation can be accepted.
 const VALID_DAYS: f64 = 7.0;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInvitation {
     pub email: String,
     pub role: OrgRole,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InvitationView {
     pub id: Uuid,
     pub email: String,
@@ -41,7 +41,7 @@ pub struct InvitationView {
     pub expires_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedInvitation {
     #[serde(flatten)]
     pub view: InvitationView,
@@ -69,6 +69,15 @@ fn normalize_email(email: &str) -> Result<String, FieldError> {
 }
 
 /// `POST /v1/orgs/{org}/invitations`.
+#[utoipa::path(
+    operation_id = "invitations_create",
+    tag = "invitations",
+    post,
+    path = "/v1/orgs/{org}/invitations",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = NewInvitation,
+    responses((status = 201, body = CreatedInvitation), crate::openapi::Refusals),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,7 +136,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedInvitation { view, token })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Acceptance {
     pub token: String,
@@ -137,7 +146,7 @@ pub struct Acceptance {
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
     pub org_id: Uuid,
     pub user_id: Uuid,
@@ -145,6 +154,15 @@ pub struct Accepted {
 }
 
 /// `POST /v1/invitations/accept` (no credentials: the token is one).
+#[utoipa::path(
+    operation_id = "invitations_accept",
+    tag = "invitations",
+    post,
+    path = "/v1/invitations/accept",
+    request_body = Acceptance,
+    responses((status = 200, body = Accepted), crate::openapi::Refusals),
+    security(()),
+)]
 pub async fn accept(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Acceptance>,
@@ -248,6 +266,14 @@ pub async fn accept(
 
 /// `GET /v1/orgs/{org}/invitations`: those not accepted, revoked or
 /// expired (owners and admins).
+#[utoipa::path(
+    operation_id = "invitations_list",
+    tag = "invitations",
+    get,
+    path = "/v1/orgs/{org}/invitations",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = Vec<InvitationView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,6 +309,14 @@ pub async fn list(
 
 /// `DELETE /v1/orgs/{org}/invitations/{invitation}`: the token no longer
 /// works.
+#[utoipa::path(
+    operation_id = "invitations_revoke",
+    tag = "invitations",
+    delete,
+    path = "/v1/orgs/{org}/invitations/{invitation}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("invitation" = Uuid, Path, description = "The invitation's id")),
+    responses((status = 204, description = "Revoked"), crate::openapi::Refusals),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

@@ -23,11 +23,12 @@ use crate::roles::{authorize, project_role, Action, Membership, OrgRole};
 /// Characters of a key shown to recognise it (`fpk_` and the next eight).
 const SHOWN_PREFIX: usize = 12;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
+    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
     pub environment: Option<Environment>,
     /// Every request of the key goes to this project.
     pub project_id: Option<Uuid>,
@@ -91,6 +92,14 @@ async fn visible_key(
 
 /// `GET /v1/orgs/{org}/keys`: the keys the caller may see (org owners and
 /// admins: all; others: those locked to their projects).
+#[utoipa::path(
+    operation_id = "keys_list",
+    tag = "keys",
+    get,
+    path = "/v1/orgs/{org}/keys",
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<KeyView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -117,6 +126,14 @@ pub async fn list(
 }
 
 /// `GET /v1/orgs/{org}/keys/{key}`.
+#[utoipa::path(
+    operation_id = "keys_read",
+    tag = "keys",
+    get,
+    path = "/v1/orgs/{org}/keys/{key}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
+    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -127,16 +144,17 @@ pub async fn read(
     visible_key(&db, &m, org, key).await.map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,
+    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
     pub environment: Option<Environment>,
     pub project_id: Option<Uuid>,
     pub default_project_id: Option<Uuid>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
@@ -145,6 +163,15 @@ pub struct CreatedKey {
 }
 
 /// `POST /v1/orgs/{org}/keys`.
+#[utoipa::path(
+    operation_id = "keys_create",
+    tag = "keys",
+    post,
+    path = "/v1/orgs/{org}/keys",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = NewKey,
+    responses((status = 201, body = CreatedKey), crate::openapi::Refusals),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,7 +244,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(CreatedKey { view, key: secret })))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRename {
     pub name: String,
@@ -260,6 +287,15 @@ async fn change_key(
 }
 
 /// `PATCH /v1/orgs/{org}/keys/{key}`: renames it.
+#[utoipa::path(
+    operation_id = "keys_rename",
+    tag = "keys",
+    patch,
+    path = "/v1/orgs/{org}/keys/{key}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
+    request_body = KeyRename,
+    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+)]
 pub async fn rename(
     State(state): State<AppState>,
     caller: Caller,
@@ -283,6 +319,14 @@ pub async fn rename(
 
 /// `POST /v1/orgs/{org}/keys/{key}/revoke`: every gateway refuses it within
 /// about a second. Revoking a revoked key changes nothing.
+#[utoipa::path(
+    operation_id = "keys_revoke",
+    tag = "keys",
+    post,
+    path = "/v1/orgs/{org}/keys/{key}/revoke",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
+    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+)]
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

@@ -16,8 +16,9 @@ use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LimitsView {
+    #[schema(value_type = crate::openapi::EnvironmentName)]
     pub environment: Environment,
     /// Requests per minute, all keys of the environment together.
     pub rpm: Option<i32>,
@@ -36,6 +37,14 @@ fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
 }
 
 /// `GET /v1/orgs/{org}/limits`.
+#[utoipa::path(
+    operation_id = "limits_list",
+    tag = "limits",
+    get,
+    path = "/v1/orgs/{org}/limits",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = Vec<LimitsView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -54,7 +63,7 @@ pub async fn list(
     Ok(Json(rows.iter().filter_map(view).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsChange {
     pub rpm: Option<i64>,
@@ -72,6 +81,15 @@ fn parse_environment(value: &str) -> Result<Environment, ApiError> {
 
 /// `PUT /v1/orgs/{org}/limits/{environment}`: sets both limits (an absent
 /// one is removed).
+#[utoipa::path(
+    operation_id = "limits_set",
+    tag = "limits",
+    put,
+    path = "/v1/orgs/{org}/limits/{environment}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("environment" = String, Path, description = "development, staging, production or other")),
+    request_body = LimitsChange,
+    responses((status = 200, body = LimitsView), crate::openapi::Refusals),
+)]
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +159,14 @@ pub async fn set(
 }
 
 /// `DELETE /v1/orgs/{org}/limits/{environment}`: no limits for it.
+#[utoipa::path(
+    operation_id = "limits_remove",
+    tag = "limits",
+    delete,
+    path = "/v1/orgs/{org}/limits/{environment}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("environment" = String, Path, description = "development, staging, production or other")),
+    responses((status = 204, description = "No limits for the environment"), crate::openapi::Refusals),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,

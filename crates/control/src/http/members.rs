@@ -16,7 +16,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action, OrgRole, ProjectRole};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
     pub user_id: Uuid,
     pub email: String,
@@ -34,6 +34,14 @@ fn view(row: &tokio_postgres::Row) -> MemberView {
 }
 
 /// `GET /v1/orgs/{org}/members`.
+#[utoipa::path(
+    operation_id = "members_list",
+    tag = "members",
+    get,
+    path = "/v1/orgs/{org}/members",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = Vec<MemberView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -54,6 +62,14 @@ pub async fn list(
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: the user leaves the org (and its
 /// projects).
+#[utoipa::path(
+    operation_id = "members_remove",
+    tag = "members",
+    delete,
+    path = "/v1/orgs/{org}/members/{user}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Removed"), crate::openapi::Refusals),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
@@ -97,6 +113,14 @@ pub async fn remove(
 }
 
 /// `GET /v1/orgs/{org}/projects/{project}/members`.
+#[utoipa::path(
+    operation_id = "members_list_project",
+    tag = "members",
+    get,
+    path = "/v1/orgs/{org}/projects/{project}/members",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, body = Vec<MemberView>), crate::openapi::Refusals),
+)]
 pub async fn list_project(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,7 +140,7 @@ pub async fn list_project(
     Ok(Json(rows.iter().map(view).collect()))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectRoleChange {
     pub role: ProjectRole,
@@ -124,6 +148,15 @@ pub struct ProjectRoleChange {
 
 /// `PUT /v1/orgs/{org}/projects/{project}/members/{user}`: adds the org's
 /// member `user` to the project with `role`, or changes their role.
+#[utoipa::path(
+    operation_id = "members_set_project",
+    tag = "members",
+    put,
+    path = "/v1/orgs/{org}/projects/{project}/members/{user}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), ("user" = Uuid, Path, description = "The user's id")),
+    request_body = ProjectRoleChange,
+    responses((status = 200, body = MemberView), crate::openapi::Refusals),
+)]
 pub async fn set_project(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,6 +222,14 @@ pub async fn set_project(
 }
 
 /// `DELETE /v1/orgs/{org}/projects/{project}/members/{user}`.
+#[utoipa::path(
+    operation_id = "members_remove_project",
+    tag = "members",
+    delete,
+    path = "/v1/orgs/{org}/projects/{project}/members/{user}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), ("user" = Uuid, Path, description = "The user's id")),
+    responses((status = 204, description = "Removed"), crate::openapi::Refusals),
+)]
 pub async fn remove_project(
     State(state): State<AppState>,
     caller: Caller,

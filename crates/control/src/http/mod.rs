@@ -159,10 +159,13 @@ pub async fn membership(
 }
 
 /// `?limit=&cursor=` of a list.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Items per page, 1 to 200 (default 50).
     pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
     pub cursor: Option<String>,
 }
 
@@ -198,7 +201,7 @@ impl PageQuery {
 }
 
 /// One page of a list: `next_cursor` is absent on the last.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub next_cursor: Option<String>,

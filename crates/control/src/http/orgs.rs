@@ -16,10 +16,11 @@ use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, Action, OrgRole};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgView {
     pub id: Uuid,
     pub name: String,
+    #[schema(value_type = crate::openapi::PlanName)]
     pub plan: Plan,
     /// Most projects the plan allows, Default included; absent: unlimited.
     pub max_projects: Option<usize>,
@@ -48,6 +49,13 @@ fn org_view(row: &tokio_postgres::Row) -> Result<OrgView, ApiError> {
 }
 
 /// `GET /v1/orgs`: the organizations the caller belongs to.
+#[utoipa::path(
+    operation_id = "orgs_list",
+    tag = "orgs",
+    get,
+    path = "/v1/orgs",
+    responses((status = 200, body = Vec<OrgView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,6 +95,14 @@ async fn read_org(
 }
 
 /// `GET /v1/orgs/{org}`.
+#[utoipa::path(
+    operation_id = "orgs_read",
+    tag = "orgs",
+    get,
+    path = "/v1/orgs/{org}",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    responses((status = 200, body = OrgView), crate::openapi::Refusals),
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -96,15 +112,25 @@ pub async fn read(
     read_org(&db, &caller, org).await.map(Json)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgUpdate {
     pub name: Option<String>,
+    #[schema(value_type = Option<crate::openapi::PlanName>)]
     pub plan: Option<Plan>,
 }
 
 /// `PATCH /v1/orgs/{org}`: rename or change the plan (owners). A plan whose
 /// quota is below the projects the org has is refused.
+#[utoipa::path(
+    operation_id = "orgs_update",
+    tag = "orgs",
+    patch,
+    path = "/v1/orgs/{org}",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = OrgUpdate,
+    responses((status = 200, body = OrgView), crate::openapi::Refusals),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -161,7 +187,7 @@ pub async fn update(
     Ok(Json(after))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoleChange {
     pub role: OrgRole,
@@ -170,6 +196,15 @@ pub struct RoleChange {
 /// `PATCH /v1/orgs/{org}/members/{user}`: changes a member's org role
 /// (owners and admins; only an owner makes or unmakes an owner; the last
 /// owner stays one).
+#[utoipa::path(
+    operation_id = "orgs_set_member_role",
+    tag = "orgs",
+    patch,
+    path = "/v1/orgs/{org}/members/{user}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
+    request_body = RoleChange,
+    responses((status = 200, description = "The member's new role", body = Object), crate::openapi::Refusals),
+)]
 pub async fn set_member_role(
     State(state): State<AppState>,
     caller: Caller,
@@ -217,20 +252,30 @@ pub async fn set_member_role(
     Ok(Json(after))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuditView {
     pub id: Uuid,
     pub actor_id: Option<Uuid>,
     pub action: String,
     pub object_type: String,
     pub object_id: String,
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
     pub at: String,
 }
 
 /// `GET /v1/orgs/{org}/audit`: the org's changes, newest first (owners and
 /// admins).
+#[utoipa::path(
+    operation_id = "orgs_audit",
+    tag = "orgs",
+    get,
+    path = "/v1/orgs/{org}/audit",
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<AuditView>), crate::openapi::Refusals),
+)]
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,

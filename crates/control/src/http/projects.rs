@@ -24,7 +24,7 @@ use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, project_role, Action, OrgRole, ProjectRole};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
     pub id: Uuid,
     pub org_id: Uuid,
@@ -76,7 +76,7 @@ async fn read_project(
 
 /// The fields of a new or changed project, each checked with the data
 /// model's rules; every invalid field is reported.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectFields {
     pub name: Option<String>,
@@ -122,6 +122,14 @@ impl ProjectFields {
 }
 
 /// `GET /v1/orgs/{org}/projects`: the projects the caller may see.
+#[utoipa::path(
+    operation_id = "projects_list",
+    tag = "projects",
+    get,
+    path = "/v1/orgs/{org}/projects",
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<ProjectView>), crate::openapi::Refusals),
+)]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,6 +159,15 @@ pub async fn list(
 
 /// `POST /v1/orgs/{org}/projects` (owners, admins, managers): a manager
 /// becomes the new project's owner.
+#[utoipa::path(
+    operation_id = "projects_create",
+    tag = "projects",
+    post,
+    path = "/v1/orgs/{org}/projects",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = ProjectFields,
+    responses((status = 201, body = ProjectView), crate::openapi::Refusals),
+)]
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -223,6 +240,14 @@ pub async fn create(
 }
 
 /// `GET /v1/orgs/{org}/projects/{project}`.
+#[utoipa::path(
+    operation_id = "projects_read",
+    tag = "projects",
+    get,
+    path = "/v1/orgs/{org}/projects/{project}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+)]
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
@@ -275,6 +300,15 @@ async fn change(
 
 /// `PATCH /v1/orgs/{org}/projects/{project}`: name, slug, description,
 /// color, icon (project owners and admins).
+#[utoipa::path(
+    operation_id = "projects_update",
+    tag = "projects",
+    patch,
+    path = "/v1/orgs/{org}/projects/{project}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    request_body = ProjectFields,
+    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+)]
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
@@ -331,6 +365,14 @@ async fn set_archived(
 }
 
 /// `POST /v1/orgs/{org}/projects/{project}/archive`.
+#[utoipa::path(
+    operation_id = "projects_archive",
+    tag = "projects",
+    post,
+    path = "/v1/orgs/{org}/projects/{project}/archive",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+)]
 pub async fn archive(
     State(state): State<AppState>,
     caller: Caller,
@@ -340,6 +382,14 @@ pub async fn archive(
 }
 
 /// `POST /v1/orgs/{org}/projects/{project}/unarchive`.
+#[utoipa::path(
+    operation_id = "projects_unarchive",
+    tag = "projects",
+    post,
+    path = "/v1/orgs/{org}/projects/{project}/unarchive",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+)]
 pub async fn unarchive(
     State(state): State<AppState>,
     caller: Caller,
@@ -350,6 +400,14 @@ pub async fn unarchive(
 
 /// `DELETE /v1/orgs/{org}/projects/{project}` (the project's owner, or an
 /// org owner or admin).
+#[utoipa::path(
+    operation_id = "projects_delete",
+    tag = "projects",
+    delete,
+    path = "/v1/orgs/{org}/projects/{project}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
+    responses((status = 204, description = "Deleted; its locked keys revoked"), crate::openapi::Refusals),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,

@@ -19,14 +19,14 @@ use crate::auth::{
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Login {
     pub email: String,
     pub password: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LoggedIn {
     pub user_id: Uuid,
     /// Send it back in `x-csrf-token` on every state-changing request made
@@ -47,6 +47,15 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
 
 /// `POST /v1/auth/login`: a session cookie and its CSRF token, or 401; 429
 /// once the account or the client address failed too often.
+#[utoipa::path(
+    operation_id = "session_login",
+    tag = "session",
+    post,
+    path = "/v1/auth/login",
+    request_body = Login,
+    responses((status = 200, description = "Signed in: the floopy_session cookie is set", body = LoggedIn), crate::openapi::Refusals),
+    security(()),
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddress(client): ClientAddress,
@@ -124,6 +133,13 @@ pub async fn login(
 }
 
 /// `POST /v1/auth/logout`: ends the session (the cookie is cleared).
+#[utoipa::path(
+    operation_id = "session_logout",
+    tag = "session",
+    post,
+    path = "/v1/auth/logout",
+    responses((status = 204, description = "Signed out"), crate::openapi::Refusals),
+)]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     if let Credential::Session { token_hash } = &caller.credential {
         let db = state.db().await?;
@@ -138,7 +154,7 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Res
     Ok(response)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Me {
     pub id: Uuid,
     pub email: String,
@@ -146,7 +162,7 @@ pub struct Me {
     pub orgs: Vec<MyOrg>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MyOrg {
     pub id: Uuid,
     pub name: String,
@@ -154,6 +170,13 @@ pub struct MyOrg {
 }
 
 /// `GET /v1/me`: the caller and their organizations.
+#[utoipa::path(
+    operation_id = "session_me",
+    tag = "session",
+    get,
+    path = "/v1/me",
+    responses((status = 200, body = Me), crate::openapi::Refusals),
+)]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let db = state.db().await?;
     let user = db
@@ -185,13 +208,13 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct TokenView {
     pub id: Uuid,
     pub name: String,
@@ -202,7 +225,7 @@ pub struct TokenView {
     pub revoked: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub view: TokenView,
@@ -211,6 +234,14 @@ pub struct CreatedToken {
 }
 
 /// `POST /v1/tokens`: a personal access token for the caller.
+#[utoipa::path(
+    operation_id = "session_create_token",
+    tag = "session",
+    post,
+    path = "/v1/tokens",
+    request_body = NewToken,
+    responses((status = 201, body = CreatedToken), crate::openapi::Refusals),
+)]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -266,6 +297,13 @@ pub async fn create_token(
 }
 
 /// `GET /v1/tokens`: the caller's tokens (never the secrets).
+#[utoipa::path(
+    operation_id = "session_list_tokens",
+    tag = "session",
+    get,
+    path = "/v1/tokens",
+    responses((status = 200, body = Vec<TokenView>), crate::openapi::Refusals),
+)]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
@@ -298,6 +336,14 @@ pub async fn list_tokens(
 }
 
 /// `DELETE /v1/tokens/{token}`: revokes one of the caller's tokens.
+#[utoipa::path(
+    operation_id = "session_revoke_token",
+    tag = "session",
+    delete,
+    path = "/v1/tokens/{token}",
+    params(("token" = Uuid, Path, description = "The token's id")),
+    responses((status = 204, description = "Revoked"), crate::openapi::Refusals),
+)]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,

@@ -1,0 +1,192 @@
+//! The OpenAPI 3.1 document of the API, generated from the handlers' types
+//! and annotations (utoipa): served at `GET /openapi.json` and checked in as
+//! `crates/control/openapi.json` (a test fails when the two drift apart).
+
+use serde::Serialize;
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::error::FieldError;
+use crate::http;
+
+/// A plan's name.
+#[derive(ToSchema)]
+#[schema(as = Plan)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanName {
+    Free,
+    Starter,
+    Pro,
+    Enterprise,
+}
+
+/// An environment's name.
+#[derive(ToSchema)]
+#[schema(as = Environment)]
+#[allow(dead_code)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvironmentName {
+    Development,
+    Staging,
+    Production,
+    Other,
+}
+
+/// Every error: the gateway's shape.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub message: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub code: String,
+    /// The field the error is about, if any.
+    pub param: Option<String>,
+    /// On 422: every invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldError>>,
+}
+
+/// The refusals any operation may answer.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum Refusals {
+    /// The body is not JSON.
+    #[response(status = 400)]
+    InvalidJson(#[to_schema] ErrorBody),
+    /// No or an unknown credential.
+    #[response(status = 401)]
+    Unauthenticated(ErrorBody),
+    /// Outside the caller's role, a missing CSRF token, or over the plan's quota.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+    /// No such object, or not the caller's to know of.
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The Default project, the last owner, an existing member.
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// Invalid fields, each named.
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// Too many failed logins.
+    #[response(status = 429)]
+    Throttled(ErrorBody),
+}
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("fpu_...")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new("floopy_session"))),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "floopy-control",
+        description = "The management API of floopy: organizations, projects, API keys, members, limits. State-changing requests made with the session cookie carry its CSRF token in x-csrf-token.",
+        license(name = "Apache-2.0")
+    ),
+    paths(
+        http::session::login,
+        http::session::logout,
+        http::session::me,
+        http::session::create_token,
+        http::session::list_tokens,
+        http::session::revoke_token,
+        http::orgs::list,
+        http::orgs::read,
+        http::orgs::update,
+        http::orgs::set_member_role,
+        http::orgs::audit,
+        http::projects::list,
+        http::projects::create,
+        http::projects::read,
+        http::projects::update,
+        http::projects::archive,
+        http::projects::unarchive,
+        http::projects::delete,
+        http::keys::list,
+        http::keys::create,
+        http::keys::read,
+        http::keys::rename,
+        http::keys::revoke,
+        http::limits::list,
+        http::limits::set,
+        http::limits::remove,
+        http::members::list,
+        http::members::remove,
+        http::members::list_project,
+        http::members::set_project,
+        http::members::remove_project,
+        http::invitations::create,
+        http::invitations::accept,
+        http::invitations::list,
+        http::invitations::revoke,
+    ),
+    components(schemas(ErrorBody, ErrorDetail, FieldError, PlanName, EnvironmentName)),
+    modifiers(&Security),
+    security(("token" = []), ("session" = []))
+)]
+pub struct ApiDoc;
+
+/// The document as served and checked in.
+pub fn document() -> String {
+    ApiDoc::openapi()
+        .to_pretty_json()
+        .unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checked_in_document_is_the_generated_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi.json");
+        let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            checked_in.trim_end() == document().trim_end(),
+            "{} is out of date: regenerate it with `cargo run -p floopy-control -- openapi > crates/control/openapi.json`",
+            path.display()
+        );
+    }
+
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc: serde_json::Value = serde_json::from_str(&document()).unwrap();
+        let mut ids = Vec::new();
+        for methods in doc["paths"].as_object().unwrap().values() {
+            for op in methods.as_object().unwrap().values() {
+                if let Some(id) = op["operationId"].as_str() {
+                    ids.push(id.to_string());
+                }
+            }
+        }
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "duplicate operation ids");
+        assert_eq!(n, 35, "every operation is documented");
+    }
+}
