@@ -104,7 +104,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "floopy-control",
-        description = "The management API of floopy: organizations, projects, API keys, members, limits. State-changing requests made with the session cookie carry its CSRF token in x-csrf-token.",
+        description = "The management API of floopy: organizations, projects, API keys, members, limits. Scripts authenticate with a personal access token (Authorization: Bearer fpu_...). The dashboard signs in at /v1/auth/login and sends the floopy_session cookie instead (the `session` scheme); its state-changing requests carry the session's CSRF token in x-csrf-token.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -146,7 +146,7 @@ impl Modify for Security {
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError, PlanName, EnvironmentName)),
     modifiers(&Security),
-    security(("token" = []), ("session" = []))
+    security(("token" = []))
 )]
 pub struct ApiDoc;
 

@@ -41,13 +41,26 @@ pub fn is_valid_color(color: &str) -> bool {
 }
 
 /// `Err` with the message when `value` is not `min..=max` characters long
-/// (characters, not bytes).
+/// (characters, not bytes), or holds a control character other than a tab
+/// or a line break (a NUL cannot even be stored).
 pub fn check_length(value: &str, (min, max): (usize, usize)) -> Result<(), String> {
     let n = value.chars().count();
     if n < min || n > max {
         return Err(format!("must be {min} to {max} characters long (is {n})"));
     }
-    Ok(())
+    check_text(value)
+}
+
+/// `Err` when `value` holds a control character other than a tab or a line
+/// break.
+pub fn check_text(value: &str) -> Result<(), String> {
+    match value
+        .chars()
+        .find(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        Some(c) => Err(format!("must not contain control characters (found {c:?})")),
+        None => Ok(()),
+    }
 }
 
 /// A UUID written in its hyphenated form (any case): how ids appear in
@@ -91,6 +104,13 @@ mod tests {
             check_length("", PROJECT_NAME_CHARS).unwrap_err(),
             "must be 1 to 100 characters long (is 0)"
         );
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        assert!(check_length("a\0b", (1, 10)).is_err(), "NUL");
+        assert!(check_length("a\u{1b}b", (1, 10)).is_err(), "escape");
+        assert!(check_length("line\nline\ttab", (1, 20)).is_ok());
     }
 
     #[test]

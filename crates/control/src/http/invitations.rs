@@ -4,14 +4,14 @@
 //! server is assumed. Accepting it with the token joins the org: a new user
 //! sets their name and password, an existing one proves theirs.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use floopy_model::validate::{check_length, NAME_CHARS};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody};
+use super::{membership, Ids, JsonBody};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::{
@@ -57,7 +57,7 @@ fn normalize_email(email: &str) -> Result<String, FieldError> {
         && email.split_once('@').is_some_and(|(user, host)| {
             !user.is_empty() && !host.is_empty() && !host.contains('@')
         })
-        && !email.chars().any(char::is_whitespace);
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control());
     if ok {
         Ok(email)
     } else {
@@ -81,7 +81,7 @@ fn normalize_email(email: &str) -> Result<String, FieldError> {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<NewInvitation>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
     let mut db = state.db().await?;
@@ -277,7 +277,7 @@ pub async fn accept(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
 ) -> Result<Json<Vec<InvitationView>>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -320,7 +320,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, invitation)): Path<(Uuid, Uuid)>,
+    Ids((org, invitation)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
     let m = membership(&db, &caller, org).await?;

@@ -4,7 +4,7 @@
 //! keys locked to their project. A key created or revoked here reaches
 //! every gateway through the database's change notification.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use floopy_model::validate::{check_length, NAME_CHARS};
@@ -12,7 +12,7 @@ use floopy_model::{generate_key, hash_key, Environment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody, Page, PageQuery};
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -103,8 +103,8 @@ async fn visible_key(
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
-    Query(page): Query<PageQuery>,
+    Ids(org): Ids<Uuid>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Json<Page<KeyView>>, ApiError> {
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
@@ -137,7 +137,7 @@ pub async fn list(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, key)): Path<(Uuid, Uuid)>,
+    Ids((org, key)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<KeyView>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -175,7 +175,7 @@ pub struct CreatedKey {
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let mut db = state.db().await?;
@@ -299,7 +299,7 @@ async fn change_key(
 pub async fn rename(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ids): Path<(Uuid, Uuid)>,
+    Ids(ids): Ids<(Uuid, Uuid)>,
     JsonBody(body): JsonBody<KeyRename>,
 ) -> Result<Json<KeyView>, ApiError> {
     if let Err(message) = check_length(&body.name, NAME_CHARS) {
@@ -330,7 +330,7 @@ pub async fn rename(
 pub async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ids): Path<(Uuid, Uuid)>,
+    Ids(ids): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<KeyView>, ApiError> {
     change_key(
         &state,

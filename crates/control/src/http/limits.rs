@@ -2,14 +2,14 @@
 //! and the monthly cost cap, per environment. A change reaches every
 //! gateway through the database's change notification.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use floopy_model::{format_usd, usd_to_micro, Environment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody};
+use super::{membership, Ids, JsonBody};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -48,7 +48,7 @@ fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
 ) -> Result<Json<Vec<LimitsView>>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -93,7 +93,7 @@ fn parse_environment(value: &str) -> Result<Environment, ApiError> {
 pub async fn set(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, environment)): Path<(Uuid, String)>,
+    Ids((org, environment)): Ids<(Uuid, String)>,
     JsonBody(body): JsonBody<LimitsChange>,
 ) -> Result<Json<LimitsView>, ApiError> {
     let environment = parse_environment(&environment)?;
@@ -170,7 +170,7 @@ pub async fn set(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, environment)): Path<(Uuid, String)>,
+    Ids((org, environment)): Ids<(Uuid, String)>,
 ) -> Result<StatusCode, ApiError> {
     let environment = parse_environment(&environment)?;
     let mut db = state.db().await?;

@@ -3,13 +3,13 @@
 //! changed and removed by the project's owners and admins, or the org's).
 //! Org roles are changed in `orgs::set_member_role`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody};
+use super::{membership, Ids, JsonBody};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -45,7 +45,7 @@ fn view(row: &tokio_postgres::Row) -> MemberView {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -73,7 +73,7 @@ pub async fn list(
 pub async fn remove(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, user)): Path<(Uuid, Uuid)>,
+    Ids((org, user)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -124,7 +124,7 @@ pub async fn remove(
 pub async fn list_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project)): Path<(Uuid, Uuid)>,
+    Ids((org, project)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<Vec<MemberView>>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -160,7 +160,7 @@ pub struct ProjectRoleChange {
 pub async fn set_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project, user)): Path<(Uuid, Uuid, Uuid)>,
+    Ids((org, project, user)): Ids<(Uuid, Uuid, Uuid)>,
     JsonBody(body): JsonBody<ProjectRoleChange>,
 ) -> Result<Json<MemberView>, ApiError> {
     let mut db = state.db().await?;
@@ -233,7 +233,7 @@ pub async fn set_project(
 pub async fn remove_project(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project, user)): Path<(Uuid, Uuid, Uuid)>,
+    Ids((org, project, user)): Ids<(Uuid, Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
     let m = membership(&db, &caller, org).await?;

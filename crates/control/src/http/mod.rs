@@ -125,6 +125,55 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Path parameters (ids): one that does not parse names nothing that
+/// exists, so it is a JSON 404 like any unknown object.
+pub struct Ids<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for Ids<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(ids)| Ids(ids))
+            .map_err(|_| ApiError::NotFound("object"))
+    }
+}
+
+/// A query string; a parameter of the wrong type or an unknown one is a
+/// 422 naming it.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> axum::extract::FromRequestParts<S> for QueryParams<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(QueryParams)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let param = if path == "." { "(query)".into() } else { path };
+                ApiError::Validation(vec![FieldError::new(param, e.into_inner().to_string())])
+            })
+    }
+}
+
 /// The caller's membership in `org`; 404 when they are not a member (an org
 /// that is not theirs does not exist for them).
 pub async fn membership(

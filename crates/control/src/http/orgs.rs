@@ -1,14 +1,14 @@
 //! Organizations: the caller's list, one org, renaming and the plan (owners),
 //! its members and their roles, and its audit log.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::Json;
 use floopy_model::validate::{check_length, NAME_CHARS};
 use floopy_model::Plan;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody, Page, PageQuery};
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -106,7 +106,7 @@ async fn read_org(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
 ) -> Result<Json<OrgView>, ApiError> {
     let db = state.db().await?;
     read_org(&db, &caller, org).await.map(Json)
@@ -134,7 +134,7 @@ pub struct OrgUpdate {
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<OrgUpdate>,
 ) -> Result<Json<OrgView>, ApiError> {
     let mut db = state.db().await?;
@@ -208,7 +208,7 @@ pub struct RoleChange {
 pub async fn set_member_role(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, user)): Path<(Uuid, Uuid)>,
+    Ids((org, user)): Ids<(Uuid, Uuid)>,
     JsonBody(body): JsonBody<RoleChange>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let mut db = state.db().await?;
@@ -279,8 +279,8 @@ pub struct AuditView {
 pub async fn audit(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
-    Query(page): Query<PageQuery>,
+    Ids(org): Ids<Uuid>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Json<Page<AuditView>>, ApiError> {
     let (limit, after) = page.parse()?;
     let db = state.db().await?;

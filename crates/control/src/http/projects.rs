@@ -5,7 +5,7 @@
 //! the schema does both). The Default project is neither deleted nor
 //! archived.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use floopy_model::validate::{
@@ -16,7 +16,7 @@ use floopy_model::{Plan, DEFAULT_PROJECT_ID};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, JsonBody, Page, PageQuery};
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -133,8 +133,8 @@ impl ProjectFields {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
-    Query(page): Query<PageQuery>,
+    Ids(org): Ids<Uuid>,
+    QueryParams(page): QueryParams<PageQuery>,
 ) -> Result<Json<Page<ProjectView>>, ApiError> {
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
@@ -171,7 +171,7 @@ pub async fn list(
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
-    Path(org): Path<Uuid>,
+    Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<ProjectFields>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
     let mut db = state.db().await?;
@@ -251,7 +251,7 @@ pub async fn create(
 pub async fn read(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project)): Path<(Uuid, Uuid)>,
+    Ids((org, project)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<ProjectView>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
@@ -312,7 +312,7 @@ async fn change(
 pub async fn update(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project)): Path<(Uuid, Uuid)>,
+    Ids((org, project)): Ids<(Uuid, Uuid)>,
     JsonBody(body): JsonBody<ProjectFields>,
 ) -> Result<Json<ProjectView>, ApiError> {
     body.check(false)?;
@@ -376,7 +376,7 @@ async fn set_archived(
 pub async fn archive(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ids): Path<(Uuid, Uuid)>,
+    Ids(ids): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<ProjectView>, ApiError> {
     set_archived(state, caller, ids, true).await
 }
@@ -393,7 +393,7 @@ pub async fn archive(
 pub async fn unarchive(
     State(state): State<AppState>,
     caller: Caller,
-    Path(ids): Path<(Uuid, Uuid)>,
+    Ids(ids): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<ProjectView>, ApiError> {
     set_archived(state, caller, ids, false).await
 }
@@ -411,7 +411,7 @@ pub async fn unarchive(
 pub async fn delete(
     State(state): State<AppState>,
     caller: Caller,
-    Path((org, project)): Path<(Uuid, Uuid)>,
+    Ids((org, project)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     change(
         &state,

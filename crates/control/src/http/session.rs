@@ -1,6 +1,6 @@
 //! Signing in and out, the caller's own view, and personal access tokens.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::header::SET_COOKIE;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode};
@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::JsonBody;
+use super::{Ids, JsonBody};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::{
@@ -61,8 +61,13 @@ pub async fn login(
     ClientAddress(client): ClientAddress,
     JsonBody(body): JsonBody<Login>,
 ) -> Result<Response, ApiError> {
-    let db = state.db().await?;
     let email = body.email.trim().to_lowercase();
+    if let Err(message) = floopy_model::validate::check_length(&email, (1, 254)) {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "email", message,
+        )]));
+    }
+    let db = state.db().await?;
     let throttle = state.config.throttle;
     let window = throttle.window.as_secs_f64();
     let counts = db
@@ -347,7 +352,7 @@ pub async fn list_tokens(
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
-    Path(token): Path<Uuid>,
+    Ids(token): Ids<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
