@@ -1,6 +1,7 @@
 //! End to end through the real gateway: a key created through the API is
 //! served by a running floopy-gateway (on the same control database) within
-//! a second, and refused within a second of its revocation.
+//! a second, a limit set through the API holds within a second, and a key is
+//! refused within a second of its revocation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -51,7 +52,7 @@ async fn served_within(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_key_made_through_the_api_is_served_and_revoked_within_a_second() {
+async fn keys_and_limits_set_through_the_api_hold_on_the_gateway_within_a_second() {
     let db = TestDb::create().await;
     let control = Control::start(&db, "").await;
     let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
@@ -123,6 +124,19 @@ limits: {{state_file: "{}"}}
     let chat = format!("http://127.0.0.1:{listen}/v1/chat/completions");
     let took = served_within(&http, &chat, &key, 200, Duration::from_secs(1)).await;
     eprintln!("a new key was served after {took:?}");
+
+    // A limit set through the API holds on the gateway within a second.
+    let (status, _) = call(
+        &http,
+        "PUT",
+        &control.url(&format!("/v1/orgs/{org}/limits/production")),
+        Some(&token),
+        Some(json!({"rpm": 1})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let took = served_within(&http, &chat, &key, 429, Duration::from_secs(1)).await;
+    eprintln!("a new RPM limit held after {took:?}");
 
     let (status, _) = call(
         &http,
