@@ -45,7 +45,7 @@ jar="$TMP/cookies"
 login=$(curl -fs -c "$jar" "$URL/v1/auth/login" -H 'content-type: application/json' \
     -d "{\"email\": \"load@floopy.local\", \"password\": \"$PASSWORD\"}") || lt_die "login failed"
 csrf=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])' <<<"$login")
-ORG=$(curl -fs -b "$jar" "$URL/v1/orgs" | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+ORG=$(curl -fs -b "$jar" "$URL/v1/orgs" | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
 TOKEN=$(curl -fs -b "$jar" -H "x-csrf-token: $csrf" -H 'content-type: application/json' \
     "$URL/v1/tokens" -d '{"name": "load"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["token"])')
 for i in 1 2 3 4 5; do

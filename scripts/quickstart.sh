@@ -69,7 +69,7 @@ login=$(curl -fs -c "$jar" http://127.0.0.1:8081/v1/auth/login \
   -H 'content-type: application/json' \
   -d "{\"email\": \"$email\", \"password\": \"$password\"}")
 csrf=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["csrf_token"])' <<<"$login")
-org=$(curl -fs -b "$jar" http://127.0.0.1:8081/v1/orgs | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+org=$(curl -fs -b "$jar" http://127.0.0.1:8081/v1/orgs | python3 -c 'import json,sys; print(json.load(sys.stdin)["data"][0]["id"])')
 key=$(curl -fs -b "$jar" -H "x-csrf-token: $csrf" -H 'content-type: application/json' \
   "http://127.0.0.1:8081/v1/orgs/$org/keys" \
   -d '{"name": "quickstart", "environment": "development"}' |

@@ -742,3 +742,127 @@ async fn an_invitation_is_a_one_time_way_in() {
     drop(control);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_page_with_a_cursor_and_other_fields_are_checked_too() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let projects = control.url(&format!("/v1/orgs/{org}/projects"));
+    for i in 0..4 {
+        let body = json!({"name": "P", "slug": format!("p{i}")});
+        assert_eq!(
+            call(&http, "POST", &projects, Some(&token), Some(body))
+                .await
+                .0,
+            201
+        );
+    }
+    // Five projects (Default included), two a page: 2 + 2 + 1, every one once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let url = match &cursor {
+            None => format!("{projects}?limit=2"),
+            Some(c) => format!("{projects}?limit=2&cursor={c}"),
+        };
+        let (status, page) = call(&http, "GET", &url, Some(&token), None).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        for p in page["data"].as_array().unwrap() {
+            seen.push(p["id"].as_str().unwrap().to_string());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen.len()), (3, 5));
+    seen.dedup();
+    assert_eq!(seen.len(), 5, "no project twice");
+    for (query, param) in [
+        ("limit=0", "limit"),
+        ("limit=x", "limit"),
+        ("cursor=nope", "cursor"),
+    ] {
+        let (status, v) = call(
+            &http,
+            "GET",
+            &format!("{projects}?{query}"),
+            Some(&token),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (422, Some(param)),
+            "{query}: {v}"
+        );
+    }
+
+    // More fields, each named.
+    let cases = [
+        (
+            "PATCH",
+            format!("/v1/orgs/{org}"),
+            json!({"name": ""}),
+            "name",
+        ),
+        (
+            "PATCH",
+            format!("/v1/orgs/{org}"),
+            json!({"plan": "gold"}),
+            "plan",
+        ),
+        (
+            "POST",
+            "/v1/tokens".to_string(),
+            json!({"name": "x".repeat(201)}),
+            "name",
+        ),
+        (
+            "POST",
+            format!("/v1/orgs/{org}/invitations"),
+            json!({"email": "not an email", "role": "member"}),
+            "email",
+        ),
+        (
+            "POST",
+            format!("/v1/orgs/{org}/invitations"),
+            json!({"email": "a@b.c", "role": "boss"}),
+            "role",
+        ),
+        (
+            "PATCH",
+            format!("/v1/orgs/{org}/members/{owner}"),
+            json!({"role": "king"}),
+            "role",
+        ),
+        (
+            "POST",
+            "/v1/auth/login".to_string(),
+            json!({"email": "a\u{0}b", "password": "x"}),
+            "email",
+        ),
+    ];
+    for (method, path, body, param) in cases {
+        let (status, v) = call(&http, method, &control.url(&path), Some(&token), Some(body)).await;
+        assert_eq!(
+            (status, v["error"]["param"].as_str()),
+            (422, Some(param)),
+            "{method} {path}: {v}"
+        );
+    }
+    let name: String = db
+        .client
+        .query_one("SELECT name FROM organizations WHERE id = $1", &[&org])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "Acme", "nothing was written");
+    drop(control);
+    db.drop_db().await;
+}

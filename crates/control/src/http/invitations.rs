@@ -11,7 +11,7 @@ use floopy_model::validate::{check_length, NAME_CHARS};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, Ids, JsonBody};
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::{
@@ -271,14 +271,16 @@ pub async fn accept(
     tag = "invitations",
     get,
     path = "/v1/orgs/{org}/invitations",
-    params(("org" = Uuid, Path, description = "The organization's id")),
-    responses((status = 200, body = Vec<InvitationView>), crate::openapi::Refusals),
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<InvitationView>), crate::openapi::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Ids(org): Ids<Uuid>,
-) -> Result<Json<Vec<InvitationView>>, ApiError> {
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<InvitationView>>, ApiError> {
+    let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageOrgMembers)?;
@@ -288,23 +290,24 @@ pub async fn list(
                 "SELECT id, email, role::text, ",
                 rfc3339!("expires_at"),
                 " FROM invitations WHERE org_id = $1 AND accepted_at IS NULL
-                   AND revoked_at IS NULL AND expires_at > now() ORDER BY id"
+                   AND revoked_at IS NULL AND expires_at > now() AND ($2::uuid IS NULL OR id > $2)
+                 ORDER BY id LIMIT $3"
             ),
-            &[&org],
+            &[&org, &after, &(limit + 1)],
         )
         .await?;
-    Ok(Json(
-        rows.iter()
-            .filter_map(|row| {
-                Some(InvitationView {
-                    id: row.get(0),
-                    email: row.get(1),
-                    role: OrgRole::parse(row.get(2))?,
-                    expires_at: row.get(3),
-                })
+    let items = rows
+        .iter()
+        .filter_map(|row| {
+            Some(InvitationView {
+                id: row.get(0),
+                email: row.get(1),
+                role: OrgRole::parse(row.get(2))?,
+                expires_at: row.get(3),
             })
-            .collect(),
-    ))
+        })
+        .collect();
+    Ok(Json(Page::new(items, limit, |i| i.id)))
 }
 
 /// `DELETE /v1/orgs/{org}/invitations/{invitation}`: the token no longer

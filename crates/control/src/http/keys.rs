@@ -115,7 +115,7 @@ pub async fn list(
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM api_keys
-                  WHERE org_id = $1 AND id > $2 AND ($4 OR project_id = ANY($5))
+                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($4 OR project_id = ANY($5))
                   ORDER BY id LIMIT $3"
             ),
             &[&org, &after, &(limit + 1), &all, &mine],

@@ -36,7 +36,8 @@ fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
     })
 }
 
-/// `GET /v1/orgs/{org}/limits`.
+/// `GET /v1/orgs/{org}/limits`: one entry per environment with limits (at
+/// most four, so the one list of the API that is never paginated).
 #[utoipa::path(
     operation_id = "limits_list",
     tag = "limits",

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, Ids, JsonBody};
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -39,25 +39,29 @@ fn view(row: &tokio_postgres::Row) -> MemberView {
     tag = "members",
     get,
     path = "/v1/orgs/{org}/members",
-    params(("org" = Uuid, Path, description = "The organization's id")),
-    responses((status = 200, body = Vec<MemberView>), crate::openapi::Refusals),
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<MemberView>), crate::openapi::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Ids(org): Ids<Uuid>,
-) -> Result<Json<Vec<MemberView>>, ApiError> {
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<MemberView>>, ApiError> {
+    let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadOrgMembers)?;
     let rows = db
         .query(
             "SELECT u.id, u.email, u.name, m.role::text FROM org_members m
-               JOIN users u ON u.id = m.user_id WHERE m.org_id = $1 ORDER BY u.email",
-            &[&org],
+               JOIN users u ON u.id = m.user_id
+              WHERE m.org_id = $1 AND ($2::uuid IS NULL OR u.id > $2) ORDER BY u.id LIMIT $3",
+            &[&org, &after, &(limit + 1)],
         )
         .await?;
-    Ok(Json(rows.iter().map(view).collect()))
+    let items = rows.iter().map(view).collect();
+    Ok(Json(Page::new(items, limit, |m| m.user_id)))
 }
 
 /// `DELETE /v1/orgs/{org}/members/{user}`: the user leaves the org (and its
@@ -118,14 +122,16 @@ pub async fn remove(
     tag = "members",
     get,
     path = "/v1/orgs/{org}/projects/{project}/members",
-    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, body = Vec<MemberView>), crate::openapi::Refusals),
+    params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), PageQuery),
+    responses((status = 200, body = Page<MemberView>), crate::openapi::Refusals),
 )]
 pub async fn list_project(
     State(state): State<AppState>,
     caller: Caller,
     Ids((org, project)): Ids<(Uuid, Uuid)>,
-) -> Result<Json<Vec<MemberView>>, ApiError> {
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<MemberView>>, ApiError> {
+    let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadProject(project))?;
@@ -133,11 +139,13 @@ pub async fn list_project(
         .query(
             "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm
                JOIN users u ON u.id = pm.user_id
-              WHERE pm.org_id = $1 AND pm.project_id = $2 ORDER BY u.email",
-            &[&org, &project],
+              WHERE pm.org_id = $1 AND pm.project_id = $2 AND ($3::uuid IS NULL OR u.id > $3)
+              ORDER BY u.id LIMIT $4",
+            &[&org, &project, &after, &(limit + 1)],
         )
         .await?;
-    Ok(Json(rows.iter().map(view).collect()))
+    let items = rows.iter().map(view).collect();
+    Ok(Json(Page::new(items, limit, |m| m.user_id)))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

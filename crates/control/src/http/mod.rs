@@ -223,23 +223,27 @@ pub const DEFAULT_PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 200;
 
 impl PageQuery {
-    /// (page size, the id to list after). Ids are UUID v7, so their order is
-    /// creation order; the cursor is the last id of the previous page.
-    pub fn parse(&self) -> Result<(i64, Uuid), ApiError> {
+    /// (page size, the id to list after: none on the first page). Ids are
+    /// UUID v7, so their order is creation order; the cursor is the last id
+    /// of the previous page.
+    pub fn parse(&self) -> Result<(i64, Option<Uuid>), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_PAGE);
         let mut errors = Vec::new();
         if !(1..=MAX_PAGE).contains(&limit) {
             errors.push(FieldError::new("limit", format!("must be 1 to {MAX_PAGE}")));
         }
         let after = match &self.cursor {
-            None => Uuid::nil(),
-            Some(c) => Uuid::try_parse(c).unwrap_or_else(|_| {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "is not a cursor this API returned",
-                ));
-                Uuid::nil()
-            }),
+            None => None,
+            Some(c) => match Uuid::try_parse(c) {
+                Ok(id) => Some(id),
+                Err(_) => {
+                    errors.push(FieldError::new(
+                        "cursor",
+                        "is not a cursor this API returned",
+                    ));
+                    None
+                }
+            },
         };
         if errors.is_empty() {
             Ok((limit, after))

@@ -54,26 +54,28 @@ fn org_view(row: &tokio_postgres::Row) -> Result<OrgView, ApiError> {
     tag = "orgs",
     get,
     path = "/v1/orgs",
-    responses((status = 200, body = Vec<OrgView>), crate::openapi::Refusals),
+    params(PageQuery),
+    responses((status = 200, body = Page<OrgView>), crate::openapi::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<OrgView>>, ApiError> {
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<OrgView>>, ApiError> {
+    let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let rows = db
         .query(
             &format!(
                 "SELECT {ORG_COLUMNS} FROM organizations o
-                   JOIN org_members m ON m.org_id = o.id AND m.user_id = $1 ORDER BY o.id"
+                   JOIN org_members m ON m.org_id = o.id AND m.user_id = $1
+                  WHERE ($2::uuid IS NULL OR o.id > $2) ORDER BY o.id LIMIT $3"
             ),
-            &[&caller.user_id],
+            &[&caller.user_id, &after, &(limit + 1)],
         )
         .await?;
-    rows.iter()
-        .map(org_view)
-        .collect::<Result<_, _>>()
-        .map(Json)
+    let items = rows.iter().map(org_view).collect::<Result<_, _>>()?;
+    Ok(Json(Page::new(items, limit, |o| o.id)))
 }
 
 async fn read_org(
@@ -287,7 +289,7 @@ pub async fn audit(
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadAudit)?;
     // Newest first: the cursor is the last (smallest) id of the previous page.
-    let before = if after.is_nil() { Uuid::max() } else { after };
+    let before = after.unwrap_or(Uuid::max());
     let rows = db
         .query(
             concat!(

@@ -144,7 +144,7 @@ pub async fn list(
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM projects p
-                  WHERE org_id = $1 AND id > $2
+                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2)
                     AND ($4 OR EXISTS (SELECT 1 FROM project_members pm
                                         WHERE pm.org_id = p.org_id AND pm.project_id = p.id
                                           AND pm.user_id = $5))

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{Ids, JsonBody};
+use super::{Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::{
@@ -107,6 +107,18 @@ pub async fn login(
         return Err(ApiError::InvalidCredentials);
     };
     let user_id: Uuid = user.get(0);
+    // Expired sessions of this user, and failures older than the window,
+    // go as their owner signs in: the tables stay the size of what is live.
+    db.execute(
+        "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= now()",
+        &[&user_id],
+    )
+    .await?;
+    db.execute(
+        "DELETE FROM login_failures WHERE email = $1 AND at <= now() - make_interval(secs => $2)",
+        &[&email, &window],
+    )
+    .await?;
     let session = new_secret("")?;
     let csrf_token = new_secret("")?;
     let ttl = state.config.session_ttl.as_secs_f64();
@@ -307,12 +319,15 @@ pub async fn create_token(
     tag = "session",
     get,
     path = "/v1/tokens",
-    responses((status = 200, body = Vec<TokenView>), crate::openapi::Refusals),
+    params(PageQuery),
+    responses((status = 200, body = Page<TokenView>), crate::openapi::Refusals),
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
-) -> Result<Json<Vec<TokenView>>, ApiError> {
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<TokenView>>, ApiError> {
+    let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let rows = db
         .query(
@@ -321,23 +336,24 @@ pub async fn list_tokens(
                 rfc3339!("created_at"),
                 ", ",
                 rfc3339!("last_used_at"),
-                ", revoked_at IS NOT NULL FROM access_tokens WHERE user_id = $1 ORDER BY id"
+                ", revoked_at IS NOT NULL FROM access_tokens
+                   WHERE user_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
             ),
-            &[&caller.user_id],
+            &[&caller.user_id, &after, &(limit + 1)],
         )
         .await?;
-    Ok(Json(
-        rows.iter()
-            .map(|row| TokenView {
-                id: row.get(0),
-                name: row.get(1),
-                prefix: row.get(2),
-                created_at: row.get(3),
-                last_used_at: row.get(4),
-                revoked: row.get(5),
-            })
-            .collect(),
-    ))
+    let items = rows
+        .iter()
+        .map(|row| TokenView {
+            id: row.get(0),
+            name: row.get(1),
+            prefix: row.get(2),
+            created_at: row.get(3),
+            last_used_at: row.get(4),
+            revoked: row.get(5),
+        })
+        .collect();
+    Ok(Json(Page::new(items, limit, |t| t.id)))
 }
 
 /// `DELETE /v1/tokens/{token}`: revokes one of the caller's tokens.
