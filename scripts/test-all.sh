@@ -28,7 +28,7 @@ echo "== shipped configurations"
 for f in conf/*.yaml; do
   OPENAI_API_KEY=check ANTHROPIC_API_KEY=check target/debug/floopy-gateway --check-config "$f"
 done
-target/debug/floopy-control check-config conf/control/*.yaml
+target/debug/floopy-control --check-config conf/control/*.yaml
 
 echo "== unit and integration tests"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -28,6 +28,10 @@ struct Cli {
         global = true
     )]
     config: PathBuf,
+    /// Validate configuration files and exit (non-zero on errors); the same
+    /// as the `check-config` command.
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    check_config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -68,6 +72,9 @@ fn parse_plan(value: &str) -> Result<Plan, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !cli.check_config.is_empty() {
+        return check_configs(&cli.check_config);
+    }
     init_tracing();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig { files } => return check_configs(&files),

@@ -207,6 +207,36 @@ async fn every_role_against_every_operation() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+
+    // Members see only their projects (P, and none); the org's owner all.
+    let listed = |token: Option<String>| {
+        let (http, url) = (
+            http.clone(),
+            control.url(&format!("/v1/orgs/{org}/projects")),
+        );
+        async move {
+            let (_, page) = call(&http, "GET", &url, token.as_deref(), None).await;
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        listed(tokens[5].clone()).await,
+        [p.to_string()],
+        "member of P"
+    );
+    assert!(
+        listed(tokens[6].clone()).await.is_empty(),
+        "member of nothing"
+    );
+    assert!(
+        listed(tokens[0].clone()).await.len() > 2,
+        "the owner sees them all"
+    );
     drop(control);
     db.drop_db().await;
 }
@@ -668,6 +698,51 @@ async fn the_default_project_and_the_last_owner_are_kept() {
         (409, Some("last_owner")),
         "{v}"
     );
+    // Deleting a project revokes the keys locked to it and clears it as a
+    // default.
+    let projects = control.url(&format!("/v1/orgs/{org}/projects"));
+    let (_, doomed) = call(
+        &http,
+        "POST",
+        &projects,
+        Some(&token),
+        Some(json!({"name": "D", "slug": "doomed"})),
+    )
+    .await;
+    let doomed = doomed["id"].as_str().unwrap().to_string();
+    let keys = control.url(&format!("/v1/orgs/{org}/keys"));
+    let (_, locked) = call(
+        &http,
+        "POST",
+        &keys,
+        Some(&token),
+        Some(json!({"name": "l", "project_id": doomed})),
+    )
+    .await;
+    let (_, defaulted) = call(
+        &http,
+        "POST",
+        &keys,
+        Some(&token),
+        Some(json!({"name": "d", "default_project_id": doomed})),
+    )
+    .await;
+    let (status, _) = call(
+        &http,
+        "DELETE",
+        &format!("{projects}/{doomed}"),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    for (key, revoked) in [(&locked, true), (&defaulted, false)] {
+        let id = key["id"].as_str().unwrap();
+        let (_, now) = call(&http, "GET", &format!("{keys}/{id}"), Some(&token), None).await;
+        assert_eq!(now["revoked"], revoked, "{now}");
+        assert!(now["default_project_id"].is_null(), "{now}");
+    }
+
     // The audit log reads back, newest first, paginated.
     let (status, page) = call(
         &http,
@@ -864,5 +939,50 @@ async fn lists_page_with_a_cursor_and_other_fields_are_checked_too() {
         .get(0);
     assert_eq!(name, "Acme", "nothing was written");
     drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
+    let db = TestDb::create().await;
+    let mut control = Control::start(&db, "").await;
+    let (_, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let token = token_for(&db, owner).await;
+    let http = reqwest::Client::new();
+    assert_eq!(
+        call(&http, "GET", &control.url("/healthz"), None, None)
+            .await
+            .0,
+        200
+    );
+    // A login is the slowest request (a password hash): start one, then
+    // signal while it runs.
+    let login = {
+        let (http, url) = (http.clone(), control.url("/v1/auth/login"));
+        tokio::spawn(async move {
+            call(
+                &http,
+                "POST",
+                &url,
+                None,
+                Some(json!({"email": "owner@acme.test", "password": PASSWORD})),
+            )
+            .await
+            .0
+        })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let pid = control.child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    assert_eq!(login.await.unwrap(), 200, "the request in flight finished");
+    let status = tokio::task::spawn_blocking(move || control.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    drop(token);
     db.drop_db().await;
 }
