@@ -167,11 +167,16 @@ impl FromRequestParts<AppState> for Caller {
             if !token.starts_with(TOKEN_PREFIX) {
                 return Err(ApiError::Unauthenticated);
             }
+            // `last_used_at` is refreshed at most once a minute: a script's
+            // every read is not a write.
             let row = db
                 .query_opt(
-                    "UPDATE access_tokens SET last_used_at = now()
-                      WHERE token_hash = $1 AND revoked_at IS NULL
-                      RETURNING id, user_id",
+                    "WITH t AS (SELECT id, user_id, last_used_at FROM access_tokens
+                                 WHERE token_hash = $1 AND revoked_at IS NULL),
+                          touched AS (UPDATE access_tokens a SET last_used_at = now() FROM t
+                                       WHERE a.id = t.id AND (t.last_used_at IS NULL
+                                             OR t.last_used_at < now() - interval '1 minute'))
+                     SELECT id, user_id FROM t",
                     &[&secret_hash(token)],
                 )
                 .await?
