@@ -49,6 +49,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is not valid JSON: {0}")]
     InvalidJson(String),
+    #[error("the request body must be sent as Content-Type: application/json")]
+    UnsupportedMediaType,
     #[error("internal error")]
     Internal(String),
 }
@@ -73,6 +75,7 @@ impl ApiError {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -89,6 +92,7 @@ impl ApiError {
             ApiError::QuotaExceeded { .. } => "plan_quota_exceeded",
             ApiError::Conflict { code, .. } => code,
             ApiError::InvalidJson(_) => "invalid_json",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -104,7 +108,8 @@ impl ApiError {
             ApiError::NotFound(_)
             | ApiError::Validation(_)
             | ApiError::Conflict { .. }
-            | ApiError::InvalidJson(_) => "invalid_request_error",
+            | ApiError::InvalidJson(_)
+            | ApiError::UnsupportedMediaType => "invalid_request_error",
             ApiError::Internal(_) => "server_error",
         }
     }
@@ -121,6 +126,7 @@ impl ApiError {
             | ApiError::QuotaExceeded { .. }
             | ApiError::Conflict { .. }
             | ApiError::InvalidJson(_)
+            | ApiError::UnsupportedMediaType
             | ApiError::Internal(_) => None,
         }
     }
@@ -169,6 +175,8 @@ impl ApiError {
                         "is not a project of this organization",
                     )
                 }
+                // The member left the org while being added to a project.
+                Some("project_members_org_id_user_id_fkey") => return ApiError::NotFound("member"),
                 _ => {}
             }
         }

@@ -74,6 +74,9 @@ pub enum Refusals {
     /// Invalid fields, each named.
     #[response(status = 422)]
     Invalid(ErrorBody),
+    /// The body is not sent as application/json.
+    #[response(status = 415)]
+    UnsupportedMediaType(ErrorBody),
     /// Too many failed logins.
     #[response(status = 429)]
     Throttled(ErrorBody),

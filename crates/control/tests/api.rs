@@ -104,6 +104,7 @@ async fn every_role_against_every_operation() {
         row("GET", "/v1/orgs/{org}/members", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
         row("GET", "/v1/orgs/{org}/projects/{p}/members", None, [200, 200, 200, 404, 200, 200, 404, 404, 401]),
         row("PUT", "/v1/orgs/{org}/projects/{p}/members/{member}", Some(json!({"role": "member"})), [200, 200, 200, 404, 200, 403, 404, 404, 401]),
+        row("PUT", "/v1/orgs/{org}/projects/{p}/members/{member}", Some(json!({"role": "owner"})), [200, 200, 200, 404, 403, 403, 404, 404, 401]),
         row("DELETE", "/v1/orgs/{org}/projects/{p}/members/{pmember}", None, [204, 204, 204, 404, 204, 403, 404, 404, 401]),
         row("PATCH", "/v1/orgs/{org}/members/{member}", Some(json!({"role": "manager"})), [200, 200, 403, 403, 403, 403, 403, 404, 401]),
         row("DELETE", "/v1/orgs/{org}/members/{member}", None, [204, 204, 403, 403, 403, 403, 403, 404, 401]),
@@ -814,6 +815,65 @@ async fn an_invitation_is_a_one_time_way_in() {
     );
     let bob = json!({"token": second["token"], "name": "Bob", "password": PASSWORD});
     assert_eq!(call(&http, "POST", &accept, None, Some(bob)).await.0, 404);
+
+    // An existing user accepts signed in as themselves, never with a
+    // password (the token's holder could guess it).
+    let (other_org, carol) = control.bootstrap("Other", "free", "carol@other.test");
+    let body = json!({"email": "carol@other.test", "role": "member"});
+    let (_, third) = call(&http, "POST", &invitations, Some(&token), Some(body)).await;
+    let carol_accepts = json!({"token": third["token"]});
+    let (status, v) = call(&http, "POST", &accept, None, Some(carol_accepts.clone())).await;
+    assert_eq!(status, 401, "{v}");
+    let ann: Uuid = joined["user_id"].as_str().unwrap().parse().unwrap();
+    let ann_token = token_for(&db, ann).await;
+    let (status, _) = call(
+        &http,
+        "POST",
+        &accept,
+        Some(&ann_token),
+        Some(carol_accepts.clone()),
+    )
+    .await;
+    assert_eq!(status, 403, "someone else's invitation");
+    let carol_token = token_for(&db, carol).await;
+    let (status, v) = call(
+        &http,
+        "POST",
+        &accept,
+        Some(&carol_token),
+        Some(carol_accepts),
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_ne!(other_org, org);
+
+    // An invitation works only while its inviter may still make it.
+    let admin = user_in(&db, org, "admin", &[]).await;
+    let admin_token = token_for(&db, admin).await;
+    let body = json!({"email": "dave@acme.test", "role": "member"});
+    let (_, fourth) = call(&http, "POST", &invitations, Some(&admin_token), Some(body)).await;
+    let demote = control.url(&format!("/v1/orgs/{org}/members/{admin}"));
+    let (status, _) = call(
+        &http,
+        "PATCH",
+        &demote,
+        Some(&token),
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let dave = json!({"token": fourth["token"], "name": "Dave", "password": PASSWORD});
+    assert_eq!(call(&http, "POST", &accept, None, Some(dave)).await.0, 404);
+
+    // Only JSON bodies (a form from another site is refused unread).
+    let form = http
+        .post(&accept)
+        .header("content-type", "text/plain")
+        .body("{\"token\": \"x\", \"password\": \"y\"}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
     drop(control);
     db.drop_db().await;
 }

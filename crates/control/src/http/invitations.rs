@@ -2,7 +2,10 @@
 //! with a role (an owner only by an owner) and gets a one-time token
 //! (`fpi_...`, stored as SHA-256, valid for a week) to hand over; no mail
 //! server is assumed. Accepting it with the token joins the org: a new user
-//! sets their name and password, an existing one proves theirs.
+//! sets their name and password; an existing user accepts it signed in as
+//! themselves (never by sending their password with someone else's token,
+//! which would let an inviter guess it). An invitation works only while its
+//! inviter still has the right to make it.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -14,9 +17,7 @@ use uuid::Uuid;
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
-use crate::auth::{
-    check_password, hash_password, new_secret, secret_hash, verify_password, Caller,
-};
+use crate::auth::{check_password, hash_password, new_secret, secret_hash, Caller};
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, Action, OrgRole};
@@ -142,8 +143,8 @@ pub struct Acceptance {
     pub token: String,
     /// A new user's display name.
     pub name: Option<String>,
-    /// A new user's password, or an existing user's own.
-    pub password: String,
+    /// A new user's password (an existing user accepts signed in instead).
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -153,7 +154,8 @@ pub struct Accepted {
     pub role: OrgRole,
 }
 
-/// `POST /v1/invitations/accept` (no credentials: the token is one).
+/// `POST /v1/invitations/accept`: the token is the credential for a new
+/// user; an existing user sends it signed in.
 #[utoipa::path(
     operation_id = "invitations_accept",
     tag = "invitations",
@@ -161,20 +163,24 @@ pub struct Accepted {
     path = "/v1/invitations/accept",
     request_body = Acceptance,
     responses((status = 200, body = Accepted), crate::openapi::Refusals),
-    security(()),
+    security((), ("token" = [])),
 )]
 pub async fn accept(
     State(state): State<AppState>,
+    caller: Result<Caller, ApiError>,
     JsonBody(body): JsonBody<Acceptance>,
 ) -> Result<Json<Accepted>, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
     let invitation = tx
         .query_opt(
-            "SELECT id, org_id, email, role::text FROM invitations
-              WHERE token_hash = $1 AND accepted_at IS NULL AND revoked_at IS NULL
-                AND expires_at > now()
-              FOR UPDATE",
+            "SELECT i.id, i.org_id, i.email, i.role::text FROM invitations i
+               JOIN org_members inviter
+                 ON inviter.org_id = i.org_id AND inviter.user_id = i.invited_by
+              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL
+                AND i.expires_at > now()
+                AND (inviter.role = 'owner' OR (inviter.role = 'admin' AND i.role <> 'owner'))
+              FOR UPDATE OF i",
             &[&secret_hash(&body.token)],
         )
         .await?
@@ -187,17 +193,20 @@ pub async fn accept(
     );
     let role = OrgRole::parse(&role).ok_or_else(|| ApiError::internal(role))?;
     let existing = tx
-        .query_opt(
-            "SELECT id, password_hash FROM users WHERE lower(email) = $1",
-            &[&email],
-        )
+        .query_opt("SELECT id FROM users WHERE lower(email) = $1", &[&email])
         .await?;
     let user_id = match existing {
         Some(row) => {
-            if !verify_password(body.password, row.get(1)).await {
-                return Err(ApiError::InvalidCredentials);
+            let user: Uuid = row.get(0);
+            match caller {
+                Ok(caller) if caller.user_id == user => user,
+                Ok(_) => {
+                    return Err(ApiError::Forbidden(
+                        "this invitation is for another user".into(),
+                    ))
+                }
+                Err(_) => return Err(ApiError::Unauthenticated),
             }
-            row.get(0)
         }
         None => {
             let mut errors = Vec::new();
@@ -209,13 +218,14 @@ pub async fn accept(
                     }
                 }
             }
-            if let Err(message) = check_password(&body.password) {
+            let password = body.password.unwrap_or_default();
+            if let Err(message) = check_password(&password) {
                 errors.push(FieldError::new("password", message));
             }
             if !errors.is_empty() {
                 return Err(ApiError::Validation(errors));
             }
-            let hash = hash_password(body.password).await?;
+            let hash = hash_password(password).await?;
             let user = Uuid::now_v7();
             tx.execute(
                 "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)",
@@ -329,16 +339,16 @@ pub async fn revoke(
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageOrgMembers)?;
     let tx = db.transaction().await?;
-    let revoked = tx
-        .execute(
+    let before = tx
+        .query_opt(
             "UPDATE invitations SET revoked_at = now()
-              WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL",
+              WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
+              RETURNING email, role::text",
             &[&org, &invitation],
         )
-        .await?;
-    if revoked == 0 {
-        return Err(ApiError::NotFound("invitation"));
-    }
+        .await?
+        .ok_or(ApiError::NotFound("invitation"))?;
+    let before: (String, String) = (before.get(0), before.get(1));
     audit::record(
         &tx,
         audit::Entry {
@@ -347,7 +357,7 @@ pub async fn revoke(
             action: "invitation.revoke",
             object_type: "invitation",
             object_id: invitation.to_string(),
-            before: None,
+            before: Some(serde_json::json!({"email": before.0, "role": before.1})),
             after: None,
         },
     )

@@ -260,10 +260,16 @@ async fn change_key(
     extra: Option<&String>,
 ) -> Result<KeyView, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, caller, org).await?;
-    let before = visible_key(&db, &m, org, key).await?;
-    authorize(&m, Action::ManageKeys(before.project_id))?;
     let tx = db.transaction().await?;
+    let m = membership(tx.client(), caller, org).await?;
+    // Locked, so `before` is what this change replaces.
+    tx.query_opt(
+        "SELECT 1 FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE",
+        &[&org, &key],
+    )
+    .await?;
+    let before = visible_key(tx.client(), &m, org, key).await?;
+    authorize(&m, Action::ManageKeys(before.project_id))?;
     match extra {
         Some(value) => tx.execute(sql, &[&org, &key, value]).await?,
         None => tx.execute(sql, &[&org, &key]).await?,

@@ -178,15 +178,14 @@ pub async fn remove(
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageLimits)?;
     let tx = db.transaction().await?;
-    let removed = tx
-        .execute(
-            "DELETE FROM environment_limits WHERE org_id = $1 AND environment = $2::text::floopy_environment",
+    let before = tx
+        .query_opt(
+            "DELETE FROM environment_limits WHERE org_id = $1 AND environment = $2::text::floopy_environment
+             RETURNING environment::text, rpm, monthly_cost_micro_usd",
             &[&org, &environment.as_str()],
         )
-        .await?;
-    if removed == 0 {
-        return Err(ApiError::NotFound("limits"));
-    }
+        .await?
+        .ok_or(ApiError::NotFound("limits"))?;
     audit::record(
         &tx,
         audit::Entry {
@@ -195,7 +194,7 @@ pub async fn remove(
             action: "limits.remove",
             object_type: "environment_limits",
             object_id: environment.to_string(),
-            before: None,
+            before: view(&before).as_ref().and_then(audit::snapshot),
             after: None,
         },
     )

@@ -14,7 +14,37 @@ use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
-use crate::roles::{authorize, Action, OrgRole, ProjectRole};
+use crate::roles::{authorize, project_role, Action, Membership, OrgRole, ProjectRole};
+
+/// Granting, changing or removing a project's `owner` takes an owner: the
+/// project's own, or the org's owner or admin. A project admin manages the
+/// other members only (else they could make themselves owner, and delete).
+fn may_touch_owner(m: &Membership, project: Uuid) -> Result<(), ApiError> {
+    let owner = project_role(m, project) == Some(ProjectRole::Owner)
+        || matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    if owner {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "only the project's owner (or the org's owners and admins) grants, changes or removes an owner".into(),
+        ))
+    }
+}
+
+/// The member's current role on the project, its row locked.
+async fn current_project_role(
+    tx: &tokio_postgres::Transaction<'_>,
+    (org, project, user): (Uuid, Uuid, Uuid),
+) -> Result<Option<ProjectRole>, ApiError> {
+    let row = tx
+        .query_opt(
+            "SELECT role::text FROM project_members
+              WHERE org_id = $1 AND project_id = $2 AND user_id = $3 FOR UPDATE",
+            &[&org, &project, &user],
+        )
+        .await?;
+    Ok(row.and_then(|r| ProjectRole::parse(r.get(0))))
+}
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct MemberView {
@@ -184,9 +214,10 @@ pub async fn set_project(
     if exists.is_none() {
         return Err(ApiError::NotFound("project"));
     }
+    // Locked, so the member cannot leave the org before the insert.
     let in_org = tx
         .query_opt(
-            "SELECT 1 FROM org_members WHERE org_id = $1 AND user_id = $2",
+            "SELECT 1 FROM org_members WHERE org_id = $1 AND user_id = $2 FOR KEY SHARE",
             &[&org, &user],
         )
         .await?;
@@ -195,6 +226,10 @@ pub async fn set_project(
             "user",
             format!("{user} is not a member of this organization"),
         )]));
+    }
+    let before = current_project_role(&tx, (org, project, user)).await?;
+    if body.role == ProjectRole::Owner || before == Some(ProjectRole::Owner) {
+        may_touch_owner(&m, project)?;
     }
     tx.execute(
         "INSERT INTO project_members (org_id, project_id, user_id, role)
@@ -220,7 +255,7 @@ pub async fn set_project(
             action: "project_member.set",
             object_type: "project_member",
             object_id: format!("{project}/{user}"),
-            before: None,
+            before: before.map(|role| serde_json::json!({"user_id": user, "role": role})),
             after: audit::snapshot(&member),
         },
     )
@@ -247,15 +282,17 @@ pub async fn remove_project(
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageProjectMembers(project))?;
     let tx = db.transaction().await?;
-    let removed = tx
-        .execute(
-            "DELETE FROM project_members WHERE org_id = $1 AND project_id = $2 AND user_id = $3",
-            &[&org, &project, &user],
-        )
-        .await?;
-    if removed == 0 {
+    let Some(before) = current_project_role(&tx, (org, project, user)).await? else {
         return Err(ApiError::NotFound("member"));
+    };
+    if before == ProjectRole::Owner {
+        may_touch_owner(&m, project)?;
     }
+    tx.execute(
+        "DELETE FROM project_members WHERE org_id = $1 AND project_id = $2 AND user_id = $3",
+        &[&org, &project, &user],
+    )
+    .await?;
     audit::record(
         &tx,
         audit::Entry {
@@ -264,7 +301,7 @@ pub async fn remove_project(
             action: "project_member.remove",
             object_type: "project_member",
             object_id: format!("{project}/{user}"),
-            before: None,
+            before: Some(serde_json::json!({"user_id": user, "role": before})),
             after: None,
         },
     )

@@ -93,14 +93,28 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/invitations/accept", post(invitations::accept))
 }
 
-/// A JSON request body; a body that is not JSON is 400 `invalid_json`, a
-/// field of the wrong type or an unknown field 422 naming it.
+/// A JSON request body: another content type is 415, a body that is not
+/// JSON 400 `invalid_json`, a field of the wrong type or an unknown field
+/// 422 naming it.
 pub struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        // JSON only: a form posted from another site (text/plain, no CORS
+        // preflight) is refused before it is read.
+        let json = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                let mime = v.split(';').next().unwrap_or_default().trim();
+                mime.eq_ignore_ascii_case("application/json")
+            });
+        if !json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::InvalidJson(e.to_string()))?;

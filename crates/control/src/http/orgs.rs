@@ -145,7 +145,6 @@ pub async fn update(
     if let Some(Err(message)) = body.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
         return Err(ApiError::Validation(vec![FieldError::new("name", message)]));
     }
-    let before = read_org(&db, &caller, org).await?;
     let tx = db.transaction().await?;
     // The org row is locked first, as project creation does: a plan change
     // and a create cannot pass each other's check.
@@ -157,6 +156,7 @@ pub async fn update(
         )
         .await?
         .get(0);
+    let before = read_org(tx.client(), &caller, org).await?;
     if let Some(max) = body.plan.and_then(Plan::max_projects) {
         if projects > max as i64 {
             return Err(ApiError::Validation(vec![FieldError::new(

@@ -271,10 +271,16 @@ async fn change(
     params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
 ) -> Result<Option<ProjectView>, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, caller, org).await?;
-    authorize(&m, action)?;
-    let before = read_project(&db, org, project).await?;
     let tx = db.transaction().await?;
+    let m = membership(tx.client(), caller, org).await?;
+    authorize(&m, action)?;
+    // Locked, so `before` is what this change replaces.
+    tx.query_opt(
+        "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2 FOR UPDATE",
+        &[&org, &project],
+    )
+    .await?;
+    let before = read_project(tx.client(), org, project).await?;
     tx.execute(sql, params).await?;
     let after = match read_project(tx.client(), org, project).await {
         Ok(after) => Some(after),

@@ -94,15 +94,21 @@ pub async fn login(
     let hash = user
         .as_ref()
         .and_then(|row| row.get::<_, Option<String>>(1));
-    if !verify_password(body.password, hash).await {
-        db.execute(
-            "INSERT INTO login_failures (email, client) VALUES ($1, $2)",
+    // The attempt counts as a failure until the password is verified, so
+    // attempts made at the same moment all count against the limit.
+    let attempt: i64 = db
+        .query_one(
+            "INSERT INTO login_failures (email, client) VALUES ($1, $2) RETURNING id",
             &[&email, &client],
         )
-        .await?;
+        .await?
+        .get(0);
+    if !verify_password(body.password, hash).await {
         tracing::info!(client = %client, "failed login");
         return Err(ApiError::InvalidCredentials);
     }
+    db.execute("DELETE FROM login_failures WHERE id = $1", &[&attempt])
+        .await?;
     let Some(user) = user else {
         return Err(ApiError::InvalidCredentials);
     };
