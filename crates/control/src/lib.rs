@@ -16,7 +16,8 @@
 //! JSON), `auth` (passwords, sessions with CSRF, personal access tokens,
 //! login throttling, the `Caller` extractor), `roles` (who may do what: one
 //! function of caller, action and object), `http` (a module per resource),
-//! `audit`, `app` (the router and the server).
+//! `audit`, `openapi` (the document, generated from the handlers), `app`
+//! (the router and the server).
 
 pub mod app;
 pub mod audit;
