@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "control_plane",
         include_str!("../migrations/0003_control_plane.sql"),
     ),
+    (4, "budgets", include_str!("../migrations/0004_budgets.sql")),
 ];
 
 /// An arbitrary constant naming the migration lock.

@@ -23,6 +23,8 @@ pub const DEFAULT_MAX_FAILURES_PER_ACCOUNT: u32 = 5;
 pub const DEFAULT_MAX_FAILURES_PER_CLIENT: u32 = 20;
 /// The throttling window.
 pub const DEFAULT_THROTTLE_WINDOW_SECONDS: u64 = 900;
+/// How often budgets are evaluated (SPEC: at least once a second).
+pub const DEFAULT_BUDGET_EVALUATION_MS: u64 = 1_000;
 /// Seconds the server lets requests in flight finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 
@@ -36,6 +38,14 @@ struct RawConfig {
     #[serde(default)]
     login_throttle: RawThrottle,
     shutdown_grace_seconds: Option<u64>,
+    #[serde(default)]
+    budgets: RawBudgets,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBudgets {
+    evaluate_every_ms: Option<NonZeroU64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,6 +82,8 @@ pub struct Config {
     pub secure_cookie: bool,
     pub throttle: Throttle,
     pub shutdown_grace: Duration,
+    /// How often the budget evaluator runs.
+    pub budget_evaluation: Duration,
 }
 
 /// Failed-login limits within a sliding window.
@@ -135,6 +147,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
         shutdown_grace: Duration::from_secs(
             raw.shutdown_grace_seconds
                 .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECONDS),
+        ),
+        budget_evaluation: Duration::from_millis(
+            raw.budgets
+                .evaluate_every_ms
+                .map_or(DEFAULT_BUDGET_EVALUATION_MS, NonZeroU64::get),
         ),
     })
 }

@@ -180,7 +180,13 @@ impl ApiError {
                 _ => {}
             }
         }
-        ApiError::Internal(e.to_string())
+        // The driver's own message ("db error") says little without its
+        // cause; both are logged, never shown.
+        let cause = std::error::Error::source(&e).map(ToString::to_string);
+        ApiError::Internal(match cause {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        })
     }
 
     pub fn internal(e: impl std::fmt::Display) -> ApiError {

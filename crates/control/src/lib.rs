@@ -22,6 +22,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod budgets;
 pub mod config;
 pub mod error;
 pub mod http;

@@ -164,6 +164,10 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     // Scripts and tests wait for this line and read the real port from it.
     println!("floopy-control listening on {}", listener.local_addr()?);
     tracing::info!(listen = %listener.local_addr()?, "floopy-control serving");
+    tokio::spawn(floopy_control::budgets::run(
+        state.clone(),
+        state.config.budget_evaluation,
+    ));
     app::serve(listener, state).await?;
     tracing::info!("floopy-control stopped");
     Ok(())

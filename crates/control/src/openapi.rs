@@ -146,6 +146,12 @@ impl Modify for Security {
         http::invitations::accept,
         http::invitations::list,
         http::invitations::revoke,
+        http::budgets::list,
+        http::budgets::create,
+        http::budgets::read,
+        http::budgets::update,
+        http::budgets::delete,
+        http::budgets::restore,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError, PlanName, EnvironmentName)),
     modifiers(&Security),
@@ -190,6 +196,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 35, "every operation is documented");
+        assert_eq!(n, 41, "every operation is documented");
     }
 }

@@ -113,6 +113,11 @@ pub enum Action {
     ManageOrgMembers,
     ManageProjectMembers(Uuid),
     ReadAudit,
+    /// Read budgets of this project (`None`: the org's own).
+    ReadBudgets(Option<Uuid>),
+    /// Create, change, delete budgets of this project (`None`: the org's
+    /// own), and restore the keys they revoked.
+    ManageBudgets(Option<Uuid>),
 }
 
 /// The caller's effective role on `project`: their own, or the implicit
@@ -155,6 +160,15 @@ pub fn authorize(m: &Membership, action: Action) -> Result<(), ApiError> {
         Action::DeleteProject(_) if org.runs_the_org() => Ok(()),
         Action::DeleteProject(p) if !sees(p) => Err(ApiError::NotFound("project")),
         Action::DeleteProject(_) => denied("delete this project (project owners only)"),
+        Action::ReadBudgets(Some(p)) if sees(p) => Ok(()),
+        Action::ManageBudgets(Some(p)) if manages(p) => Ok(()),
+        Action::ReadBudgets(Some(_)) => Err(ApiError::NotFound("project")),
+        Action::ManageBudgets(Some(p)) if !sees(p) => Err(ApiError::NotFound("project")),
+        Action::ManageBudgets(Some(_)) => denied("manage this project's budgets"),
+        Action::ReadBudgets(None) | Action::ManageBudgets(None) if org.runs_the_org() => Ok(()),
+        Action::ReadBudgets(None) | Action::ManageBudgets(None) => {
+            denied("see or manage the organization's budgets")
+        }
         Action::ReadKeys(Some(p)) if sees(p) => Ok(()),
         Action::ReadKeys(Some(_)) => Err(ApiError::NotFound("project")),
         Action::ManageKeys(Some(p)) if manages(p) => Ok(()),
@@ -231,6 +245,13 @@ mod tests {
                 [200, 200, 200, 200, 403, 404],
             ),
             (Action::ReadAudit, [200, 200, 403, 403, 403, 403]),
+            (Action::ReadBudgets(Some(P)), [200, 200, 200, 200, 200, 404]),
+            (
+                Action::ManageBudgets(Some(P)),
+                [200, 200, 200, 200, 403, 404],
+            ),
+            (Action::ReadBudgets(None), [200, 200, 403, 403, 403, 403]),
+            (Action::ManageBudgets(None), [200, 200, 403, 403, 403, 403]),
         ];
         for (action, expected) in rows {
             let got: Vec<u16> = people.iter().map(|m| verdict(m, *action)).collect();

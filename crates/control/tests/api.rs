@@ -112,6 +112,9 @@ async fn every_role_against_every_operation() {
         row("POST", "/v1/orgs/{org}/invitations", Some(json!({"email": "boss@acme.test", "role": "owner"})), [201, 403, 403, 403, 403, 403, 403, 404, 401]),
         row("GET", "/v1/orgs/{org}/invitations", None, [200, 200, 403, 403, 403, 403, 403, 404, 401]),
         row("DELETE", "/v1/orgs/{org}/limits/production", None, [204, 204, 403, 403, 403, 403, 403, 404, 401]),
+        row("GET", "/v1/orgs/{org}/budgets", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
+        row("POST", "/v1/orgs/{org}/budgets", Some(json!({"amount_usd": 5})), [201, 201, 403, 403, 403, 403, 403, 404, 401]),
+        row("POST", "/v1/orgs/{org}/budgets", Some(json!({"amount_usd": 5, "project_id": "{p}"})), [201, 201, 201, 404, 201, 403, 404, 404, 401]),
     ];
 
     let mut failures = Vec::new();

@@ -2,6 +2,7 @@
 //! body extractor (errors name the field), the caller's membership in the
 //! org a path names, and cursor pagination.
 
+pub mod budgets;
 pub mod invitations;
 pub mod keys;
 pub mod limits;
@@ -91,6 +92,20 @@ pub fn routes() -> Router<AppState> {
             axum::routing::delete(invitations::revoke),
         )
         .route("/v1/invitations/accept", post(invitations::accept))
+        .route(
+            "/v1/orgs/{org}/budgets",
+            get(budgets::list).post(budgets::create),
+        )
+        .route(
+            "/v1/orgs/{org}/budgets/{budget}",
+            get(budgets::read)
+                .patch(budgets::update)
+                .delete(budgets::delete),
+        )
+        .route(
+            "/v1/orgs/{org}/budgets/{budget}/restore",
+            post(budgets::restore),
+        )
 }
 
 /// A JSON request body: another content type is 415, a body that is not

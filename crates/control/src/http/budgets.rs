@@ -1,0 +1,458 @@
+//! Budgets: an amount in USD per UTC calendar month for the org or one of
+//! its projects, alert thresholds (default 50/80/100 %), and the action on
+//! breach (`alert`, or `alert_and_revoke` the scope's keys). Org owners and
+//! admins manage the org's budgets; project owners and admins their
+//! project's. `restore` gives back the keys a budget revoked, once the
+//! budget is raised above the spend or the month has rolled over.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use floopy_model::validate::{check_length, NAME_CHARS};
+use floopy_model::{format_usd, usd_to_micro};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::budgets::CURRENT_PERIOD_SQL;
+use crate::error::{ApiError, FieldError};
+use crate::roles::{authorize, Action, OrgRole};
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct BudgetView {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The project it is scoped to; absent: the whole org.
+    pub project_id: Option<Uuid>,
+    pub name: String,
+    /// The amount per period in USD, exact to the micro-dollar.
+    pub amount_usd: String,
+    /// `month` (UTC calendar month).
+    pub period: String,
+    /// Alert thresholds in percent of the amount.
+    pub thresholds: Vec<i32>,
+    /// `alert` or `alert_and_revoke`.
+    pub action: String,
+    /// Spend in the current period, as last evaluated, in USD.
+    pub spent_usd: String,
+    /// Whether the budget is breached in the current period.
+    pub breached: bool,
+}
+
+const COLUMNS: &str = "b.id, b.org_id, b.project_id, b.name, b.amount_micro_usd, b.period, \
+    b.thresholds, b.action, coalesce(p.spent_micro_usd, 0), p.breached_at IS NOT NULL";
+
+fn view(row: &tokio_postgres::Row) -> BudgetView {
+    let micro = |v: i64| format_usd(u64::try_from(v).unwrap_or(0));
+    BudgetView {
+        id: row.get(0),
+        org_id: row.get(1),
+        project_id: row.get(2),
+        name: row.get(3),
+        amount_usd: micro(row.get(4)),
+        period: row.get(5),
+        thresholds: row.get(6),
+        action: row.get(7),
+        spent_usd: micro(row.get(8)),
+        breached: row.get(9),
+    }
+}
+
+fn select(filter: &str) -> String {
+    format!(
+        "SELECT {COLUMNS} FROM budgets b
+           LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {CURRENT_PERIOD_SQL}
+          WHERE {filter}"
+    )
+}
+
+async fn read_budget(
+    db: &tokio_postgres::Client,
+    org: Uuid,
+    budget: Uuid,
+) -> Result<BudgetView, ApiError> {
+    db.query_opt(&select("b.org_id = $1 AND b.id = $2"), &[&org, &budget])
+        .await?
+        .map(|row| view(&row))
+        .ok_or(ApiError::NotFound("budget"))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetFields {
+    pub name: Option<String>,
+    /// Only on creation: the project (absent: the org).
+    pub project_id: Option<Uuid>,
+    pub amount_usd: Option<f64>,
+    /// `month` (the default).
+    pub period: Option<String>,
+    pub thresholds: Option<Vec<i64>>,
+    /// `alert` (the default) or `alert_and_revoke`.
+    pub action: Option<String>,
+}
+
+/// The checked values: (name, amount in micro-USD, thresholds, action).
+type Checked = (
+    Option<String>,
+    Option<i64>,
+    Option<Vec<i32>>,
+    Option<String>,
+);
+
+impl BudgetFields {
+    fn check(&self, creating: bool) -> Result<Checked, ApiError> {
+        let mut errors = Vec::new();
+        if let Some(Err(message)) = self.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
+            errors.push(FieldError::new("name", message));
+        }
+        let amount = match self.amount_usd.map(usd_to_micro) {
+            None if creating => {
+                errors.push(FieldError::new("amount_usd", "is required"));
+                None
+            }
+            None => None,
+            Some(Ok(micro)) => i64::try_from(micro).ok(),
+            Some(Err(e)) => {
+                errors.push(FieldError::new("amount_usd", e.to_string()));
+                None
+            }
+        };
+        if let Some(period) = self.period.as_deref().filter(|p| *p != "month") {
+            errors.push(FieldError::new(
+                "period",
+                format!("{period:?} is not a period budgets support (month)"),
+            ));
+        }
+        let thresholds = match &self.thresholds {
+            None => None,
+            Some(t)
+                if !t.is_empty() && t.len() <= 10 && t.iter().all(|p| (1..=1000).contains(p)) =>
+            {
+                let mut t: Vec<i32> = t.iter().filter_map(|p| i32::try_from(*p).ok()).collect();
+                t.sort_unstable();
+                t.dedup();
+                Some(t)
+            }
+            Some(_) => {
+                errors.push(FieldError::new(
+                    "thresholds",
+                    "must be 1 to 10 percentages from 1 to 1000",
+                ));
+                None
+            }
+        };
+        if let Some(action) = self
+            .action
+            .as_deref()
+            .filter(|a| !matches!(*a, "alert" | "alert_and_revoke"))
+        {
+            errors.push(FieldError::new(
+                "action",
+                format!("{action:?} is not one of alert, alert_and_revoke"),
+            ));
+        }
+        if !creating && self.project_id.is_some() {
+            errors.push(FieldError::new("project_id", "cannot be changed"));
+        }
+        if errors.is_empty() {
+            Ok((self.name.clone(), amount, thresholds, self.action.clone()))
+        } else {
+            Err(ApiError::Validation(errors))
+        }
+    }
+}
+
+/// `GET /v1/orgs/{org}/budgets`: those the caller may see.
+#[utoipa::path(
+    operation_id = "budgets_list",
+    tag = "budgets",
+    get,
+    path = "/v1/orgs/{org}/budgets",
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<BudgetView>), crate::openapi::Refusals),
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids(org): Ids<Uuid>,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<BudgetView>>, ApiError> {
+    let (limit, after) = page.parse()?;
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    let all = matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let mine: Vec<Uuid> = m.projects.keys().copied().collect();
+    let rows = db
+        .query(
+            &format!(
+                "{} ORDER BY b.id LIMIT $3",
+                select("b.org_id = $1 AND ($2::uuid IS NULL OR b.id > $2) AND ($4 OR b.project_id = ANY($5))")
+            ),
+            &[&org, &after, &(limit + 1), &all, &mine],
+        )
+        .await?;
+    let items = rows.iter().map(view).collect();
+    Ok(Json(Page::new(items, limit, |b| b.id)))
+}
+
+/// `POST /v1/orgs/{org}/budgets`.
+#[utoipa::path(
+    operation_id = "budgets_create",
+    tag = "budgets",
+    post,
+    path = "/v1/orgs/{org}/budgets",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = BudgetFields,
+    responses((status = 201, body = BudgetView), crate::openapi::Refusals),
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids(org): Ids<Uuid>,
+    JsonBody(body): JsonBody<BudgetFields>,
+) -> Result<(StatusCode, Json<BudgetView>), ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageBudgets(body.project_id))?;
+    let (name, amount, thresholds, action) = body.check(true)?;
+    let id = Uuid::now_v7();
+    let tx = db.transaction().await?;
+    tx.execute(
+        "INSERT INTO budgets (id, org_id, project_id, amount_micro_usd, name, thresholds, action)
+         VALUES ($1, $2, $3, $4, coalesce($5::text, 'Budget'), coalesce($6::int[], '{50,80,100}'), coalesce($7::text, 'alert'))",
+        &[&id, &org, &body.project_id, &amount, &name, &thresholds, &action],
+    )
+    .await
+    .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+        Some("budgets_org_id_project_id_fkey") => ApiError::Validation(vec![FieldError::new(
+            "project_id",
+            "is not a project of this organization",
+        )]),
+        _ => ApiError::from_db(e),
+    })?;
+    let budget = read_budget(tx.client(), org, id).await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "budget.create",
+            object_type: "budget",
+            object_id: id.to_string(),
+            before: None,
+            after: audit::snapshot(&budget),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((StatusCode::CREATED, Json(budget)))
+}
+
+/// The budget, if the caller may `manage` (else read) it.
+async fn authorized(
+    db: &tokio_postgres::Client,
+    caller: &Caller,
+    org: Uuid,
+    budget: Uuid,
+    manage: bool,
+) -> Result<BudgetView, ApiError> {
+    let m = membership(db, caller, org).await?;
+    let view = read_budget(db, org, budget).await?;
+    if authorize(&m, Action::ReadBudgets(view.project_id)).is_err() {
+        return Err(ApiError::NotFound("budget"));
+    }
+    if manage {
+        authorize(&m, Action::ManageBudgets(view.project_id))?;
+    }
+    Ok(view)
+}
+
+/// `GET /v1/orgs/{org}/budgets/{budget}`.
+#[utoipa::path(
+    operation_id = "budgets_read",
+    tag = "budgets",
+    get,
+    path = "/v1/orgs/{org}/budgets/{budget}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
+    responses((status = 200, body = BudgetView), crate::openapi::Refusals),
+)]
+pub async fn read(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, budget)): Ids<(Uuid, Uuid)>,
+) -> Result<Json<BudgetView>, ApiError> {
+    let db = state.db().await?;
+    authorized(&db, &caller, org, budget, false).await.map(Json)
+}
+
+/// `PATCH /v1/orgs/{org}/budgets/{budget}`: name, amount, thresholds,
+/// action. Lowered below the month's spend, it is breached at the next
+/// evaluation.
+#[utoipa::path(
+    operation_id = "budgets_update",
+    tag = "budgets",
+    patch,
+    path = "/v1/orgs/{org}/budgets/{budget}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
+    request_body = BudgetFields,
+    responses((status = 200, body = BudgetView), crate::openapi::Refusals),
+)]
+pub async fn update(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, budget)): Ids<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<BudgetFields>,
+) -> Result<Json<BudgetView>, ApiError> {
+    let (name, amount, thresholds, action) = body.check(false)?;
+    let mut db = state.db().await?;
+    let before = authorized(&db, &caller, org, budget, true).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "UPDATE budgets SET name = coalesce($3, name), amount_micro_usd = coalesce($4, amount_micro_usd),
+                thresholds = coalesce($5, thresholds), action = coalesce($6, action)
+          WHERE org_id = $1 AND id = $2",
+        &[&org, &budget, &name, &amount, &thresholds, &action],
+    )
+    .await?;
+    let after = read_budget(tx.client(), org, budget).await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "budget.update",
+            object_type: "budget",
+            object_id: budget.to_string(),
+            before: audit::snapshot(&before),
+            after: audit::snapshot(&after),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
+}
+
+/// `DELETE /v1/orgs/{org}/budgets/{budget}` (the keys it revoked stay
+/// revoked until restored one by one).
+#[utoipa::path(
+    operation_id = "budgets_delete",
+    tag = "budgets",
+    delete,
+    path = "/v1/orgs/{org}/budgets/{budget}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
+    responses((status = 204, description = "Deleted"), crate::openapi::Refusals),
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, budget)): Ids<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let before = authorized(&db, &caller, org, budget, true).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "DELETE FROM budgets WHERE org_id = $1 AND id = $2",
+        &[&org, &budget],
+    )
+    .await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "budget.delete",
+            object_type: "budget",
+            object_id: budget.to_string(),
+            before: audit::snapshot(&before),
+            after: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Restored {
+    /// Keys given back.
+    pub keys_restored: u64,
+}
+
+/// `POST /v1/orgs/{org}/budgets/{budget}/restore`: gives back the keys this
+/// budget revoked, once its month's spend is below its amount (raised, or a
+/// new month); 409 `budget_exceeded` before.
+#[utoipa::path(
+    operation_id = "budgets_restore",
+    tag = "budgets",
+    post,
+    path = "/v1/orgs/{org}/budgets/{budget}/restore",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
+    responses((status = 200, body = Restored), crate::openapi::Refusals),
+)]
+pub async fn restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, budget)): Ids<(Uuid, Uuid)>,
+) -> Result<Json<Restored>, ApiError> {
+    let mut db = state.db().await?;
+    authorized(&db, &caller, org, budget, true).await?;
+    let tx = db.transaction().await?;
+    // The spend the evaluator saw this month, against the amount now.
+    let (spent, amount): (i64, i64) = {
+        let row = tx
+            .query_one(
+                &format!(
+                    "SELECT coalesce(p.spent_micro_usd, 0), b.amount_micro_usd FROM budgets b
+                       LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {CURRENT_PERIOD_SQL}
+                      WHERE b.id = $1 FOR UPDATE OF b"
+                ),
+                &[&budget],
+            )
+            .await?;
+        (row.get(0), row.get(1))
+    };
+    if spent >= amount {
+        return Err(ApiError::Conflict {
+            code: "budget_exceeded",
+            message: format!(
+                "this month's spend ({} USD) is not below the budget ({} USD): raise it or wait for the next month",
+                format_usd(u64::try_from(spent).unwrap_or(0)),
+                format_usd(u64::try_from(amount).unwrap_or(0))
+            ),
+        });
+    }
+    let n = tx
+        .execute(
+            "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL
+              WHERE org_id = $1 AND revoked_by_budget = $2",
+            &[&org, &budget],
+        )
+        .await?;
+    // It may breach (and revoke) again this month.
+    tx.execute(
+        &format!(
+            "UPDATE budget_periods SET breached_at = NULL
+              WHERE budget_id = $1 AND period = {CURRENT_PERIOD_SQL}"
+        ),
+        &[&budget],
+    )
+    .await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "budget.restore",
+            object_type: "budget",
+            object_id: budget.to_string(),
+            before: None,
+            after: Some(serde_json::json!({"keys_restored": n})),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(Restored { keys_restored: n }))
+}
