@@ -1049,3 +1049,143 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
     drop(token);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_fire_each_threshold_once_and_revoke_once() {
+    let db = TestDb::create().await;
+    let fast = "budgets: {evaluate_every_ms: 50}\n";
+    let first = Control::start(&db, fast).await;
+    let second = Control::start(&db, fast).await;
+    let (org, owner) = first.bootstrap("Acme", "pro", "owner@acme.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let (_, project) = call(
+        &http,
+        "POST",
+        &first.url(&format!("/v1/orgs/{org}/projects")),
+        Some(&token),
+        Some(json!({"name": "P", "slug": "p"})),
+    )
+    .await;
+    let project: Uuid = project["id"].as_str().unwrap().parse().unwrap();
+    let (_, key) = call(
+        &http,
+        "POST",
+        &second.url(&format!("/v1/orgs/{org}/keys")),
+        Some(&token),
+        Some(json!({"name": "k", "project_id": project})),
+    )
+    .await;
+    let body = json!({"project_id": project, "amount_usd": 1, "action": "alert_and_revoke"});
+    let (status, budget) = call(
+        &http,
+        "POST",
+        &first.url(&format!("/v1/orgs/{org}/budgets")),
+        Some(&token),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{budget}");
+    let budget_id = budget["id"].as_str().unwrap().to_string();
+
+    // Spend as two gateway replicas report it, in steps: 0.49, 0.50 (the
+    // 50 % threshold exactly), 0.80, then 1.00 (the budget exactly).
+    let month: i32 = db
+        .client
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let count = |action: &'static str| {
+        let client = &db.client;
+        let budget_id = budget_id.clone();
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM audit_log WHERE action = $1 AND object_id = $2",
+                    &[&action, &budget_id],
+                )
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    for (a, b, thresholds) in [
+        (245_000i64, 245_000i64, 0),
+        (250_000, 250_000, 1),
+        (400_000, 400_000, 2),
+        (500_000, 500_000, 3),
+    ] {
+        for (replica, spent) in [("gw-a", a), ("gw-b", b)] {
+            db.client
+                .execute(
+                    "INSERT INTO replica_project_usage (replica, org_id, project_id, month, settled_micro_usd, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, now())
+                     ON CONFLICT (org_id, project_id, month, replica) DO UPDATE SET settled_micro_usd = EXCLUDED.settled_micro_usd",
+                    &[&replica, &org, &project, &month, &spent],
+                )
+                .await
+                .unwrap();
+        }
+        // Many ticks of both replicas.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(count("budget.threshold").await, thresholds, "at {}", a + b);
+    }
+    assert_eq!(count("budget.revoke").await, 1, "revoked once");
+    let key_id = key["id"].as_str().unwrap();
+    let (_, k) = call(
+        &http,
+        "GET",
+        &first.url(&format!("/v1/orgs/{org}/keys/{key_id}")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(k["revoked"], true, "{k}");
+    let revoked_by: Option<Uuid> = db
+        .client
+        .query_one(
+            "SELECT revoked_by_budget FROM api_keys WHERE id = $1",
+            &[&key_id.parse::<Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        revoked_by.map(|b| b.to_string()),
+        Some(budget_id.clone()),
+        "the budget that revoked it"
+    );
+
+    // Raised, the keys come back; lowered below the spend, it breaches (and
+    // revokes) again at the next tick.
+    let budget_url = first.url(&format!("/v1/orgs/{org}/budgets/{budget_id}"));
+    let raise = Some(json!({"amount_usd": 2}));
+    assert_eq!(
+        call(&http, "PATCH", &budget_url, Some(&token), raise)
+            .await
+            .0,
+        200
+    );
+    let restore = format!("{budget_url}/restore");
+    let (status, v) = call(&http, "POST", &restore, Some(&token), None).await;
+    assert_eq!((status, v["keys_restored"].as_u64()), (200, Some(1)), "{v}");
+    let lower = Some(json!({"amount_usd": 0.5}));
+    assert_eq!(
+        call(&http, "PATCH", &budget_url, Some(&token), lower)
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    assert_eq!(
+        count("budget.revoke").await,
+        2,
+        "lowered below the spend: breached again"
+    );
+    drop((first, second));
+    db.drop_db().await;
+}
