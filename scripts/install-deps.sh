@@ -2,11 +2,13 @@
 # Installs what building and testing floopy-gateway needs on a Debian machine
 # with a Rust toolchain: cmake (Pingora's zlib-ng), pkg-config and libssl-dev
 # (Pingora links the system OpenSSL, see .cargo/config.toml), python3 venv
-# for the end-to-end test. Idempotent: installs only what is missing.
+# for the end-to-end test, curl for the quick start and the load tests.
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
