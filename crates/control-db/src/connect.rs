@@ -55,7 +55,7 @@ pub enum ControlError {
 /// An error and the errors that caused it, `: `-separated: the driver's own
 /// message ("error performing TLS handshake") says little without its cause
 /// ("certificate verify failed").
-fn with_causes(error: &tokio_postgres::Error) -> String {
+pub fn with_causes(error: &tokio_postgres::Error) -> String {
     let mut text = error.to_string();
     let mut cause = std::error::Error::source(error);
     while let Some(e) = cause {
@@ -307,15 +307,6 @@ fn describe(config: &tokio_postgres::Config) -> String {
         .unwrap_or_else(|| "localhost".into());
     let port = config.get_ports().first().copied().unwrap_or(5432);
     format!("{host}:{port}/{}", config.get_dbname().unwrap_or(""))
-}
-
-/// `host:port/db` of a connection string, without user or password: what
-/// error messages show.
-pub fn describe_url(url: &str) -> String {
-    match DbConfig::parse(url) {
-        Ok(config) => config.0.target.clone(),
-        Err(_) => "(invalid url)".into(),
-    }
 }
 
 /// A connection and the stream of its notifications; the stream ends when

@@ -17,4 +17,4 @@ pub mod exchange;
 pub mod load;
 pub mod migrate;
 
-pub use connect::{Connection, ControlError, DbConfig, TlsMode, UrlError};
+pub use connect::{with_causes, Connection, ControlError, DbConfig, TlsMode, UrlError};

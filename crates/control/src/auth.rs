@@ -22,7 +22,6 @@ use argon2::Argon2;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -37,26 +36,12 @@ pub const TOKEN_PREFIX: &str = "fpu_";
 
 /// A random secret: `prefix` and 40 base62 characters (about 238 bits).
 pub fn new_secret(prefix: &str) -> Result<String, ApiError> {
-    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let mut secret = String::with_capacity(prefix.len() + 40);
-    secret.push_str(prefix);
-    let mut buf = [0u8; 64];
-    while secret.len() < prefix.len() + 40 {
-        getrandom::fill(&mut buf).map_err(ApiError::internal)?;
-        // 248 = 4 * 62: rejecting higher bytes keeps every character equally likely.
-        for &b in buf.iter().filter(|&&b| b < 248) {
-            if secret.len() == prefix.len() + 40 {
-                break;
-            }
-            secret.push(char::from(ALPHABET[usize::from(b % 62)]));
-        }
-    }
-    Ok(secret)
+    floopy_model::random_secret(prefix, 40).map_err(ApiError::internal)
 }
 
 /// SHA-256 of a secret: how sessions and tokens are stored.
 pub fn secret_hash(secret: &str) -> Vec<u8> {
-    Sha256::digest(secret.as_bytes()).to_vec()
+    floopy_model::hash_key(secret.as_bytes()).to_vec()
 }
 
 /// An Argon2id hash (PHC string) of `password`, on a blocking thread.

@@ -182,11 +182,7 @@ impl ApiError {
         }
         // The driver's own message ("db error") says little without its
         // cause; both are logged, never shown.
-        let cause = std::error::Error::source(&e).map(ToString::to_string);
-        ApiError::Internal(match cause {
-            Some(cause) => format!("{e}: {cause}"),
-            None => e.to_string(),
-        })
+        ApiError::Internal(floopy_control_db::with_causes(&e))
     }
 
     pub fn internal(e: impl std::fmt::Display) -> ApiError {

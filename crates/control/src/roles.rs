@@ -53,8 +53,8 @@ impl OrgRole {
         .find(|r| r.as_str() == s)
     }
 
-    /// Owners and admins: every right in the org.
-    fn runs_the_org(self) -> bool {
+    /// Owners and admins: every right in the org, every project seen.
+    pub fn runs_the_org(self) -> bool {
         matches!(self, OrgRole::Owner | OrgRole::Admin)
     }
 }

@@ -29,22 +29,29 @@ pub fn is_valid_key_string(key: &str) -> bool {
 /// A new key string: `fpk_` and 40 base62 characters from the OS's random
 /// source.
 pub fn generate_key() -> Result<String, getrandom::Error> {
+    random_secret(KEY_PREFIX, GENERATED_KEY_CHARS)
+}
+
+/// `prefix` and `chars` base62 characters from the OS's random source: how
+/// every secret string is made (API keys, access tokens, sessions,
+/// invitations).
+pub fn random_secret(prefix: &str, chars: usize) -> Result<String, getrandom::Error> {
     const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-    let len = KEY_PREFIX.len() + GENERATED_KEY_CHARS;
-    let mut key = String::with_capacity(len);
-    key.push_str(KEY_PREFIX);
+    let len = prefix.len() + chars;
+    let mut secret = String::with_capacity(len);
+    secret.push_str(prefix);
     let mut buf = [0u8; 64];
-    while key.len() < len {
+    while secret.len() < len {
         getrandom::fill(&mut buf)?;
         // 248 = 4 * 62: rejecting higher bytes keeps every character equally likely.
         for &b in buf.iter().filter(|&&b| b < 248) {
-            if key.len() == len {
+            if secret.len() == len {
                 break;
             }
-            key.push(char::from(ALPHABET[usize::from(b % 62)]));
+            secret.push(char::from(ALPHABET[usize::from(b % 62)]));
         }
     }
-    Ok(key)
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-pub use keys::{generate_key, hash_key, is_valid_key_string, KeyHash};
+pub use keys::{generate_key, hash_key, is_valid_key_string, random_secret, KeyHash};
 pub use money::{format_usd, usd_to_micro, MoneyError, MAX_USD};
 
 /// The org's Default project: the zero UUID.

@@ -19,7 +19,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::budgets::CURRENT_PERIOD_SQL;
 use crate::error::{ApiError, FieldError};
-use crate::roles::{authorize, Action, OrgRole};
+use crate::roles::{authorize, Action};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
@@ -183,7 +183,7 @@ pub async fn list(
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
-    let all = matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
     let rows = db
         .query(

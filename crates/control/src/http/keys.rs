@@ -18,7 +18,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
-use crate::roles::{authorize, project_role, Action, Membership, OrgRole};
+use crate::roles::{authorize, project_role, Action, Membership};
 
 /// Characters of a key shown to recognise it (`fpk_` and the next eight).
 const SHOWN_PREFIX: usize = 12;
@@ -109,7 +109,7 @@ pub async fn list(
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
-    let all = matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
     let rows = db
         .query(

@@ -20,8 +20,7 @@ use crate::roles::{authorize, project_role, Action, Membership, OrgRole, Project
 /// project's own, or the org's owner or admin. A project admin manages the
 /// other members only (else they could make themselves owner, and delete).
 fn may_touch_owner(m: &Membership, project: Uuid) -> Result<(), ApiError> {
-    let owner = project_role(m, project) == Some(ProjectRole::Owner)
-        || matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let owner = project_role(m, project) == Some(ProjectRole::Owner) || m.org_role.runs_the_org();
     if owner {
         Ok(())
     } else {

@@ -22,7 +22,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
-use crate::roles::{authorize, project_role, Action, OrgRole, ProjectRole};
+use crate::roles::{authorize, Action, OrgRole};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
@@ -139,7 +139,7 @@ pub async fn list(
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
-    let all = matches!(m.org_role, OrgRole::Owner | OrgRole::Admin);
+    let all = m.org_role.runs_the_org();
     let rows = db
         .query(
             &format!(
@@ -430,12 +430,4 @@ pub async fn delete(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Whether the caller administers `project` (for the keys module).
-pub fn administers(m: &crate::roles::Membership, project: Uuid) -> bool {
-    matches!(
-        project_role(m, project),
-        Some(ProjectRole::Owner | ProjectRole::Admin)
-    )
 }
