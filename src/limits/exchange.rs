@@ -61,6 +61,9 @@ impl Limiter {
             if spend.month == month {
                 own.projects.push((org, project, spend.settled));
             }
+            for (day, settled) in spend.days.into_iter().filter(|d| d.1 > 0) {
+                own.project_days.push((org, project, day, settled));
+            }
         }
         own
     }

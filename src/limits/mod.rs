@@ -23,7 +23,7 @@ use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 use crate::locks::lock;
-use clock::{month_of, Clock};
+use clock::{day_of, month_of, Clock};
 use floopy_model::{Environment, EnvironmentLimits};
 use rpm::{RpmCount, RpmDecision};
 use shared::Shared;
@@ -48,11 +48,15 @@ pub struct EnvCounters {
 }
 
 /// Month-to-date spend of one project: this replica's, and all replicas'
-/// as of the last exchange.
+/// as of the last exchange; and this replica's spend by day (today and the
+/// day before, whose last figure the first exchange of a day still writes),
+/// for budgets over days and weeks.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ProjectSpend {
     pub month: u32,
     pub settled: u64,
+    /// (day, settled that day) for today and the day before, newest first.
+    pub days: [(u32, u64); 2],
     /// The part of `settled` already in the spend state file.
     pub persisted: u64,
     pub shared_month: u32,
@@ -186,7 +190,8 @@ impl Limiter {
         cap: Option<u64>,
         actual: u64,
     ) {
-        let month = month_of(self.clock.now_ms());
+        let now = self.clock.now_ms();
+        let month = month_of(now);
         if let Some(counters) = &admission.counters {
             let mut state = lock(&counters.state);
             let EnvState { spend, shared, .. } = &mut *state;
@@ -202,6 +207,11 @@ impl Limiter {
                 entry.persisted = 0;
             }
             entry.settled = entry.settled.saturating_add(actual);
+            let day = day_of(now);
+            if day > entry.days[0].0 {
+                entry.days = [(day, 0), entry.days[0]];
+            }
+            entry.days[0].1 = entry.days[0].1.saturating_add(actual);
         }
     }
 

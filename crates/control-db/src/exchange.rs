@@ -3,8 +3,9 @@
 //! so a retried exchange never counts twice), marks itself live, reads back
 //! what the others wrote, and publishes its claims. The arithmetic that turns
 //! these figures into claims is the gateway's (`limits::shared`); this module
-//! only moves them in and out of `replica_usage`, `replica_project_usage` and
-//! `replicas` (migration 0002).
+//! only moves them in and out of `replica_usage`, `replica_project_usage`,
+//! `replicas` (migration 0002) and `replica_project_daily_usage` (0005, the
+//! days that budgets sum).
 
 use floopy_model::Environment;
 use rustc_hash::FxHashMap;
@@ -23,6 +24,9 @@ pub struct OwnUsage {
     pub environments: Vec<EnvUsage>,
     /// (org, project, settled this month)
     pub projects: Vec<(Uuid, Uuid, u64)>,
+    /// (org, project, day as `yyyymmdd`, settled that day): today's and the
+    /// day before's, for budgets over days and weeks.
+    pub project_days: Vec<(Uuid, Uuid, u32, u64)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +127,27 @@ pub async fn write_and_read(
                  ON CONFLICT (org_id, project_id, month, replica) DO UPDATE
                    SET settled_micro_usd = EXCLUDED.settled_micro_usd, updated_at = now()",
                 &[&replica, &month, &orgs, &projects, &settled],
+            )
+            .await?;
+    }
+    if !own.project_days.is_empty() {
+        let orgs: Vec<Uuid> = own.project_days.iter().map(|p| p.0).collect();
+        let projects: Vec<Uuid> = own.project_days.iter().map(|p| p.1).collect();
+        let days: Vec<i32> = own
+            .project_days
+            .iter()
+            .map(|p| i32::try_from(p.2).unwrap_or(i32::MAX))
+            .collect();
+        let settled: Vec<i64> = own.project_days.iter().map(|p| to_i64(p.3)).collect();
+        client
+            .execute(
+                "INSERT INTO replica_project_daily_usage (replica, org_id, project_id, day, settled_micro_usd, updated_at)
+                 SELECT $1, o, p, d, s, now()
+                   FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::bigint[]) AS t(o, p, d, s)
+                 ON CONFLICT (org_id, day, project_id, replica) DO UPDATE
+                   SET settled_micro_usd = EXCLUDED.settled_micro_usd, updated_at = now()
+                 WHERE replica_project_daily_usage.settled_micro_usd <> EXCLUDED.settled_micro_usd",
+                &[&replica, &orgs, &projects, &days, &settled],
             )
             .await?;
     }

@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../migrations/0003_control_plane.sql"),
     ),
     (4, "budgets", include_str!("../migrations/0004_budgets.sql")),
+    (5, "alerts", include_str!("../migrations/0005_alerts.sql")),
 ];
 
 /// An arbitrary constant naming the migration lock.

@@ -1,20 +1,26 @@
 //! The budget evaluator: once per tick, across every floopy-control replica
 //! (whoever takes the advisory lock for that tick does the work; the others
-//! skip it), each budget's spend in its current period is read from the
-//! gateways' exchanged spend (`replica_project_usage`: every replica's
-//! settled spend per project, exact to the micro-dollar), its thresholds
-//! crossed for the first time in the period are recorded (each fires once
-//! per period), and a breached `alert_and_revoke` budget revokes the keys of
-//! its scope: a project's keys locked to it or defaulting to it, an org's
-//! every key. The revocation reaches every gateway through the database's
-//! change notification, like any other.
+//! skip it), each budget's and each alert rule's spend in its current period
+//! is summed from the gateways' exchanged spend per project and day
+//! (`replica_project_daily_usage`: every replica's settled spend, exact to
+//! the micro-dollar). A threshold crossed for the first time in the period
+//! fires an alert: a row in `alerts`, unique per (budget or rule, period,
+//! threshold), which `webhooks` delivers. A breached `alert_and_revoke`
+//! budget revokes the keys of its scope: a project's keys locked to it or
+//! defaulting to it, an org's every key. The revocation reaches every
+//! gateway through the database's change notification, like any other.
+//! Everything one evaluation decides commits in one transaction, so a
+//! database cut mid-way fires nothing twice: the next tick starts over.
 //!
-//! Periods are UTC calendar months (`year * 100 + month`, as the exchange
-//! keeps them).
+//! The time is a parameter (`evaluate(db, now_ms)`), so period boundaries
+//! are tested by passing a time. Periods are UTC days, ISO weeks from
+//! Monday, and calendar months, each known by its first day (`20261101`).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio_postgres::Client;
+use floopy_model::calendar::{day_of, iso_date, rfc3339, Period};
+use floopy_model::format_usd;
+use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -22,8 +28,27 @@ use crate::error::ApiError;
 /// An arbitrary constant naming the evaluator's lock.
 const EVALUATOR_LOCK: i64 = 0x666c_6f6f_7062;
 
-/// The current period of a budget: `year * 100 + month`, UTC.
-pub const CURRENT_PERIOD_SQL: &str = "to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int";
+/// Spend by day is kept this many days (a month or a week needs at most 31).
+const KEEP_DAYS_MS: u64 = 62 * 86_400_000;
+
+/// The wall clock, in milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// SQL for the first day of the current period of the budget or rule
+/// `alias` at `now_ms` (a CASE of three integer literals).
+pub fn current_period_sql(alias: &str, now_ms: u64) -> String {
+    let first = |p: Period| p.days(now_ms).0;
+    format!(
+        "(CASE {alias}.period WHEN 'day' THEN {} WHEN 'week' THEN {} ELSE {} END)",
+        first(Period::Day),
+        first(Period::Week),
+        first(Period::Month)
+    )
+}
 
 /// The thresholds (percent of `amount`) that `spent` has reached.
 pub fn reached(spent: i64, amount: i64, thresholds: &[i32]) -> Vec<i32> {
@@ -34,154 +59,330 @@ pub fn reached(spent: i64, amount: i64, thresholds: &[i32]) -> Vec<i32> {
         .collect()
 }
 
-/// One evaluation, if this replica holds the tick's lock; how many keys it
-/// revoked.
-pub async fn evaluate(db: &mut Client) -> Result<u64, ApiError> {
+/// What one evaluation did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Evaluation {
+    /// Whether this replica held the tick's lock.
+    pub ran: bool,
+    pub alerts_fired: u64,
+    pub keys_revoked: u64,
+}
+
+/// The sum of a scope's spend over the days of its period, as SQL over the
+/// columns `{t}.org_id`, `{t}.project_id` and `per.first`/`per.next`.
+fn spend_sql(t: &str) -> String {
+    format!(
+        "coalesce((SELECT sum(u.settled_micro_usd) FROM replica_project_daily_usage u
+                    WHERE u.org_id = {t}.org_id AND u.day >= per.first AND u.day < per.next
+                      AND ({t}.project_id IS NULL OR u.project_id = {t}.project_id)),
+                  0)::bigint"
+    )
+}
+
+/// The periods current at `now_ms`: (kind, first day, first day after).
+const PERIODS_SQL: &str =
+    "WITH per (kind, first, next) AS (SELECT * FROM unnest($1::text[], $2::int[], $3::int[]))";
+
+/// One evaluation at `now_ms`, if this replica holds the tick's lock.
+pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, ApiError> {
     let tx = db.transaction().await?;
     let mine: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EVALUATOR_LOCK])
         .await?
         .get(0);
     if !mine {
-        return Ok(0);
+        return Ok(Evaluation::default());
     }
-    let rows = tx
+    let mut done = Evaluation {
+        ran: true,
+        ..Evaluation::default()
+    };
+    let kinds: Vec<&str> = Period::ALL.iter().map(|p| p.as_str()).collect();
+    let firsts: Vec<i32> = Period::ALL.iter().map(|p| key(p.days(now_ms).0)).collect();
+    let nexts: Vec<i32> = Period::ALL.iter().map(|p| key(p.days(now_ms).1)).collect();
+    let budgets = tx
         .query(
             &format!(
-                "SELECT b.id, b.org_id, b.project_id, b.amount_micro_usd, b.thresholds, b.action,
-                        {CURRENT_PERIOD_SQL},
-                        coalesce((SELECT sum(u.settled_micro_usd) FROM replica_project_usage u
-                                   WHERE u.org_id = b.org_id AND u.month = {CURRENT_PERIOD_SQL}
-                                     AND (b.project_id IS NULL OR u.project_id = b.project_id)),
-                                 0)::bigint,
-                        coalesce(p.fired, '{{}}'), p.breached_at IS NOT NULL
-                   FROM budgets b
-                   LEFT JOIN budget_periods p
-                     ON p.budget_id = b.id AND p.period = {CURRENT_PERIOD_SQL}"
+                "{PERIODS_SQL}
+                 SELECT b.id, b.org_id, b.project_id, b.amount_micro_usd, b.thresholds, b.action,
+                        per.kind, per.first, per.next, {},
+                        coalesce(p.fired, '{{}}'), p.breached_at IS NOT NULL, b.name,
+                        b.webhook_url IS NOT NULL
+                   FROM budgets b JOIN per ON per.kind = b.period
+                   LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = per.first",
+                spend_sql("b")
             ),
-            &[],
+            &[&kinds, &firsts, &nexts],
         )
         .await?;
-    let mut revoked = 0;
-    for row in rows {
-        let (budget, org, project): (Uuid, Uuid, Option<Uuid>) =
-            (row.get(0), row.get(1), row.get(2));
-        let (amount, thresholds, action): (i64, Vec<i32>, String) =
-            (row.get(3), row.get(4), row.get(5));
-        let (period, spent, fired, breached): (i32, i64, Vec<i32>, bool) =
-            (row.get(6), row.get(7), row.get(8), row.get(9));
-        let now_reached = reached(spent, amount, &thresholds);
+    for row in budgets {
+        let budget = Budget {
+            id: row.get(0),
+            org: row.get(1),
+            project: row.get(2),
+            amount: row.get(3),
+            thresholds: row.get(4),
+            action: row.get(5),
+            period: (row.get(6), row.get(7), row.get(8)),
+            spent: row.get(9),
+            fired: row.get(10),
+            breached: row.get(11),
+            name: row.get(12),
+            webhook: row.get(13),
+        };
+        budget.evaluate(&tx, now_ms, &mut done).await?;
+    }
+    let rules = tx
+        .query(
+            &format!(
+                "{PERIODS_SQL}
+                 SELECT r.id, r.org_id, r.project_id, r.threshold_micro_usd, r.name,
+                        per.kind, per.first, per.next, {}
+                   FROM alert_rules r JOIN per ON per.kind = r.period
+                  WHERE NOT EXISTS (SELECT 1 FROM alerts a
+                                     WHERE a.source_id = r.id AND a.period = per.first)",
+                spend_sql("r")
+            ),
+            &[&kinds, &firsts, &nexts],
+        )
+        .await?;
+    for row in rules {
+        let (id, org, project, threshold): (Uuid, Uuid, Option<Uuid>, i64) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let (name, kind, first, next, spent): (String, String, i32, i32, i64) =
+            (row.get(4), row.get(5), row.get(6), row.get(7), row.get(8));
+        if spent < threshold {
+            continue;
+        }
+        let body = serde_json::json!({
+            "type": "alert_rule.triggered",
+            "org_id": org,
+            "project_id": project,
+            "alert_rule": {"id": id, "name": name, "threshold_usd": usd(threshold)},
+            "period": period_json(&kind, first, next),
+            "spent_usd": usd(spent),
+        });
+        let alert = Alert {
+            org,
+            project,
+            source: "rule",
+            source_id: id,
+            period: first,
+            threshold: 100,
+            webhook: true,
+        };
+        done.alerts_fired += u64::from(alert.fire(&tx, now_ms, body).await?);
+    }
+    let oldest = key(day_of(now_ms.saturating_sub(KEEP_DAYS_MS)));
+    tx.execute(
+        "DELETE FROM replica_project_daily_usage WHERE day < $1",
+        &[&oldest],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(done)
+}
+
+fn key(day: u32) -> i32 {
+    i32::try_from(day).unwrap_or(i32::MAX)
+}
+
+fn usd(micro: i64) -> String {
+    format_usd(u64::try_from(micro).unwrap_or(0))
+}
+
+fn period_json(kind: &str, first: i32, next: i32) -> serde_json::Value {
+    let date = |d: i32| iso_date(u32::try_from(d).unwrap_or(0));
+    serde_json::json!({"kind": kind, "start": date(first), "end": date(next)})
+}
+
+/// One budget as the evaluator reads it.
+struct Budget {
+    id: Uuid,
+    org: Uuid,
+    project: Option<Uuid>,
+    amount: i64,
+    thresholds: Vec<i32>,
+    action: String,
+    /// (kind, first day, first day after)
+    period: (String, i32, i32),
+    spent: i64,
+    fired: Vec<i32>,
+    breached: bool,
+    name: String,
+    webhook: bool,
+}
+
+impl Budget {
+    async fn evaluate(
+        &self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        done: &mut Evaluation,
+    ) -> Result<(), ApiError> {
+        let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
+        let now_reached = reached(self.spent, self.amount, &self.thresholds);
         let newly: Vec<i32> = now_reached
             .iter()
             .copied()
-            .filter(|t| !fired.contains(t))
+            .filter(|t| !self.fired.contains(t))
             .collect();
-        let breach = spent >= amount && !breached;
+        let breach = self.spent >= self.amount && !self.breached;
         tx.execute(
             "INSERT INTO budget_periods (budget_id, period, spent_micro_usd, fired, breached_at)
              VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
              ON CONFLICT (budget_id, period) DO UPDATE
                SET spent_micro_usd = EXCLUDED.spent_micro_usd,
-                   fired = (SELECT array_agg(DISTINCT t ORDER BY t)
-                              FROM unnest(budget_periods.fired || EXCLUDED.fired) AS t),
+                   fired = coalesce((SELECT array_agg(DISTINCT t ORDER BY t)
+                                       FROM unnest(budget_periods.fired || EXCLUDED.fired) AS t),
+                                    '{}'),
                    breached_at = coalesce(budget_periods.breached_at, EXCLUDED.breached_at)",
-            &[&budget, &period, &spent, &now_reached, &breach],
+            &[&self.id, &first, &self.spent, &now_reached, &breach],
         )
         .await?;
-        for threshold in &newly {
-            record(
-                &tx,
-                org,
-                "budget.threshold",
-                budget,
-                serde_json::json!({
-                    "period": period, "threshold_percent": threshold, "spent_micro_usd": spent,
-                    "amount_micro_usd": amount,
-                }),
-            )
-            .await?;
-        }
-        if breach && action == "alert_and_revoke" {
+        let mut revoked = None;
+        if breach && self.action == "alert_and_revoke" {
             let n = tx
                 .execute(
                     "UPDATE api_keys SET revoked_at = now(), revoked_by_budget = $1
                       WHERE org_id = $2 AND revoked_at IS NULL
                         AND ($3::uuid IS NULL OR project_id = $3 OR default_project_id = $3)",
-                    &[&budget, &org, &project],
+                    &[&self.id, &self.org, &self.project],
                 )
                 .await?;
-            revoked += n;
-            record(
-                &tx,
-                org,
+            done.keys_revoked += n;
+            revoked = Some(n);
+            self.record(
+                tx,
                 "budget.revoke",
-                budget,
                 serde_json::json!({
-                    "period": period, "spent_micro_usd": spent, "amount_micro_usd": amount,
-                    "keys_revoked": n,
+                    "period": first, "spent_micro_usd": self.spent,
+                    "amount_micro_usd": self.amount, "keys_revoked": n,
                 }),
             )
             .await?;
         }
+        for threshold in newly {
+            self.record(
+                tx,
+                "budget.threshold",
+                serde_json::json!({
+                    "period": first, "threshold_percent": threshold,
+                    "spent_micro_usd": self.spent, "amount_micro_usd": self.amount,
+                }),
+            )
+            .await?;
+            let mut body = serde_json::json!({
+                "type": "budget.threshold",
+                "org_id": self.org,
+                "project_id": self.project,
+                "budget": {
+                    "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
+                    "action": self.action,
+                },
+                "period": period_json(kind, first, next),
+                "threshold_percent": threshold,
+                "spent_usd": usd(self.spent),
+            });
+            if let Some(n) = revoked.filter(|_| threshold >= 100) {
+                body["keys_revoked"] = n.into();
+            }
+            let alert = Alert {
+                org: self.org,
+                project: self.project,
+                source: "budget",
+                source_id: self.id,
+                period: first,
+                threshold,
+                webhook: self.webhook,
+            };
+            done.alerts_fired += u64::from(alert.fire(tx, now_ms, body).await?);
+        }
+        Ok(())
     }
-    tx.commit().await?;
-    Ok(revoked)
+
+    async fn record(
+        &self,
+        tx: &Transaction<'_>,
+        action: &str,
+        after: serde_json::Value,
+    ) -> Result<(), ApiError> {
+        tx.execute(
+            "INSERT INTO audit_log (id, org_id, actor_id, action, object_type, object_id, after)
+             VALUES ($1, $2, NULL, $3, 'budget', $4, $5::text::jsonb)",
+            &[
+                &Uuid::now_v7(),
+                &self.org,
+                &action,
+                &self.id.to_string(),
+                &after.to_string(),
+            ],
+        )
+        .await?;
+        Ok(())
+    }
 }
 
-async fn record(
-    tx: &tokio_postgres::Transaction<'_>,
+/// An alert to put in the outbox.
+struct Alert {
     org: Uuid,
-    action: &str,
-    budget: Uuid,
-    after: serde_json::Value,
-) -> Result<(), ApiError> {
-    tx.execute(
-        "INSERT INTO audit_log (id, org_id, actor_id, action, object_type, object_id, after)
-         VALUES ($1, $2, NULL, $3, 'budget', $4, $5::text::jsonb)",
-        &[
-            &Uuid::now_v7(),
-            &org,
-            &action,
-            &budget.to_string(),
-            &after.to_string(),
-        ],
-    )
-    .await?;
-    Ok(())
+    project: Option<Uuid>,
+    source: &'static str,
+    source_id: Uuid,
+    period: i32,
+    threshold: i32,
+    /// Whether there is a webhook to deliver it to.
+    webhook: bool,
+}
+
+impl Alert {
+    /// Inserts the alert with `body` (plus its id and time) unless it fired
+    /// already; whether it is new.
+    async fn fire(
+        &self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        mut body: serde_json::Value,
+    ) -> Result<bool, ApiError> {
+        let id = Uuid::now_v7();
+        body["id"] = id.to_string().into();
+        body["fired_at"] = rfc3339(now_ms).into();
+        let state = if self.webhook { "pending" } else { "recorded" };
+        let n = tx
+            .execute(
+                "INSERT INTO alerts (id, org_id, project_id, source, source_id, period, threshold, body, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9)
+                 ON CONFLICT (source_id, period, threshold) DO NOTHING",
+                &[
+                    &id,
+                    &self.org,
+                    &self.project,
+                    &self.source,
+                    &self.source_id,
+                    &self.period,
+                    &self.threshold,
+                    &body.to_string(),
+                    &state,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
 }
 
 /// Runs the evaluator every `every` on a connection of its own, until the
-/// process ends; errors are logged and the next tick tries again.
+/// process ends.
 pub async fn run(state: crate::app::AppState, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn = None;
-    loop {
-        tick.tick().await;
-        if conn.is_none() {
-            match state
-                .config
-                .db
-                .connect("floopy-control-budgets", Duration::from_secs(5))
-                .await
-            {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(error = %e, "budget evaluator cannot connect; retrying");
-                    continue;
-                }
+    crate::app::every_tick(state, "floopy-control-budgets", every, |db| {
+        Box::pin(async move {
+            let done = evaluate(db, now_ms()).await?;
+            if done.keys_revoked > 0 {
+                tracing::warn!(keys = done.keys_revoked, "budgets breached: keys revoked");
             }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        match evaluate(&mut c.client).await {
-            Ok(0) => {}
-            Ok(n) => tracing::warn!(keys = n, "budgets breached: keys revoked"),
-            Err(e) => {
-                tracing::warn!(error = %e, "budget evaluation failed; retrying");
-                conn = None;
-            }
-        }
-    }
+            Ok(())
+        })
+    })
+    .await;
 }
 
 #[cfg(test)]

@@ -25,6 +25,17 @@ pub const DEFAULT_MAX_FAILURES_PER_CLIENT: u32 = 20;
 pub const DEFAULT_THROTTLE_WINDOW_SECONDS: u64 = 900;
 /// How often budgets are evaluated (SPEC: at least once a second).
 pub const DEFAULT_BUDGET_EVALUATION_MS: u64 = 1_000;
+/// How long one webhook delivery may take before it counts as failed.
+pub const DEFAULT_DELIVERY_TIMEOUT_MS: u64 = 10_000;
+/// The first retry's delay; each next one doubles, up to the maximum.
+pub const DEFAULT_RETRY_BASE_MS: u64 = 1_000;
+/// The longest delay between two attempts.
+pub const DEFAULT_RETRY_MAX_MS: u64 = 3_600_000;
+/// How long an alert is retried before it is marked failed (SPEC: at least
+/// 24 h).
+pub const DEFAULT_RETRY_FOR_SECONDS: u64 = 86_400;
+/// How often the outbox is polled for alerts due.
+pub const DEFAULT_POLL_MS: u64 = 250;
 /// Seconds the server lets requests in flight finish on SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE_SECONDS: u64 = 10;
 
@@ -40,6 +51,18 @@ struct RawConfig {
     shutdown_grace_seconds: Option<u64>,
     #[serde(default)]
     budgets: RawBudgets,
+    #[serde(default)]
+    alerts: RawAlerts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    delivery_timeout_ms: Option<NonZeroU64>,
+    retry_base_ms: Option<NonZeroU64>,
+    retry_max_ms: Option<NonZeroU64>,
+    retry_for_seconds: Option<NonZeroU64>,
+    poll_ms: Option<NonZeroU64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +107,18 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How often the budget evaluator runs.
     pub budget_evaluation: Duration,
+    pub delivery: Delivery,
+}
+
+/// How alerts are delivered to their webhooks.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery {
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub retry_max: Duration,
+    /// An alert not delivered this long after it fired is marked failed.
+    pub retry_for: Duration,
+    pub poll: Duration,
 }
 
 /// Failed-login limits within a sliding window.
@@ -153,7 +188,22 @@ pub fn parse(text: &str) -> Result<Config, String> {
                 .evaluate_every_ms
                 .map_or(DEFAULT_BUDGET_EVALUATION_MS, NonZeroU64::get),
         ),
+        delivery: Delivery {
+            timeout: millis(raw.alerts.delivery_timeout_ms, DEFAULT_DELIVERY_TIMEOUT_MS),
+            retry_base: millis(raw.alerts.retry_base_ms, DEFAULT_RETRY_BASE_MS),
+            retry_max: millis(raw.alerts.retry_max_ms, DEFAULT_RETRY_MAX_MS),
+            retry_for: Duration::from_secs(
+                raw.alerts
+                    .retry_for_seconds
+                    .map_or(DEFAULT_RETRY_FOR_SECONDS, NonZeroU64::get),
+            ),
+            poll: millis(raw.alerts.poll_ms, DEFAULT_POLL_MS),
+        },
     })
+}
+
+fn millis(value: Option<NonZeroU64>, default: u64) -> Duration {
+    Duration::from_millis(value.map_or(default, NonZeroU64::get))
 }
 
 /// serde_yaml starts some messages with the place they are about

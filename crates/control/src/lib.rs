@@ -17,7 +17,8 @@
 //! login throttling, the `Caller` extractor), `roles` (who may do what: one
 //! function of caller, action and object), `http` (a module per resource),
 //! `audit`, `openapi` (the document, generated from the handlers), `app`
-//! (the router and the server).
+//! (the router and the server), `budgets` (the evaluator of budgets and
+//! alert rules) and `webhooks` (alert delivery from the outbox).
 
 pub mod app;
 pub mod audit;
@@ -28,3 +29,4 @@ pub mod error;
 pub mod http;
 pub mod openapi;
 pub mod roles;
+pub mod webhooks;

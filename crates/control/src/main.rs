@@ -168,6 +168,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         state.clone(),
         state.config.budget_evaluation,
     ));
+    tokio::spawn(floopy_control::webhooks::run(state.clone()));
     app::serve(listener, state).await?;
     tracing::info!("floopy-control stopped");
     Ok(())

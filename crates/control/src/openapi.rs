@@ -107,7 +107,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "floopy-control",
-        description = "The management API of floopy: organizations, projects, API keys, members, limits. Scripts authenticate with a personal access token (Authorization: Bearer fpu_...). The dashboard signs in at /v1/auth/login and sends the floopy_session cookie instead (the `session` scheme); its state-changing requests carry the session's CSRF token in x-csrf-token.",
+        description = "The management API of floopy: organizations, projects, API keys, members, limits, budgets and alerts. Scripts authenticate with a personal access token (Authorization: Bearer fpu_...). The dashboard signs in at /v1/auth/login and sends the floopy_session cookie instead (the `session` scheme); its state-changing requests carry the session's CSRF token in x-csrf-token.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -152,6 +152,12 @@ impl Modify for Security {
         http::budgets::update,
         http::budgets::delete,
         http::budgets::restore,
+        http::alerts::list_rules,
+        http::alerts::create_rule,
+        http::alerts::read_rule_handler,
+        http::alerts::update_rule,
+        http::alerts::delete_rule,
+        http::alerts::list_alerts,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError, PlanName, EnvironmentName)),
     modifiers(&Security),
@@ -196,6 +202,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 41, "every operation is documented");
+        assert_eq!(n, 47, "every operation is documented");
     }
 }

@@ -1034,7 +1034,9 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
             .0
         })
     };
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    // Long enough for the request to reach the server on a busy machine,
+    // well within the hash (hundreds of milliseconds).
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     let pid = control.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -1090,10 +1092,10 @@ async fn two_replicas_fire_each_threshold_once_and_revoke_once() {
 
     // Spend as two gateway replicas report it, in steps: 0.49, 0.50 (the
     // 50 % threshold exactly), 0.80, then 1.00 (the budget exactly).
-    let month: i32 = db
+    let day: i32 = db
         .client
         .query_one(
-            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int",
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')::int",
             &[],
         )
         .await
@@ -1122,10 +1124,10 @@ async fn two_replicas_fire_each_threshold_once_and_revoke_once() {
         for (replica, spent) in [("gw-a", a), ("gw-b", b)] {
             db.client
                 .execute(
-                    "INSERT INTO replica_project_usage (replica, org_id, project_id, month, settled_micro_usd, updated_at)
-                     VALUES ($1, $2, $3, $4, $5, now())
-                     ON CONFLICT (org_id, project_id, month, replica) DO UPDATE SET settled_micro_usd = EXCLUDED.settled_micro_usd",
-                    &[&replica, &org, &project, &month, &spent],
+                    "INSERT INTO replica_project_daily_usage (replica, org_id, project_id, day, settled_micro_usd)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (org_id, day, project_id, replica) DO UPDATE SET settled_micro_usd = EXCLUDED.settled_micro_usd",
+                    &[&replica, &org, &project, &day, &spent],
                 )
                 .await
                 .unwrap();

@@ -1,7 +1,8 @@
 //! End to end through the real gateway: a key created through the API is
 //! served by a running floopy-gateway (on the same control database) within
-//! a second, a limit set through the API holds within a second, and a key is
-//! refused within a second of its revocation.
+//! a second, a limit set through the API holds within a second, a key is
+//! refused within a second of its revocation, and a breached budget's keys
+//! are refused by every gateway within 3 s, its alerts delivered once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -209,10 +210,35 @@ async fn spend(http: &reqwest::Client, url: &str, key: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Polls until every gateway answers `key` with `expected`; how long the
+/// slowest took.
+async fn all_serve_within(
+    http: &reqwest::Client,
+    gateways: &[&Gateway],
+    key: &str,
+    expected: u16,
+    within: Duration,
+) -> Duration {
+    let mut slowest = Duration::ZERO;
+    for g in gateways {
+        slowest = slowest.max(served_within(http, &g.chat, key, expected, within).await);
+    }
+    slowest
+}
+
+/// Two gateways and two floopy-control replicas on one database, a project
+/// with an `alert_and_revoke` budget and a webhook: traffic through both
+/// gateways crosses it; both refuse the project's keys within 3 s, the
+/// other project's key still works, the budget's spend is the sum of both
+/// gateways' records to the micro-dollar, and each threshold's webhook
+/// arrives once, signed, though both replicas evaluate and deliver.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_breached_budget_revokes_its_project_s_keys_within_three_seconds() {
+async fn a_breached_budget_revokes_its_project_s_keys_on_every_gateway_within_three_seconds() {
     let db = TestDb::create().await;
-    let control = Control::start(&db, "budgets: {evaluate_every_ms: 500}\n").await;
+    let replica_config = "budgets: {evaluate_every_ms: 500}\nalerts: {poll_ms: 100}\n";
+    let control = Control::start(&db, replica_config).await;
+    let control_2 = Control::start(&db, replica_config).await;
+    let receiver = receiver::Receiver::start().await;
     let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
     let token = token_for(&db, owner).await;
     let provider = FakeProvider::start("127.0.0.1:0".parse().unwrap())
@@ -254,80 +280,134 @@ async fn a_breached_budget_revokes_its_project_s_keys_within_three_seconds() {
     }
     // gpt-4o: 1000 prompt tokens at $2.50 and 1000 completion tokens at $10
     // per million tokens: $0.0125 a request; a budget of $0.03 breaks on
-    // the third.
+    // the third (50 % and 80 % on the second).
     let (status, budget) = call(
         &http,
         "POST",
         &url(format!("/v1/orgs/{org}/budgets")),
         Some(&token),
-        Some(json!({"name": "cap", "project_id": capped, "amount_usd": 0.03, "action": "alert_and_revoke"})),
+        Some(
+            json!({"name": "cap", "project_id": capped, "amount_usd": 0.03,
+                    "action": "alert_and_revoke", "webhook_url": receiver.url()}),
+        ),
     )
     .await;
     assert_eq!(status, 201, "{budget}\n{}", control.stderr());
     let budget_id = budget["id"].as_str().unwrap().to_string();
+    let secret = budget["webhook_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{budget}");
 
-    let gateway = Gateway::start(&db, &provider).await;
-    let chat = gateway.chat.clone();
-    served_within(&http, &chat, &keys[2], 200, Duration::from_secs(20)).await;
+    let a = Gateway::start(&db, &provider).await;
+    let b = Gateway::start(&db, &provider).await;
+    all_serve_within(&http, &[&a, &b], &keys[2], 200, Duration::from_secs(20)).await;
 
-    // Spend until a request is refused. Each costs 12,500 micro-USD, so the
-    // third crosses the budget; the clock starts when its answer arrives.
+    // Spend through both gateways in turn until one refuses. Each request
+    // costs 12,500 micro-USD, so the third crosses the budget; the clock
+    // starts when its answer arrives.
     let mut crossed_at = None;
     let mut answered = 0;
     let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        let status = spend(&http, &chat, &keys[0]).await;
-        if status == 401 {
-            break;
+    'spending: while started.elapsed() < Duration::from_secs(10) {
+        for g in [&a, &b] {
+            let status = spend(&http, &g.chat, &keys[0]).await;
+            if status == 401 {
+                break 'spending;
+            }
+            assert_eq!(status, 200);
+            answered += 1;
+            if answered * 12_500 >= 30_000 && crossed_at.is_none() {
+                crossed_at = Some(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert_eq!(status, 200);
-        answered += 1;
-        if answered * 12_500 >= 30_000 && crossed_at.is_none() {
-            crossed_at = Some(Instant::now());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let crossed_at = crossed_at.expect("the budget was crossed");
-    let refused_after = served_within(&http, &chat, &keys[0], 401, Duration::from_secs(3)).await
+    let refused_after = all_serve_within(&http, &[&a, &b], &keys[0], 401, Duration::from_secs(3))
+        .await
         + crossed_at.elapsed();
-    eprintln!("breach to refusal: at most {refused_after:?}");
+    eprintln!("breach to refusal on both gateways: at most {refused_after:?}");
     assert!(refused_after < Duration::from_secs(3), "{refused_after:?}");
-    assert_eq!(
-        spend(&http, &chat, &keys[1]).await,
-        401,
-        "the key defaulting to the project"
-    );
-    assert_eq!(
-        spend(&http, &chat, &keys[2]).await,
-        200,
-        "another project's key still works"
-    );
+    for g in [&a, &b] {
+        assert_eq!(
+            spend(&http, &g.chat, &keys[1]).await,
+            401,
+            "the key defaulting to the project"
+        );
+        assert_eq!(
+            spend(&http, &g.chat, &keys[2]).await,
+            200,
+            "another project's key still works"
+        );
+    }
 
-    // The budget's spend is the exact sum of the project's records.
-    let logged = gateway.logged_cost(capped);
+    // The budget's spend is the exact sum of the project's records on both
+    // gateways.
+    let logged = a.logged_cost(capped) + b.logged_cost(capped);
+    assert!(logged >= 30_000, "{logged}");
     let started = Instant::now();
     loop {
-        let (_, b) = call(
+        let (_, v) = call(
             &http,
             "GET",
-            &url(format!("/v1/orgs/{org}/budgets/{budget_id}")),
+            &control_2.url(&format!("/v1/orgs/{org}/budgets/{budget_id}")),
             Some(&token),
             None,
         )
         .await;
-        let spent_usd: f64 = b["spent_usd"].as_str().unwrap().parse().unwrap();
+        let spent_usd: f64 = v["spent_usd"].as_str().unwrap().parse().unwrap();
         if (spent_usd * 1e6).round() as i64 == logged {
-            assert_eq!(b["breached"], true);
+            assert_eq!(v["breached"], true);
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(5),
-            "budget spend {b} vs logged {logged}"
+            "budget spend {v} vs logged {logged}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Restoring needs the budget raised (or a new month).
+    // Each threshold's webhook arrived once, signed, with its id, though
+    // two replicas evaluate and deliver.
+    let deliveries = receiver.wait_for(3, Duration::from_secs(5)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let bodies = receiver::checked_once(&receiver.deliveries(), &secret);
+    assert_eq!(bodies.len(), 3, "{deliveries:?}");
+    let mut thresholds: Vec<i64> = bodies
+        .iter()
+        .map(|b| b["threshold_percent"].as_i64().unwrap())
+        .collect();
+    thresholds.sort_unstable();
+    assert_eq!(thresholds, [50, 80, 100]);
+    for body in &bodies {
+        assert_eq!(body["type"], "budget.threshold");
+        assert_eq!(body["budget"]["id"], budget_id.as_str());
+        assert_eq!(body["project_id"], capped.as_str());
+        assert_eq!(body["period"]["kind"], "month");
+    }
+    let breach = bodies
+        .iter()
+        .find(|b| b["threshold_percent"] == 100)
+        .unwrap();
+    assert_eq!(breach["keys_revoked"], 2, "{breach}");
+    let (status, listed) = call(
+        &http,
+        "GET",
+        &url(format!("/v1/orgs/{org}/alerts?source_id={budget_id}")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    for alert in listed {
+        assert_eq!(alert["state"], "delivered", "{alert}");
+        assert_eq!(alert["attempts"], 1, "{alert}");
+        assert_eq!(alert["project_id"], capped.as_str());
+        assert_eq!(alert["webhook_url"], receiver.url());
+    }
+
+    // Restoring needs the budget raised (or a new period).
     let restore = url(format!("/v1/orgs/{org}/budgets/{budget_id}/restore"));
     let (status, v) = call(&http, "POST", &restore, Some(&token), None).await;
     assert_eq!(
@@ -346,9 +426,9 @@ async fn a_breached_budget_revokes_its_project_s_keys_within_three_seconds() {
     assert_eq!(status, 200);
     let (status, v) = call(&http, "POST", &restore, Some(&token), None).await;
     assert_eq!((status, v["keys_restored"].as_u64()), (200, Some(2)), "{v}");
-    served_within(&http, &chat, &keys[0], 200, Duration::from_secs(1)).await;
+    all_serve_within(&http, &[&a, &b], &keys[0], 200, Duration::from_secs(1)).await;
 
-    drop(gateway);
-    drop(control);
+    drop((a, b));
+    drop((control, control_2));
     db.drop_db().await;
 }

@@ -9,6 +9,7 @@
 //! framework (`tests/dependencies.rs` in the gateway checks it). Each plane
 //! indexes or stores these values its own way.
 
+pub mod calendar;
 pub mod keys;
 pub mod money;
 pub mod validate;
@@ -18,6 +19,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+pub use calendar::Period;
 pub use keys::{generate_key, hash_key, is_valid_key_string, random_secret, KeyHash};
 pub use money::{format_usd, usd_to_micro, MoneyError, MAX_USD};
 

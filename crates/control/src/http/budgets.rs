@@ -1,9 +1,10 @@
-//! Budgets: an amount in USD per UTC calendar month for the org or one of
-//! its projects, alert thresholds (default 50/80/100 %), and the action on
-//! breach (`alert`, or `alert_and_revoke` the scope's keys). Org owners and
+//! Budgets: an amount in USD per UTC day, ISO week or calendar month for the
+//! org or one of its projects, alert thresholds (default 50/80/100 %), the
+//! action on breach (`alert`, or `alert_and_revoke` the scope's keys), and
+//! an optional webhook the threshold alerts are delivered to. Org owners and
 //! admins manage the org's budgets; project owners and admins their
 //! project's. `restore` gives back the keys a budget revoked, once the
-//! budget is raised above the spend or the month has rolled over.
+//! budget is raised above the spend or the period has rolled over.
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,11 +14,12 @@ use floopy_model::{format_usd, usd_to_micro};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::alerts::{check_period, check_webhook_secret, check_webhook_url, new_webhook_secret};
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
-use crate::budgets::CURRENT_PERIOD_SQL;
+use crate::budgets::{current_period_sql, now_ms};
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
 
@@ -30,7 +32,7 @@ pub struct BudgetView {
     pub name: String,
     /// The amount per period in USD, exact to the micro-dollar.
     pub amount_usd: String,
-    /// `month` (UTC calendar month).
+    /// `day`, `week` (ISO, from Monday) or `month`, UTC.
     pub period: String,
     /// Alert thresholds in percent of the amount.
     pub thresholds: Vec<i32>,
@@ -40,10 +42,16 @@ pub struct BudgetView {
     pub spent_usd: String,
     /// Whether the budget is breached in the current period.
     pub breached: bool,
+    /// Where its threshold alerts are delivered (absent: only listed).
+    pub webhook_url: Option<String>,
+    /// Only in the response of the request that set or generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
 }
 
 const COLUMNS: &str = "b.id, b.org_id, b.project_id, b.name, b.amount_micro_usd, b.period, \
-    b.thresholds, b.action, coalesce(p.spent_micro_usd, 0), p.breached_at IS NOT NULL";
+    b.thresholds, b.action, coalesce(p.spent_micro_usd, 0), p.breached_at IS NOT NULL, \
+    b.webhook_url";
 
 fn view(row: &tokio_postgres::Row) -> BudgetView {
     let micro = |v: i64| format_usd(u64::try_from(v).unwrap_or(0));
@@ -58,14 +66,17 @@ fn view(row: &tokio_postgres::Row) -> BudgetView {
         action: row.get(7),
         spent_usd: micro(row.get(8)),
         breached: row.get(9),
+        webhook_url: row.get(10),
+        webhook_secret: None,
     }
 }
 
 fn select(filter: &str) -> String {
     format!(
         "SELECT {COLUMNS} FROM budgets b
-           LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {CURRENT_PERIOD_SQL}
-          WHERE {filter}"
+           LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {}
+          WHERE {filter}",
+        current_period_sql("b", now_ms())
     )
 }
 
@@ -87,20 +98,30 @@ pub struct BudgetFields {
     /// Only on creation: the project (absent: the org).
     pub project_id: Option<Uuid>,
     pub amount_usd: Option<f64>,
-    /// `month` (the default).
+    /// `day`, `week` (ISO, from Monday, UTC) or `month` (the default).
     pub period: Option<String>,
     pub thresholds: Option<Vec<i64>>,
     /// `alert` (the default) or `alert_and_revoke`.
     pub action: Option<String>,
+    /// An http or https URL the threshold alerts are delivered to; `""`
+    /// removes it.
+    pub webhook_url: Option<String>,
+    /// 16 to 200 printable ASCII characters; generated when a webhook is
+    /// set without one.
+    pub webhook_secret: Option<String>,
 }
 
-/// The checked values: (name, amount in micro-USD, thresholds, action).
-type Checked = (
-    Option<String>,
-    Option<i64>,
-    Option<Vec<i32>>,
-    Option<String>,
-);
+/// The checked values of a budget's fields.
+struct Checked {
+    name: Option<String>,
+    amount: Option<i64>,
+    period: Option<String>,
+    thresholds: Option<Vec<i32>>,
+    action: Option<String>,
+    /// `Some("")`: remove the webhook.
+    url: Option<String>,
+    secret: Option<String>,
+}
 
 impl BudgetFields {
     fn check(&self, creating: bool) -> Result<Checked, ApiError> {
@@ -120,10 +141,23 @@ impl BudgetFields {
                 None
             }
         };
-        if let Some(period) = self.period.as_deref().filter(|p| *p != "month") {
+        if let Some(Err(message)) = self.period.as_deref().map(check_period) {
+            errors.push(FieldError::new("period", message));
+        }
+        if let Some(Err(message)) = self
+            .webhook_url
+            .as_deref()
+            .map(|u| check_webhook_url(u, !creating))
+        {
+            errors.push(FieldError::new("webhook_url", message));
+        }
+        if let Some(Err(message)) = self.webhook_secret.as_deref().map(check_webhook_secret) {
+            errors.push(FieldError::new("webhook_secret", message));
+        }
+        if self.webhook_secret.is_some() && self.webhook_url.as_deref() == Some("") {
             errors.push(FieldError::new(
-                "period",
-                format!("{period:?} is not a period budgets support (month)"),
+                "webhook_secret",
+                "cannot be set while the webhook is removed",
             ));
         }
         let thresholds = match &self.thresholds {
@@ -157,11 +191,18 @@ impl BudgetFields {
         if !creating && self.project_id.is_some() {
             errors.push(FieldError::new("project_id", "cannot be changed"));
         }
-        if errors.is_empty() {
-            Ok((self.name.clone(), amount, thresholds, self.action.clone()))
-        } else {
-            Err(ApiError::Validation(errors))
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
         }
+        Ok(Checked {
+            name: self.name.clone(),
+            amount,
+            period: self.period.clone(),
+            thresholds,
+            action: self.action.clone(),
+            url: self.webhook_url.clone(),
+            secret: self.webhook_secret.clone(),
+        })
     }
 }
 
@@ -217,13 +258,17 @@ pub async fn create(
     let mut db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageBudgets(body.project_id))?;
-    let (name, amount, thresholds, action) = body.check(true)?;
+    let mut b = body.check(true)?;
+    if b.url.is_some() && b.secret.is_none() {
+        b.secret = Some(new_webhook_secret()?);
+    }
     let id = Uuid::now_v7();
     let tx = db.transaction().await?;
     tx.execute(
-        "INSERT INTO budgets (id, org_id, project_id, amount_micro_usd, name, thresholds, action)
-         VALUES ($1, $2, $3, $4, coalesce($5::text, 'Budget'), coalesce($6::int[], '{50,80,100}'), coalesce($7::text, 'alert'))",
-        &[&id, &org, &body.project_id, &amount, &name, &thresholds, &action],
+        "INSERT INTO budgets (id, org_id, project_id, amount_micro_usd, name, thresholds, action, period, webhook_url, webhook_secret)
+         VALUES ($1, $2, $3, $4, coalesce($5::text, 'Budget'), coalesce($6::int[], '{50,80,100}'),
+                 coalesce($7::text, 'alert'), coalesce($8::text, 'month'), $9, $10)",
+        &[&id, &org, &body.project_id, &b.amount, &b.name, &b.thresholds, &b.action, &b.period, &b.url, &b.secret],
     )
     .await
     .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
@@ -248,7 +293,13 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(budget)))
+    Ok((
+        StatusCode::CREATED,
+        Json(BudgetView {
+            webhook_secret: b.secret,
+            ..budget
+        }),
+    ))
 }
 
 /// The budget, if the caller may `manage` (else read) it.
@@ -289,8 +340,8 @@ pub async fn read(
 }
 
 /// `PATCH /v1/orgs/{org}/budgets/{budget}`: name, amount, thresholds,
-/// action. Lowered below the month's spend, it is breached at the next
-/// evaluation.
+/// action, period, webhook. Lowered below the period's spend, it is
+/// breached at the next evaluation.
 #[utoipa::path(
     operation_id = "budgets_update",
     tag = "budgets",
@@ -306,15 +357,23 @@ pub async fn update(
     Ids((org, budget)): Ids<(Uuid, Uuid)>,
     JsonBody(body): JsonBody<BudgetFields>,
 ) -> Result<Json<BudgetView>, ApiError> {
-    let (name, amount, thresholds, action) = body.check(false)?;
+    let mut b = body.check(false)?;
     let mut db = state.db().await?;
     let before = authorized(&db, &caller, org, budget, true).await?;
+    let adding_webhook =
+        before.webhook_url.is_none() && b.url.as_deref().is_some_and(|u| !u.is_empty());
+    if adding_webhook && b.secret.is_none() {
+        b.secret = Some(new_webhook_secret()?);
+    }
     let tx = db.transaction().await?;
     tx.execute(
         "UPDATE budgets SET name = coalesce($3, name), amount_micro_usd = coalesce($4, amount_micro_usd),
-                thresholds = coalesce($5, thresholds), action = coalesce($6, action)
+                thresholds = coalesce($5, thresholds), action = coalesce($6, action),
+                period = coalesce($7, period),
+                webhook_url = CASE WHEN $8::text = '' THEN NULL ELSE coalesce($8, webhook_url) END,
+                webhook_secret = CASE WHEN $8::text = '' THEN NULL ELSE coalesce($9, webhook_secret) END
           WHERE org_id = $1 AND id = $2",
-        &[&org, &budget, &name, &amount, &thresholds, &action],
+        &[&org, &budget, &b.name, &b.amount, &b.thresholds, &b.action, &b.period, &b.url, &b.secret],
     )
     .await?;
     let after = read_budget(tx.client(), org, budget).await?;
@@ -332,7 +391,10 @@ pub async fn update(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(Json(BudgetView {
+        webhook_secret: b.secret,
+        ..after
+    }))
 }
 
 /// `DELETE /v1/orgs/{org}/budgets/{budget}` (the keys it revoked stay
@@ -382,8 +444,8 @@ pub struct Restored {
 }
 
 /// `POST /v1/orgs/{org}/budgets/{budget}/restore`: gives back the keys this
-/// budget revoked, once its month's spend is below its amount (raised, or a
-/// new month); 409 `budget_exceeded` before.
+/// budget revoked, once its period's spend is below its amount (raised, or a
+/// new period); 409 `budget_exceeded` before.
 #[utoipa::path(
     operation_id = "budgets_restore",
     tag = "budgets",
@@ -400,25 +462,26 @@ pub async fn restore(
     let mut db = state.db().await?;
     authorized(&db, &caller, org, budget, true).await?;
     let tx = db.transaction().await?;
-    // The spend the evaluator saw this month, against the amount now.
-    let (spent, amount): (i64, i64) = {
+    // The spend the evaluator saw this period, against the amount now.
+    let current = current_period_sql("b", now_ms());
+    let (spent, amount, period): (i64, i64, String) = {
         let row = tx
             .query_one(
                 &format!(
-                    "SELECT coalesce(p.spent_micro_usd, 0), b.amount_micro_usd FROM budgets b
-                       LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {CURRENT_PERIOD_SQL}
+                    "SELECT coalesce(p.spent_micro_usd, 0), b.amount_micro_usd, b.period FROM budgets b
+                       LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {current}
                       WHERE b.id = $1 FOR UPDATE OF b"
                 ),
                 &[&budget],
             )
             .await?;
-        (row.get(0), row.get(1))
+        (row.get(0), row.get(1), row.get(2))
     };
     if spent >= amount {
         return Err(ApiError::Conflict {
             code: "budget_exceeded",
             message: format!(
-                "this month's spend ({} USD) is not below the budget ({} USD): raise it or wait for the next month",
+                "this {period}'s spend ({} USD) is not below the budget ({} USD): raise it or wait for the next {period}",
                 format_usd(u64::try_from(spent).unwrap_or(0)),
                 format_usd(u64::try_from(amount).unwrap_or(0))
             ),
@@ -431,11 +494,11 @@ pub async fn restore(
             &[&org, &budget],
         )
         .await?;
-    // It may breach (and revoke) again this month.
+    // It may breach (and revoke) again this period.
     tx.execute(
         &format!(
-            "UPDATE budget_periods SET breached_at = NULL
-              WHERE budget_id = $1 AND period = {CURRENT_PERIOD_SQL}"
+            "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
+              WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {current}"
         ),
         &[&budget],
     )

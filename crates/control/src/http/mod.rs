@@ -2,6 +2,7 @@
 //! body extractor (errors name the field), the caller's membership in the
 //! org a path names, and cursor pagination.
 
+pub mod alerts;
 pub mod budgets;
 pub mod invitations;
 pub mod keys;
@@ -106,6 +107,17 @@ pub fn routes() -> Router<AppState> {
             "/v1/orgs/{org}/budgets/{budget}/restore",
             post(budgets::restore),
         )
+        .route(
+            "/v1/orgs/{org}/alert-rules",
+            get(alerts::list_rules).post(alerts::create_rule),
+        )
+        .route(
+            "/v1/orgs/{org}/alert-rules/{rule}",
+            get(alerts::read_rule_handler)
+                .patch(alerts::update_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route("/v1/orgs/{org}/alerts", get(alerts::list_alerts))
 }
 
 /// A JSON request body: another content type is 415, a body that is not

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod receiver;
+
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -96,13 +98,17 @@ pub struct Control {
 
 impl Control {
     pub async fn start(db: &TestDb, extra: &str) -> Control {
+        Self::start_at(&db.url(), extra).await
+    }
+
+    /// On the database at `db_url`.
+    pub async fn start_at(db_url: &str, extra: &str) -> Control {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("control.yaml");
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:0\"\ndatabase:\n  url: \"{}\"\nsessions:\n  secure_cookie: false\nshutdown_grace_seconds: 1\n{extra}",
-                db.url()
+                "listen: \"127.0.0.1:0\"\ndatabase:\n  url: \"{db_url}\"\nsessions:\n  secure_cookie: false\nshutdown_grace_seconds: 1\n{extra}"
             ),
         )
         .unwrap();
@@ -260,4 +266,72 @@ pub async fn call(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A TCP proxy in front of the test Postgres that can cut every connection
+/// and refuse new ones for a while (a database outage as its clients see
+/// it).
+pub struct DbProxy {
+    pub port: u16,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl DbProxy {
+    pub async fn start() -> DbProxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut proxy = DbProxy { port, server: None };
+        proxy.restore().await;
+        proxy
+    }
+
+    /// `db`'s URL through the proxy.
+    pub fn url(&self, db: &TestDb) -> String {
+        let config: tokio_postgres::Config = admin_url().parse().unwrap();
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        db.url()
+            .replace(&format!(":{port}/"), &format!(":{}/", self.port))
+    }
+
+    /// Closes every connection and stops accepting.
+    pub fn cut(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+
+    /// Accepts (again), forwarding to the test Postgres.
+    pub async fn restore(&mut self) {
+        let config: tokio_postgres::Config = admin_url().parse().unwrap();
+        let upstream_port = config.get_ports().first().copied().unwrap_or(5432);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port))
+            .await
+            .unwrap();
+        self.server = Some(tokio::spawn(async move {
+            // Connections live in this task's set: aborting the task drops
+            // them all.
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                connections.spawn(async move {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                    }
+                });
+            }
+        }));
+    }
+}
+
+impl Drop for DbProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
 }

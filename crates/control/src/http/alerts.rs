@@ -1,0 +1,582 @@
+//! Alert rules (a USD amount of spend over a day, a week or a month, for
+//! the org or one project, delivered to a webhook) and the alerts fired by
+//! rules and budgets, with their delivery state. The roles are the budgets':
+//! org owners and admins for the org's, project owners and admins for their
+//! project's; project members read their projects' alerts.
+//!
+//! A webhook's secret signs every delivery (`webhooks`); given or generated
+//! (`whsec_...`), it is returned only by the request that set it.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use floopy_model::validate::{check_length, NAME_CHARS};
+use floopy_model::{format_usd, usd_to_micro, Period};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
+use crate::app::AppState;
+use crate::audit;
+use crate::auth::Caller;
+use crate::error::{ApiError, FieldError};
+use crate::rfc3339;
+use crate::roles::{authorize, Action};
+
+/// The longest webhook URL.
+const URL_CHARS: usize = 2000;
+/// A webhook secret's length bounds.
+const SECRET_CHARS: std::ops::RangeInclusive<usize> = 16..=200;
+
+/// Checks a webhook URL (`""` when `clearable`: remove the webhook).
+pub fn check_webhook_url(url: &str, clearable: bool) -> Result<(), String> {
+    if url.is_empty() && clearable {
+        return Ok(());
+    }
+    if url.chars().count() > URL_CHARS {
+        return Err(format!("must be at most {URL_CHARS} characters"));
+    }
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err("must be an http or https URL with a host".into()),
+        Err(e) => Err(format!("is not a URL: {e}")),
+    }
+}
+
+/// Checks a webhook secret.
+pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
+    if SECRET_CHARS.contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "must be {} to {} printable ASCII characters",
+            SECRET_CHARS.start(),
+            SECRET_CHARS.end()
+        ))
+    }
+}
+
+/// A new webhook secret.
+pub fn new_webhook_secret() -> Result<String, ApiError> {
+    crate::auth::new_secret("whsec_")
+}
+
+/// Checks a period name.
+pub fn check_period(period: &str) -> Result<Period, String> {
+    Period::parse(period).ok_or_else(|| format!("{period:?} is not one of day, week, month"))
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AlertRuleView {
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The project it is scoped to; absent: the whole org.
+    pub project_id: Option<Uuid>,
+    pub name: String,
+    /// Spend over the period at which it fires, in USD.
+    pub threshold_usd: String,
+    /// `day`, `week` (ISO, from Monday) or `month`, UTC.
+    pub period: String,
+    pub webhook_url: String,
+    /// Only in the response of the request that set or generated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+}
+
+const RULE_COLUMNS: &str = "id, org_id, project_id, name, threshold_micro_usd, period, webhook_url";
+
+fn rule_view(row: &tokio_postgres::Row) -> AlertRuleView {
+    AlertRuleView {
+        id: row.get(0),
+        org_id: row.get(1),
+        project_id: row.get(2),
+        name: row.get(3),
+        threshold_usd: format_usd(u64::try_from(row.get::<_, i64>(4)).unwrap_or(0)),
+        period: row.get(5),
+        webhook_url: row.get(6),
+        webhook_secret: None,
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleFields {
+    pub name: Option<String>,
+    /// Only on creation: the project (absent: the org).
+    pub project_id: Option<Uuid>,
+    /// Required on creation.
+    pub threshold_usd: Option<f64>,
+    /// `day`, `week` or `month` (the default).
+    pub period: Option<String>,
+    /// Required on creation: an http or https URL.
+    pub webhook_url: Option<String>,
+    /// 16 to 200 printable ASCII characters; generated when absent on
+    /// creation.
+    pub webhook_secret: Option<String>,
+}
+
+/// The checked values of an alert rule's fields.
+struct CheckedRule {
+    name: Option<String>,
+    threshold: Option<i64>,
+    period: Option<String>,
+    url: Option<String>,
+    secret: Option<String>,
+}
+
+impl AlertRuleFields {
+    fn check(&self, creating: bool) -> Result<CheckedRule, ApiError> {
+        let mut errors = Vec::new();
+        if let Some(Err(message)) = self.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
+            errors.push(FieldError::new("name", message));
+        }
+        let threshold = match self.threshold_usd.map(usd_to_micro) {
+            None if creating => {
+                errors.push(FieldError::new("threshold_usd", "is required"));
+                None
+            }
+            None => None,
+            Some(Ok(micro)) => i64::try_from(micro).ok(),
+            Some(Err(e)) => {
+                errors.push(FieldError::new("threshold_usd", e.to_string()));
+                None
+            }
+        };
+        if let Some(Err(message)) = self.period.as_deref().map(check_period) {
+            errors.push(FieldError::new("period", message));
+        }
+        match self.webhook_url.as_deref() {
+            None if creating => errors.push(FieldError::new("webhook_url", "is required")),
+            None => {}
+            Some(url) => {
+                if let Err(message) = check_webhook_url(url, false) {
+                    errors.push(FieldError::new("webhook_url", message));
+                }
+            }
+        }
+        if let Some(Err(message)) = self.webhook_secret.as_deref().map(check_webhook_secret) {
+            errors.push(FieldError::new("webhook_secret", message));
+        }
+        if !creating && self.project_id.is_some() {
+            errors.push(FieldError::new("project_id", "cannot be changed"));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        let secret = match (&self.webhook_secret, creating) {
+            (Some(secret), _) => Some(secret.clone()),
+            (None, true) => Some(new_webhook_secret()?),
+            (None, false) => None,
+        };
+        Ok(CheckedRule {
+            name: self.name.clone(),
+            threshold,
+            period: self.period.clone(),
+            url: self.webhook_url.clone(),
+            secret,
+        })
+    }
+}
+
+async fn read_rule(
+    db: &tokio_postgres::Client,
+    org: Uuid,
+    rule: Uuid,
+) -> Result<AlertRuleView, ApiError> {
+    db.query_opt(
+        &format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE org_id = $1 AND id = $2"),
+        &[&org, &rule],
+    )
+    .await?
+    .map(|row| rule_view(&row))
+    .ok_or(ApiError::NotFound("alert rule"))
+}
+
+/// The rule, if the caller may `manage` (else read) it.
+async fn authorized_rule(
+    db: &tokio_postgres::Client,
+    caller: &Caller,
+    org: Uuid,
+    rule: Uuid,
+    manage: bool,
+) -> Result<AlertRuleView, ApiError> {
+    let m = membership(db, caller, org).await?;
+    let view = read_rule(db, org, rule).await?;
+    if authorize(&m, Action::ReadBudgets(view.project_id)).is_err() {
+        return Err(ApiError::NotFound("alert rule"));
+    }
+    if manage {
+        authorize(&m, Action::ManageBudgets(view.project_id))?;
+    }
+    Ok(view)
+}
+
+/// `GET /v1/orgs/{org}/alert-rules`: those the caller may see.
+#[utoipa::path(
+    operation_id = "alert_rules_list",
+    tag = "alerts",
+    get,
+    path = "/v1/orgs/{org}/alert-rules",
+    params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
+    responses((status = 200, body = Page<AlertRuleView>), crate::openapi::Refusals),
+)]
+pub async fn list_rules(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids(org): Ids<Uuid>,
+    QueryParams(page): QueryParams<PageQuery>,
+) -> Result<Json<Page<AlertRuleView>>, ApiError> {
+    let (limit, after) = page.parse()?;
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    let all = m.org_role.runs_the_org();
+    let mine: Vec<Uuid> = m.projects.keys().copied().collect();
+    let rows = db
+        .query(
+            &format!(
+                "SELECT {RULE_COLUMNS} FROM alert_rules
+                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($4 OR project_id = ANY($5))
+                  ORDER BY id LIMIT $3"
+            ),
+            &[&org, &after, &(limit + 1), &all, &mine],
+        )
+        .await?;
+    let items = rows.iter().map(rule_view).collect();
+    Ok(Json(Page::new(items, limit, |r| r.id)))
+}
+
+/// `POST /v1/orgs/{org}/alert-rules`.
+#[utoipa::path(
+    operation_id = "alert_rules_create",
+    tag = "alerts",
+    post,
+    path = "/v1/orgs/{org}/alert-rules",
+    params(("org" = Uuid, Path, description = "The organization's id")),
+    request_body = AlertRuleFields,
+    responses((status = 201, body = AlertRuleView), crate::openapi::Refusals),
+)]
+pub async fn create_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids(org): Ids<Uuid>,
+    JsonBody(body): JsonBody<AlertRuleFields>,
+) -> Result<(StatusCode, Json<AlertRuleView>), ApiError> {
+    let mut db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    authorize(&m, Action::ManageBudgets(body.project_id))?;
+    let rule = body.check(true)?;
+    let id = Uuid::now_v7();
+    let tx = db.transaction().await?;
+    tx.execute(
+        "INSERT INTO alert_rules (id, org_id, project_id, name, threshold_micro_usd, period, webhook_url, webhook_secret)
+         VALUES ($1, $2, $3, coalesce($4::text, 'Alert'), $5, coalesce($6::text, 'month'), $7, $8)",
+        &[&id, &org, &body.project_id, &rule.name, &rule.threshold, &rule.period, &rule.url, &rule.secret],
+    )
+    .await
+    .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
+        Some("alert_rules_org_id_project_id_fkey") => ApiError::Validation(vec![FieldError::new(
+            "project_id",
+            "is not a project of this organization",
+        )]),
+        _ => ApiError::from_db(e),
+    })?;
+    let view = read_rule(tx.client(), org, id).await?;
+    record(
+        &tx,
+        org,
+        &caller,
+        "alert_rule.create",
+        id,
+        None,
+        Some(&view),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(AlertRuleView {
+            webhook_secret: rule.secret,
+            ..view
+        }),
+    ))
+}
+
+async fn record(
+    tx: &tokio_postgres::Transaction<'_>,
+    org: Uuid,
+    caller: &Caller,
+    action: &'static str,
+    rule: Uuid,
+    before: Option<&AlertRuleView>,
+    after: Option<&AlertRuleView>,
+) -> Result<(), ApiError> {
+    audit::record(
+        tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action,
+            object_type: "alert_rule",
+            object_id: rule.to_string(),
+            before: before.and_then(audit::snapshot),
+            after: after.and_then(audit::snapshot),
+        },
+    )
+    .await
+}
+
+/// `GET /v1/orgs/{org}/alert-rules/{rule}`.
+#[utoipa::path(
+    operation_id = "alert_rules_read",
+    tag = "alerts",
+    get,
+    path = "/v1/orgs/{org}/alert-rules/{rule}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
+    responses((status = 200, body = AlertRuleView), crate::openapi::Refusals),
+)]
+pub async fn read_rule_handler(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, rule)): Ids<(Uuid, Uuid)>,
+) -> Result<Json<AlertRuleView>, ApiError> {
+    let db = state.db().await?;
+    authorized_rule(&db, &caller, org, rule, false)
+        .await
+        .map(Json)
+}
+
+/// `PATCH /v1/orgs/{org}/alert-rules/{rule}`: name, threshold, period,
+/// webhook URL, secret.
+#[utoipa::path(
+    operation_id = "alert_rules_update",
+    tag = "alerts",
+    patch,
+    path = "/v1/orgs/{org}/alert-rules/{rule}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
+    request_body = AlertRuleFields,
+    responses((status = 200, body = AlertRuleView), crate::openapi::Refusals),
+)]
+pub async fn update_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, rule)): Ids<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<AlertRuleFields>,
+) -> Result<Json<AlertRuleView>, ApiError> {
+    let fields = body.check(false)?;
+    let mut db = state.db().await?;
+    let before = authorized_rule(&db, &caller, org, rule, true).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "UPDATE alert_rules SET name = coalesce($3, name),
+                threshold_micro_usd = coalesce($4, threshold_micro_usd),
+                period = coalesce($5, period), webhook_url = coalesce($6, webhook_url),
+                webhook_secret = coalesce($7, webhook_secret)
+          WHERE org_id = $1 AND id = $2",
+        &[
+            &org,
+            &rule,
+            &fields.name,
+            &fields.threshold,
+            &fields.period,
+            &fields.url,
+            &fields.secret,
+        ],
+    )
+    .await?;
+    let after = read_rule(tx.client(), org, rule).await?;
+    record(
+        &tx,
+        org,
+        &caller,
+        "alert_rule.update",
+        rule,
+        Some(&before),
+        Some(&after),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(AlertRuleView {
+        webhook_secret: fields.secret,
+        ..after
+    }))
+}
+
+/// `DELETE /v1/orgs/{org}/alert-rules/{rule}` (its alerts stay listed; those
+/// not yet delivered are marked failed).
+#[utoipa::path(
+    operation_id = "alert_rules_delete",
+    tag = "alerts",
+    delete,
+    path = "/v1/orgs/{org}/alert-rules/{rule}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
+    responses((status = 204, description = "Deleted"), crate::openapi::Refusals),
+)]
+pub async fn delete_rule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, rule)): Ids<(Uuid, Uuid)>,
+) -> Result<StatusCode, ApiError> {
+    let mut db = state.db().await?;
+    let before = authorized_rule(&db, &caller, org, rule, true).await?;
+    let tx = db.transaction().await?;
+    tx.execute(
+        "DELETE FROM alert_rules WHERE org_id = $1 AND id = $2",
+        &[&org, &rule],
+    )
+    .await?;
+    record(
+        &tx,
+        org,
+        &caller,
+        "alert_rule.delete",
+        rule,
+        Some(&before),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AlertView {
+    /// The alert's id: the idempotency id its webhook carries.
+    pub id: Uuid,
+    pub org_id: Uuid,
+    /// The project of a project-scoped budget or rule.
+    pub project_id: Option<Uuid>,
+    /// `budget` or `rule`.
+    pub source: String,
+    /// The budget's or the rule's id.
+    pub source_id: Uuid,
+    /// The period's first day (`2026-11-01`).
+    pub period_start: String,
+    /// The budget's threshold in percent (100 for a rule).
+    pub threshold_percent: i32,
+    /// The webhook's body.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+    /// `pending` (to be delivered or retried), `delivered`, `failed`
+    /// (retries exhausted) or `recorded` (no webhook).
+    pub state: String,
+    pub attempts: i32,
+    pub webhook_url: Option<String>,
+    /// The last attempt's HTTP status, if there was an answer.
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: String,
+    pub last_attempt_at: Option<String>,
+    pub delivered_at: Option<String>,
+    /// When a pending alert is tried next.
+    pub next_attempt_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AlertQuery {
+    /// Items per page, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// The previous page's `next_cursor`.
+    pub cursor: Option<String>,
+    /// Only this project's.
+    pub project_id: Option<Uuid>,
+    /// Only this budget's or rule's.
+    pub source_id: Option<Uuid>,
+    /// Only in this state.
+    pub state: Option<String>,
+}
+
+/// `GET /v1/orgs/{org}/alerts`: the alerts the caller may see, newest first.
+#[utoipa::path(
+    operation_id = "alerts_list",
+    tag = "alerts",
+    get,
+    path = "/v1/orgs/{org}/alerts",
+    params(("org" = Uuid, Path, description = "The organization's id"), AlertQuery),
+    responses((status = 200, body = Page<AlertView>), crate::openapi::Refusals),
+)]
+pub async fn list_alerts(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids(org): Ids<Uuid>,
+    QueryParams(query): QueryParams<AlertQuery>,
+) -> Result<Json<Page<AlertView>>, ApiError> {
+    let (limit, before) = PageQuery {
+        limit: query.limit,
+        cursor: query.cursor.clone(),
+    }
+    .parse()?;
+    if let Some(s) = query
+        .state
+        .as_deref()
+        .filter(|s| !matches!(*s, "pending" | "delivered" | "failed" | "recorded"))
+    {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "state",
+            format!("{s:?} is not one of pending, delivered, failed, recorded"),
+        )]));
+    }
+    let db = state.db().await?;
+    let m = membership(&db, &caller, org).await?;
+    let all = m.org_role.runs_the_org();
+    let mine: Vec<Uuid> = m.projects.keys().copied().collect();
+    let rows = db
+        .query(
+            concat!(
+                "SELECT id, org_id, project_id, source, source_id, period, threshold, body::text,
+                        state, attempts, webhook_url, last_status, last_error, ",
+                rfc3339!("created_at"),
+                ", ",
+                rfc3339!("last_attempt_at"),
+                ", ",
+                rfc3339!("delivered_at"),
+                ", CASE WHEN state = 'pending' THEN ",
+                rfc3339!("next_attempt_at"),
+                " END
+                   FROM alerts
+                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2)
+                    AND ($4 OR project_id = ANY($5))
+                    AND ($6::uuid IS NULL OR project_id = $6)
+                    AND ($7::uuid IS NULL OR source_id = $7)
+                    AND ($8::text IS NULL OR state = $8)
+                  ORDER BY id DESC LIMIT $3"
+            ),
+            &[
+                &org,
+                &before,
+                &(limit + 1),
+                &all,
+                &mine,
+                &query.project_id,
+                &query.source_id,
+                &query.state,
+            ],
+        )
+        .await?;
+    let items = rows
+        .iter()
+        .map(|row| AlertView {
+            id: row.get(0),
+            org_id: row.get(1),
+            project_id: row.get(2),
+            source: row.get(3),
+            source_id: row.get(4),
+            period_start: floopy_model::calendar::iso_date(
+                u32::try_from(row.get::<_, i32>(5)).unwrap_or(0),
+            ),
+            threshold_percent: row.get(6),
+            body: serde_json::from_str(row.get(7)).unwrap_or_default(),
+            state: row.get(8),
+            attempts: row.get(9),
+            webhook_url: row.get(10),
+            last_status: row.get(11),
+            last_error: row.get(12),
+            created_at: row.get(13),
+            last_attempt_at: row.get(14),
+            delivered_at: row.get(15),
+            next_attempt_at: row.get(16),
+        })
+        .collect();
+    Ok(Json(Page::new(items, limit, |a| a.id)))
+}

@@ -1,0 +1,324 @@
+//! Alert delivery from the outbox (`alerts`, filled by the evaluator in
+//! `budgets`): every replica polls for alerts due, claims a few with
+//! `FOR UPDATE SKIP LOCKED` (so two replicas never hold the same one) by
+//! moving their next attempt past the delivery timeout, and POSTs each to its
+//! webhook. A 2xx marks it delivered; anything else is retried with
+//! exponential backoff until `retry_for` after it fired, then marked
+//! failed. A replica that dies mid-delivery leaves its claim to expire, and
+//! the alert is sent again: delivery is at least once, and the alert's id (in
+//! the body and in `floopy-alert-id`) lets the receiver drop a repeat.
+//!
+//! Each request is signed: `floopy-signature: t=<unix seconds>,v1=<hex>`,
+//! the HMAC-SHA256 of `"<t>.<body>"` under the webhook's secret; `verify`
+//! is the receiver's side of it.
+
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio_postgres::Client;
+use uuid::Uuid;
+
+use crate::config::Delivery;
+use crate::error::ApiError;
+
+/// Alerts one replica claims per poll.
+const CLAIM_BATCH: i64 = 16;
+
+/// The longest error text kept with an alert.
+const ERROR_CHARS: usize = 500;
+
+/// The `floopy-signature` value for `body` sent at `timestamp`.
+pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
+    format!(
+        "t={timestamp},v1={}",
+        hex::encode(mac(secret, timestamp, body))
+    )
+}
+
+fn mac(secret: &str, timestamp: u64, body: &[u8]) -> Vec<u8> {
+    // HMAC takes keys of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return Vec::new();
+    };
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// Whether `header` is a valid `floopy-signature` of `body` under `secret`
+/// (compared in constant time); the receiver should also refuse an old `t`.
+pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
+    let mut timestamp = None;
+    let mut signature = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", t)) => timestamp = t.parse::<u64>().ok(),
+            Some(("v1", v)) => signature = hex::decode(v).ok(),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(signature)) = (timestamp, signature) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(t.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    mac.verify_slice(&signature).is_ok()
+}
+
+/// The delay before attempt `attempts + 1`: `retry_base` doubled per
+/// attempt made, at most `retry_max`, less up to a tenth at random so
+/// alerts that failed together do not all come back together.
+pub fn backoff(delivery: &Delivery, attempts: i32, jitter: u8) -> Duration {
+    let doublings = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(40);
+    let delay = delivery
+        .retry_base
+        .saturating_mul(1u32 << doublings.min(31))
+        .min(delivery.retry_max);
+    delay.saturating_sub(delay / 10 * u32::from(jitter) / 255)
+}
+
+/// The HTTP client deliveries use: the delivery timeout, no redirects (a
+/// webhook answers where it was registered).
+pub fn client(delivery: &Delivery) -> Result<reqwest::Client, reqwest::Error> {
+    reqwest::Client::builder()
+        .timeout(delivery.timeout)
+        .connect_timeout(delivery.timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("floopy-control/", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// An alert claimed for one attempt.
+struct Claimed {
+    id: Uuid,
+    body: String,
+    attempts: i32,
+    /// Past `retry_for`: this attempt is the last.
+    last_chance: bool,
+    /// The webhook now (from its budget or rule; none if it was removed).
+    target: Option<(String, String)>,
+}
+
+/// How one attempt ended.
+enum Outcome {
+    Delivered(u16),
+    Failed { status: Option<u16>, error: String },
+}
+
+/// Claims the alerts due (at most a batch), delivers them concurrently and
+/// records each outcome; how many were attempted.
+pub async fn deliver_due(
+    db: &Client,
+    http: &reqwest::Client,
+    delivery: &Delivery,
+) -> Result<usize, ApiError> {
+    // Past the timeout, a claim is free again: the sender died.
+    let lease = delivery.timeout.as_secs_f64() + 2.0;
+    let retry_for = delivery.retry_for.as_secs_f64();
+    let rows = db
+        .query(
+            "UPDATE alerts a
+                SET attempts = a.attempts + 1, last_attempt_at = now(),
+                    next_attempt_at = now() + make_interval(secs => $2)
+               FROM (SELECT id FROM alerts
+                      WHERE state = 'pending' AND next_attempt_at <= now()
+                      ORDER BY next_attempt_at LIMIT $1
+                      FOR UPDATE SKIP LOCKED) due
+              WHERE a.id = due.id
+          RETURNING a.id, a.body::text, a.attempts,
+                    a.created_at <= now() - make_interval(secs => $3),
+                    coalesce((SELECT webhook_url FROM budgets WHERE id = a.source_id),
+                             (SELECT webhook_url FROM alert_rules WHERE id = a.source_id)),
+                    coalesce((SELECT webhook_secret FROM budgets WHERE id = a.source_id),
+                             (SELECT webhook_secret FROM alert_rules WHERE id = a.source_id))",
+            &[&CLAIM_BATCH, &lease, &retry_for],
+        )
+        .await?;
+    let claimed: Vec<Claimed> = rows
+        .iter()
+        .map(|row| Claimed {
+            id: row.get(0),
+            body: row.get(1),
+            attempts: row.get(2),
+            last_chance: row.get(3),
+            target: row
+                .get::<_, Option<String>>(4)
+                .zip(row.get::<_, Option<String>>(5)),
+        })
+        .collect();
+    let mut sends = tokio::task::JoinSet::new();
+    for alert in claimed {
+        let http = http.clone();
+        sends.spawn(async move {
+            let outcome = match &alert.target {
+                Some((url, secret)) => send(&http, url, secret, &alert).await,
+                None => Outcome::Failed {
+                    status: None,
+                    error: "the budget or alert rule has no webhook any more".into(),
+                },
+            };
+            (alert, outcome)
+        });
+    }
+    let mut attempted = 0;
+    while let Some(done) = sends.join_next().await {
+        let Ok((alert, outcome)) = done else { continue };
+        attempted += 1;
+        let url = alert.target.as_ref().map(|t| t.0.as_str());
+        match outcome {
+            Outcome::Delivered(status) => {
+                db.execute(
+                    "UPDATE alerts SET state = 'delivered', delivered_at = now(),
+                            last_status = $2, last_error = NULL, webhook_url = $3
+                      WHERE id = $1",
+                    &[&alert.id, &i32::from(status), &url],
+                )
+                .await?;
+            }
+            Outcome::Failed { status, error } => {
+                let give_up = alert.last_chance || alert.target.is_none();
+                let mut jitter = [0u8; 1];
+                let _ = getrandom::fill(&mut jitter);
+                let delay = backoff(delivery, alert.attempts, jitter[0]).as_secs_f64();
+                let error: String = error.chars().take(ERROR_CHARS).collect();
+                tracing::warn!(alert = %alert.id, attempts = alert.attempts, %error, give_up, "webhook delivery failed");
+                db.execute(
+                    "UPDATE alerts SET state = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
+                            next_attempt_at = now() + make_interval(secs => $3),
+                            last_status = $4, last_error = $5, webhook_url = coalesce($6, webhook_url)
+                      WHERE id = $1",
+                    &[
+                        &alert.id,
+                        &give_up,
+                        &delay,
+                        &status.map(i32::from),
+                        &error,
+                        &url,
+                    ],
+                )
+                .await?;
+            }
+        }
+    }
+    Ok(attempted)
+}
+
+async fn send(http: &reqwest::Client, url: &str, secret: &str, alert: &Claimed) -> Outcome {
+    let timestamp = crate::budgets::now_ms() / 1000;
+    let result = http
+        .post(url)
+        .header("content-type", "application/json")
+        .header("floopy-alert-id", alert.id.to_string())
+        .header(
+            "floopy-signature",
+            sign(secret, timestamp, alert.body.as_bytes()),
+        )
+        .body(alert.body.clone())
+        .send()
+        .await;
+    match result {
+        Ok(response) if response.status().is_success() => {
+            Outcome::Delivered(response.status().as_u16())
+        }
+        Ok(response) => Outcome::Failed {
+            status: Some(response.status().as_u16()),
+            error: format!("the webhook answered {}", response.status()),
+        },
+        Err(e) => Outcome::Failed {
+            status: None,
+            error: error_chain(&e),
+        },
+    }
+}
+
+/// The error and its causes (reqwest's own message is often only "error
+/// sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Delivers alerts every `poll` until the process ends, on a connection of
+/// its own.
+pub async fn run(state: crate::app::AppState) {
+    let delivery = state.config.delivery;
+    let poll = delivery.poll;
+    let http = match client(&delivery) {
+        Ok(http) => http,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build the webhook client; alerts are not delivered");
+            return;
+        }
+    };
+    crate::app::every_tick(state, "floopy-control-webhooks", poll, |db| {
+        let http = http.clone();
+        Box::pin(async move {
+            // A full batch: more may be due at once.
+            while deliver_due(db, &http, &delivery).await? == CLAIM_BATCH as usize {}
+            Ok(())
+        })
+    })
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_and_tampering_fails() {
+        let body = br#"{"id":"a","spent_usd":"1.00"}"#;
+        let header = sign("whsec_test_secret_0123", 1_700_000_000, body);
+        assert!(header.starts_with("t=1700000000,v1="), "{header}");
+        assert_eq!(header.len(), "t=1700000000,v1=".len() + 64);
+        assert!(verify("whsec_test_secret_0123", &header, body));
+        assert!(!verify("whsec_other_secret_012", &header, body));
+        assert!(!verify("whsec_test_secret_0123", &header, b"{}"));
+        let moved = header.replace("t=1700000000", "t=1700000001");
+        assert!(!verify("whsec_test_secret_0123", &moved, body));
+        assert!(!verify("whsec_test_secret_0123", "v1=00", body));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum() {
+        let d = Delivery {
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            retry_max: Duration::from_secs(3600),
+            retry_for: Duration::from_secs(86_400),
+            poll: Duration::from_millis(250),
+        };
+        assert_eq!(backoff(&d, 1, 0), Duration::from_secs(1));
+        assert_eq!(backoff(&d, 2, 0), Duration::from_secs(2));
+        assert_eq!(backoff(&d, 5, 0), Duration::from_secs(16));
+        assert_eq!(backoff(&d, 13, 0), Duration::from_secs(3600));
+        assert_eq!(backoff(&d, 1000, 0), Duration::from_secs(3600));
+        assert_eq!(
+            backoff(&d, 13, 255),
+            Duration::from_secs(3240),
+            "a tenth less"
+        );
+        // Retried for 24 h: 12 doublings, then hourly, about 33 attempts.
+        let mut at = Duration::ZERO;
+        let mut attempts = 0;
+        while at < d.retry_for {
+            attempts += 1;
+            at += backoff(&d, attempts, 0);
+        }
+        assert!((30..40).contains(&attempts), "{attempts}");
+    }
+}
