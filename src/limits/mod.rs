@@ -318,6 +318,36 @@ mod tests {
     }
 
     #[test]
+    fn project_spend_is_kept_by_day_and_the_day_before_is_still_reported() {
+        let (clock, limiter) = limiter_at(month_start_ms(2026, 12) - 1);
+        limiter.settle(Admission::default(), ORG, Some(PROJECT), None, 700);
+        let days = |l: &Limiter| l.own_usage().project_days;
+        assert_eq!(days(&limiter), [(ORG, PROJECT, 20_261_130, 700)]);
+        clock.advance(1); // 00:00 UTC, December 1st
+        limiter.settle(Admission::default(), ORG, Some(PROJECT), None, 5);
+        limiter.settle(Admission::default(), ORG, Some(PROJECT), None, 6);
+        // The first exchange of the day still writes yesterday's last
+        // figure (settled after the last exchange of that day).
+        assert_eq!(
+            days(&limiter),
+            [
+                (ORG, PROJECT, 20_261_201, 11),
+                (ORG, PROJECT, 20_261_130, 700)
+            ]
+        );
+        clock.advance(86_400_000);
+        limiter.settle(Admission::default(), ORG, Some(PROJECT), None, 1);
+        assert_eq!(
+            days(&limiter),
+            [
+                (ORG, PROJECT, 20_261_202, 1),
+                (ORG, PROJECT, 20_261_201, 11)
+            ]
+        );
+        assert_eq!(limiter.own_usage().projects, [(ORG, PROJECT, 12)]);
+    }
+
+    #[test]
     fn spend_settles_per_environment_and_project_and_rolls_monthly() {
         let (clock, limiter) = limiter_at(month_start_ms(2026, 12) - 1);
         let l = limits(None, Some(1_000));

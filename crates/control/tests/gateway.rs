@@ -432,3 +432,126 @@ async fn a_breached_budget_revokes_its_project_s_keys_on_every_gateway_within_th
     drop((control, control_2));
     db.drop_db().await;
 }
+
+/// The breach-to-refusal figure under load, for the README (run by
+/// `load-tests/budget-breach.sh`; a measurement, not a check): `RUNS` times
+/// (default 5), two gateways and floopy-control on their default intervals,
+/// eight clients at about 200 requests a second in all on a project with a
+/// $1 `alert_and_revoke` budget. The crossing is the first answer after
+/// which the answered requests' cost reaches the budget; the refusal is the
+/// first 401 from the later of the two gateways. Prints each run, then the
+/// median and the max, and the spend past the budget (from the gateways'
+/// records).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement: load-tests/budget-breach.sh"]
+async fn breach_to_refusal_under_load() {
+    let runs: usize = std::env::var("RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    let mut delays = Vec::new();
+    let mut overshoots = Vec::new();
+    for run in 1..=runs {
+        let (delay, overshoot, requests) = one_breach_under_load().await;
+        eprintln!(
+            "run {run}: breach to refusal {delay:?}, spend past the budget {} USD ({requests} requests answered in all)",
+            overshoot as f64 / 1e6
+        );
+        delays.push(delay);
+        overshoots.push(overshoot);
+    }
+    delays.sort();
+    overshoots.sort_unstable();
+    println!(
+        "breach to refusal over {runs} runs: median {:?}, max {:?}; spend past a $1 budget: median {} USD, max {} USD",
+        delays[runs / 2],
+        delays[runs - 1],
+        overshoots[runs / 2] as f64 / 1e6,
+        overshoots[runs - 1] as f64 / 1e6
+    );
+}
+
+/// One run: (breach to refusal, micro-USD past the budget, requests).
+async fn one_breach_under_load() -> (Duration, i64, usize) {
+    use std::sync::{Arc, Mutex};
+    const AMOUNT: i64 = 1_000_000;
+    const COST: i64 = 12_500;
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
+    let token = token_for(&db, owner).await;
+    let provider = FakeProvider::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let (_, p) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/projects")),
+        Some(&token),
+        Some(json!({"name": "capped", "slug": "capped"})),
+    )
+    .await;
+    let project = p["id"].as_str().unwrap().to_string();
+    let (_, k) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/keys")),
+        Some(&token),
+        Some(json!({"name": "k", "project_id": project})),
+    )
+    .await;
+    let key = k["key"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/budgets")),
+        Some(&token),
+        Some(json!({"project_id": project, "amount_usd": 1, "action": "alert_and_revoke"})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    let a = Gateway::start(&db, &provider).await;
+    let b = Gateway::start(&db, &provider).await;
+    all_serve_within(&http, &[&a, &b], &key, 200, Duration::from_secs(20)).await;
+    let answered = Arc::new(Mutex::new((0, None::<Instant>, 0usize)));
+    let refused: Arc<Mutex<[Option<Instant>; 2]>> = Arc::default();
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let (http, key, answered, refused) =
+            (http.clone(), key.clone(), answered.clone(), refused.clone());
+        let (g, chat) = (i % 2, [a.chat.clone(), b.chat.clone()][i % 2].clone());
+        clients.spawn(async move {
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) {
+                match spend(&http, &chat, &key).await {
+                    200 => {
+                        let mut s = answered.lock().unwrap();
+                        s.0 += COST;
+                        s.2 += 1;
+                        if s.0 >= AMOUNT && s.1.is_none() {
+                            s.1 = Some(Instant::now());
+                        }
+                    }
+                    401 => {
+                        refused.lock().unwrap()[g].get_or_insert_with(Instant::now);
+                        return;
+                    }
+                    other => panic!("status {other}"),
+                }
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let crossed = answered.lock().unwrap().1.expect("crossed");
+    let requests = answered.lock().unwrap().2;
+    let refused = *refused.lock().unwrap();
+    let last = refused[0].unwrap().max(refused[1].unwrap());
+    let overshoot = a.logged_cost(&project) + b.logged_cost(&project) - AMOUNT;
+    drop((a, b, control));
+    db.drop_db().await;
+    (last.saturating_duration_since(crossed), overshoot, requests)
+}
