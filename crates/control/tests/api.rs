@@ -115,6 +115,10 @@ async fn every_role_against_every_operation() {
         row("GET", "/v1/orgs/{org}/budgets", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
         row("POST", "/v1/orgs/{org}/budgets", Some(json!({"amount_usd": 5})), [201, 201, 403, 403, 403, 403, 403, 404, 401]),
         row("POST", "/v1/orgs/{org}/budgets", Some(json!({"amount_usd": 5, "project_id": "{p}"})), [201, 201, 201, 404, 201, 403, 404, 404, 401]),
+        row("GET", "/v1/orgs/{org}/alert-rules", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
+        row("POST", "/v1/orgs/{org}/alert-rules", Some(json!({"threshold_usd": 5, "webhook_url": "https://hooks.example.com/a"})), [201, 201, 403, 403, 403, 403, 403, 404, 401]),
+        row("POST", "/v1/orgs/{org}/alert-rules", Some(json!({"threshold_usd": 5, "webhook_url": "https://hooks.example.com/a", "project_id": "{p}"})), [201, 201, 201, 404, 201, 403, 404, 404, 401]),
+        row("GET", "/v1/orgs/{org}/alerts", None, [200, 200, 200, 200, 200, 200, 200, 404, 401]),
     ];
 
     let mut failures = Vec::new();
@@ -398,6 +402,51 @@ async fn bad_input_names_every_field_and_writes_nothing() {
         .map(|f| f["param"].as_str().unwrap())
         .collect();
     assert_eq!(params, ["name", "project_id", "default_project_id"]);
+    // Budgets and alert rules: every bad field named.
+    let fields_of = |v: &Value| -> Vec<String> {
+        v["error"]["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["param"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (status, v) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/budgets")),
+        Some(&token),
+        Some(
+            json!({"amount_usd": 1, "period": "year", "webhook_url": "ftp://hooks.example.com",
+                    "webhook_secret": "short"}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(fields_of(&v), ["period", "webhook_url", "webhook_secret"]);
+    let (status, v) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/alert-rules")),
+        Some(&token),
+        Some(json!({"period": "week"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{v}");
+    assert_eq!(fields_of(&v), ["threshold_usd", "webhook_url"]);
+    let (status, v) = call(
+        &http,
+        "GET",
+        &control.url(&format!("/v1/orgs/{org}/alerts?state=lost")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, fields_of(&v)),
+        (422, vec!["state".to_string()]),
+        "{v}"
+    );
     // Limits: out of range.
     let (status, v) = call(
         &http,
