@@ -690,3 +690,48 @@ async fn a_revoked_day_budget_s_keys_are_restored_the_next_day() {
     drop(control);
     f.db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_rule_s_webhook_is_signed_with_the_secret_generated_for_it() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::start().await;
+    let control = control_on(&db, None, "retry_base_ms: 200").await;
+    let (token, org, project, _) =
+        budget_through_the_api(&control, &db, &[100], &receiver.url(), SECRET).await;
+    let http = reqwest::Client::new();
+    let (status, rule) = call(
+        &http,
+        "POST",
+        &control.url(&format!("/v1/orgs/{org}/alert-rules")),
+        Some(&token),
+        Some(
+            json!({"name": "Half a dollar a day", "project_id": project, "threshold_usd": 0.5,
+                    "period": "day", "webhook_url": receiver.url()}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{rule}");
+    let secret = rule["webhook_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{rule}");
+    let (_, read) = call(
+        &http,
+        "GET",
+        &control.url(&format!(
+            "/v1/orgs/{org}/alert-rules/{}",
+            rule["id"].as_str().unwrap()
+        )),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert!(read.get("webhook_secret").is_none(), "shown once: {read}");
+    spend_today(&db, org, project, 600_000).await;
+    let deliveries = receiver.wait_for(1, Duration::from_secs(5)).await;
+    let bodies = checked_once(&deliveries, &secret);
+    assert_eq!(bodies[0]["type"], "alert_rule.triggered");
+    assert_eq!(bodies[0]["alert_rule"]["threshold_usd"], "0.500000");
+    assert_eq!(bodies[0]["spent_usd"], "0.600000");
+    assert_eq!(bodies[0]["period"]["kind"], "day");
+    drop(control);
+    db.drop_db().await;
+}
