@@ -7,8 +7,9 @@
 # - a Python venv (~/.cache/floopy/venv) with confluent-kafka, whose wheel
 #   carries a librdkafka new enough to talk to tansu (ClickHouse 18.16 loads
 #   it through LD_LIBRARY_PATH), and chdb (the current ClickHouse engine
-#   in-process, to check the SQL on a modern ClickHouse), and schemathesis
-#   (floopy-control's API against its OpenAPI document).
+#   in-process, to check the SQL on a modern ClickHouse), schemathesis
+#   (floopy-control's API against its OpenAPI document) and the openai
+#   client (the gateway's HTTPS listener).
 # Prints the environment the tests read (FLOOPY_TANSU, FLOOPY_CH_LIBS,
 # FLOOPY_PYTHON) as `export` lines.
 set -euo pipefail
@@ -34,11 +35,12 @@ venv="$cache/venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c 'import confluent_kafka, chdb, schemathesis' >/dev/null 2>&1; then
-  echo "install-kafka-tools: installing confluent-kafka, chdb and schemathesis into $venv" >&2
-  # schemathesis 3.39 needs a Hypothesis from before 6.131.15.
+if ! "$venv/bin/python" -c 'import confluent_kafka, chdb, schemathesis, openai' >/dev/null 2>&1; then
+  echo "install-kafka-tools: installing confluent-kafka, chdb, schemathesis and openai into $venv" >&2
+  # schemathesis 3.39 needs a Hypothesis from before 6.131.15. openai: the
+  # HTTPS listener's test with the official client.
   "$venv/bin/pip" install -q "confluent-kafka>=2.4,<3" "chdb>=3" \
-    "schemathesis==3.39.16" "hypothesis<=6.131.14" >&2
+    "schemathesis==3.39.16" "hypothesis<=6.131.14" "openai>=1.50,<3" >&2
 fi
 
 # ClickHouse 18.16 links librdkafka.so.1: point it at the wheel's copy.

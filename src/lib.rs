@@ -28,5 +28,6 @@ pub mod project;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;
+pub mod tls;
 pub mod upstream;
 pub mod usage;

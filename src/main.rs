@@ -28,8 +28,9 @@ use floopy_gateway::logs::kafka::KafkaSink;
 use floopy_gateway::logs::LogSink;
 use floopy_gateway::metrics::Metrics;
 use floopy_gateway::proxy::Gateway;
-use floopy_gateway::reload::{install_sighup_handler, Reloader};
+use floopy_gateway::reload::{install_sighup_handler, Reloader, RunningTls};
 use floopy_gateway::snapshot::{ConfigParts, SnapshotStore};
+use floopy_gateway::tls::{CertificateSet, CertificateWatch, Certificates};
 use floopy_model::ControlData;
 
 /// floopy-gateway: an LLM API gateway. Authenticates every request by its
@@ -186,6 +187,29 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
     conf
 }
 
+/// The TLS listener on `proxy`: its certificates (read and checked again
+/// here), OpenSSL settings and HTTP/2 stream cap.
+fn start_tls(
+    tls: &config::TlsConfig,
+    proxy: &mut Service<pingora_proxy::HttpProxy<Gateway>>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<RunningTls> {
+    let set = CertificateSet::load(tls, floopy_gateway::tls::now_unix())
+        .map_err(|errors| anyhow::anyhow!("{}", config::ConfigErrors(errors)))?;
+    let certificates = Certificates::new(set, tls, metrics.clone());
+    let settings = floopy_gateway::tls::settings(tls, certificates.clone())?;
+    proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(tls.max_concurrent_streams);
+        app.h2_options = Some(h2);
+    }
+    Ok(RunningTls {
+        certificates,
+        config: Arc::new(arc_swap::ArcSwap::from_pointee(tls.clone())),
+    })
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = config::load(&cli.config).map_err(|errors| {
         anyhow::anyhow!("invalid configuration {}:\n{errors}", cli.config.display())
@@ -234,8 +258,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         gateway,
         "floopy-gateway",
     );
-    proxy.add_tcp(&config.server.listen.to_string());
+    if let Some(listen) = config.server.listen {
+        proxy.add_tcp(&listen.to_string());
+    }
+    let tls = match &config.server.tls {
+        Some(tls) => Some(start_tls(tls, &mut proxy, &metrics)?),
+        None => None,
+    };
     server.add_service(proxy);
+    if let Some(running) = &tls {
+        server.add_service(background_service(
+            "tls-certificate-watch",
+            CertificateWatch {
+                certificates: running.certificates.clone(),
+                config: running.config.clone(),
+                interval: running.config.load().watch_interval,
+            },
+        ));
+    }
 
     let mut admin = Service::new(
         "floopy-admin".to_string(),
@@ -259,6 +299,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             store: store.clone(),
             metrics: metrics.clone(),
             control: config.control.clone(),
+            tls,
         },
     ));
     if let ControlSource::Postgres(source) = &config.control {
@@ -274,7 +315,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     server.add_service(background_service(spend.service_name(), spend.clone()));
 
     tracing::info!(
-        listen = %config.server.listen,
+        listen = ?config.server.listen,
+        tls_listen = ?config.server.tls.as_ref().map(|t| t.listen),
         admin = %config.server.admin_listen,
         gateway_id = %config.server.gateway_id,
         "floopy-gateway starting"

@@ -153,9 +153,38 @@ pub struct Metrics {
     pub usage_exchange_errors: Counter,
     pub control_errors: Counter,
     pub reloads_failed: Counter,
+    pub tls_reloads_ok: Counter,
+    pub tls_reloads_failed: Counter,
+    /// (certificate file, expiry in Unix seconds) of the serving
+    /// certificates.
+    certificate_expiry: std::sync::Mutex<Vec<(String, i64)>>,
 }
 
 impl Metrics {
+    /// The serving certificates' expiry (after a start or a reload).
+    pub fn set_certificate_expiry(&self, expiry: Vec<(String, i64)>) {
+        *crate::locks::lock(&self.certificate_expiry) = expiry;
+    }
+
+    fn render_certificate_expiry(&self, out: &mut String) {
+        use std::fmt::Write;
+        let expiry = crate::locks::lock(&self.certificate_expiry).clone();
+        if expiry.is_empty() {
+            return;
+        }
+        out.push_str("# HELP floopy_tls_certificate_expiry_seconds Seconds until a serving TLS certificate expires.\n");
+        out.push_str("# TYPE floopy_tls_certificate_expiry_seconds gauge\n");
+        let now = crate::tls::now_unix();
+        for (path, not_after) in expiry {
+            let path = path.replace('\\', "\\\\").replace('"', "\\\"");
+            let _ = writeln!(
+                out,
+                "floopy_tls_certificate_expiry_seconds{{certificate=\"{path}\"}} {}",
+                not_after - now
+            );
+        }
+    }
+
     /// Counts one answered request. `environment` and `provider` are ""
     /// when there are none.
     pub fn count_request(&self, status: u16, environment: &'static str, provider: &str) {
@@ -288,6 +317,16 @@ impl Metrics {
                 "Configuration reloads rejected; the running one stayed.",
                 &self.reloads_failed,
             ),
+            (
+                "floopy_tls_reloads_total",
+                "TLS certificate sets swapped in (SIGHUP or a file changed).",
+                &self.tls_reloads_ok,
+            ),
+            (
+                "floopy_tls_reload_failures_total",
+                "TLS certificate reloads refused; the running certificates stayed.",
+                &self.tls_reloads_failed,
+            ),
         ];
         for (name, help, counter) in counters {
             let _ = writeln!(
@@ -308,6 +347,7 @@ impl Metrics {
             out,
             "# HELP floopy_snapshot_keys API keys in the snapshot being served.\n# TYPE floopy_snapshot_keys gauge\nfloopy_snapshot_keys {keys}"
         );
+        self.render_certificate_expiry(&mut out);
         out
     }
 }

@@ -11,9 +11,12 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::{self, ConfigError, ConfigErrors, ControlSource};
+use arc_swap::ArcSwap;
+
+use crate::config::{self, ConfigError, ConfigErrors, ControlSource, TlsConfig};
 use crate::metrics::Metrics;
 use crate::snapshot::{ConfigParts, SnapshotStore};
+use crate::tls::{CertificateSet, Certificates};
 
 /// Loads `path` and, if it is valid, swaps in its snapshot. With the file
 /// control source the file's orgs, projects and keys are swapped too; with
@@ -23,14 +26,30 @@ use crate::snapshot::{ConfigParts, SnapshotStore};
 /// spend persistence were chosen for it): a file whose `control` section
 /// differs from `running` in anything but the file source's own data is
 /// refused whole, so a reload is never half-applied.
+///
+/// The TLS listener's certificates are read again and swapped with the rest
+/// (its other settings are read at start only, like the control source).
 pub fn reload(
     path: &std::path::Path,
     store: &SnapshotStore,
     running: &ControlSource,
+    tls: Option<&RunningTls>,
 ) -> Result<(), ConfigErrors> {
     let config = config::load(path)?;
     check_control_unchanged(running, &config.control)?;
+    let running_tls = tls.map(|t| t.config.load_full());
+    check_tls_unchanged(running_tls.as_deref(), config.server.tls.as_ref())?;
+    let certificates = match (tls, &config.server.tls) {
+        (Some(_), Some(new)) => {
+            Some(CertificateSet::load(new, crate::tls::now_unix()).map_err(ConfigErrors)?)
+        }
+        _ => None,
+    };
     let parts = ConfigParts::from_config(&config);
+    if let (Some(tls), Some(set), Some(new)) = (tls, certificates, &config.server.tls) {
+        tls.certificates.swap(set, new);
+        tls.config.store(Arc::new(new.clone()));
+    }
     match config.control {
         ControlSource::File(data) => store.replace_all(parts, data),
         ControlSource::Postgres(_) => store.replace_config(parts),
@@ -81,6 +100,53 @@ fn check_control_unchanged(
     }
 }
 
+/// The TLS listener of the running process: its certificates and
+/// configuration (the file watch reads the latter).
+#[derive(Clone)]
+pub struct RunningTls {
+    pub certificates: Arc<Certificates>,
+    pub config: Arc<ArcSwap<TlsConfig>>,
+}
+
+/// `Err` naming each start-only TLS setting that `new` changes (everything
+/// but the certificates).
+fn check_tls_unchanged(
+    running: Option<&TlsConfig>,
+    new: Option<&TlsConfig>,
+) -> Result<(), ConfigErrors> {
+    const RESTART: &str = "is read at start only; restart the gateway to change it";
+    let error = |field: &str| ConfigError {
+        path: format!("server.tls{field}"),
+        message: RESTART.to_string(),
+    };
+    let mut errors = Vec::new();
+    match (running, new) {
+        (None, None) => {}
+        (Some(_), None) | (None, Some(_)) => errors.push(error("")),
+        (Some(old), Some(new)) => {
+            for (field, same) in [
+                (".listen", old.listen == new.listen),
+                (".min_version", old.tls13_only == new.tls13_only),
+                (".client_ca", old.client_ca == new.client_ca),
+                (".http2", old.http2 == new.http2),
+                (
+                    ".max_concurrent_streams",
+                    old.max_concurrent_streams == new.max_concurrent_streams,
+                ),
+            ] {
+                if !same {
+                    errors.push(error(field));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
 fn source_name(source: &ControlSource) -> &'static str {
     match source {
         ControlSource::File(_) => "file",
@@ -95,6 +161,7 @@ pub struct Reloader {
     pub metrics: Arc<Metrics>,
     /// The control source the process started with.
     pub control: ControlSource,
+    pub tls: Option<RunningTls>,
 }
 
 impl Reloader {
@@ -102,8 +169,11 @@ impl Reloader {
         let path = self.config_path.clone();
         let store = self.store.clone();
         let running = self.control.clone();
+        let tls = self.tls.clone();
         // Reading files and resolving provider hosts block: not on a worker.
-        let result = tokio::task::spawn_blocking(move || reload(&path, &store, &running)).await;
+        let result =
+            tokio::task::spawn_blocking(move || reload(&path, &store, &running, tls.as_ref()))
+                .await;
         match result {
             Ok(Ok(())) => {
                 self.metrics.reloads_ok.inc();

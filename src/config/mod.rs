@@ -14,6 +14,7 @@ pub mod raw;
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -76,14 +77,38 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct ServerSettings {
-    pub listen: SocketAddr,
+    /// The plain-HTTP listener, if any.
+    pub listen: Option<SocketAddr>,
     pub admin_listen: SocketAddr,
+    pub tls: Option<TlsConfig>,
     pub threads: usize,
     pub gateway_id: String,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+}
+
+/// The TLS listener: where, which certificates (the first is the
+/// default), and how clients may connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub certificates: Vec<CertificateFiles>,
+    /// TLS 1.3 only; else 1.2 and 1.3.
+    pub tls13_only: bool,
+    pub client_ca: Option<PathBuf>,
+    pub http2: bool,
+    pub max_concurrent_streams: u32,
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Explicit SNI names; empty: the certificate's own.
+    pub server_names: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -233,9 +258,16 @@ fn validate_server(raw: &RawServer, errors: &mut Errors) -> ServerSettings {
         Some(id) => id.clone(),
         None => default_gateway_id(),
     };
+    if raw.listen.is_none() && raw.tls.is_none() {
+        errors.add(
+            "server.listen",
+            "is required unless server.tls is set (the proxy needs a listener)",
+        );
+    }
     ServerSettings {
         listen: raw.listen,
         admin_listen: raw.admin_listen,
+        tls: raw.tls.as_ref().and_then(|tls| validate_tls(tls, errors)),
         threads: if raw.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -247,6 +279,61 @@ fn validate_server(raw: &RawServer, errors: &mut Errors) -> ServerSettings {
         pid_file: raw.pid_file.clone(),
         upgrade_sock: raw.upgrade_sock.clone(),
     }
+}
+
+/// The TLS section, its files read and checked (`crate::tls`): every
+/// problem is an error with its path.
+fn validate_tls(raw: &RawTls, errors: &mut Errors) -> Option<TlsConfig> {
+    let tls13_only = match raw.min_version.as_deref() {
+        None | Some("1.2") => false,
+        Some("1.3") => true,
+        Some(other) => {
+            errors.add(
+                "server.tls.min_version",
+                format!("{other:?} is not a TLS version the gateway offers (\"1.2\" or \"1.3\")"),
+            );
+            false
+        }
+    };
+    if raw.certificates.is_empty() {
+        errors.add("server.tls.certificates", "needs at least one certificate");
+    }
+    let config = TlsConfig {
+        listen: raw.listen,
+        certificates: raw
+            .certificates
+            .iter()
+            .map(|c| CertificateFiles {
+                cert: PathBuf::from(&c.cert),
+                key: PathBuf::from(&c.key),
+                server_names: c
+                    .server_names
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
+            })
+            .collect(),
+        tls13_only,
+        client_ca: raw.client_ca.as_ref().map(PathBuf::from),
+        http2: raw.http2.unwrap_or(true),
+        max_concurrent_streams: raw
+            .max_concurrent_streams
+            .map_or(DEFAULT_MAX_CONCURRENT_STREAMS, NonZeroU32::get),
+        watch_interval: Duration::from_millis(
+            raw.watch_interval_ms
+                .map_or(DEFAULT_CERTIFICATE_WATCH_MS, NonZeroU64::get),
+        ),
+    };
+    let before = errors.0.len();
+    if let Err(problems) = crate::tls::CertificateSet::load(&config, crate::tls::now_unix()) {
+        errors.0.extend(problems);
+    }
+    if let Some(ca) = &config.client_ca {
+        if let Err(e) = crate::tls::check_client_ca(ca) {
+            errors.add("server.tls.client_ca", e);
+        }
+    }
+    (errors.0.len() == before).then_some(config)
 }
 
 /// The host name, else `floopy-gateway`: a replica's name by default.

@@ -59,6 +59,10 @@ pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
 pub const DEFAULT_LINGER_MS: u64 = 20;
 /// How long the producer retries a record before it is spooled.
 pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 10_000;
+/// HTTP/2 streams one client connection may have open at once.
+pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// How often the certificate files are checked for a change on disk.
+pub const DEFAULT_CERTIFICATE_WATCH_MS: u64 = 5_000;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -79,8 +83,11 @@ pub struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    pub listen: SocketAddr,
+    /// The plain-HTTP listener (optional when `tls` is set).
+    pub listen: Option<SocketAddr>,
     pub admin_listen: SocketAddr,
+    /// The TLS listener.
+    pub tls: Option<RawTls>,
     /// Worker threads of the proxy service. Default 0 means one per core.
     #[serde(default)]
     pub threads: usize,
@@ -92,6 +99,38 @@ pub struct RawServer {
     pub graceful_shutdown_timeout_seconds: u64,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub listen: SocketAddr,
+    /// The first is the default (a client without SNI, or with a name no
+    /// certificate has).
+    pub certificates: Vec<RawCertificate>,
+    /// `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+    /// PEM file of the CAs client certificates must chain to: set, every
+    /// client must present one (mTLS).
+    pub client_ca: Option<String>,
+    /// Offer HTTP/2 (ALPN h2, then http/1.1). Default true.
+    pub http2: Option<bool>,
+    pub max_concurrent_streams: Option<NonZeroU32>,
+    /// How often the files are checked for a change (a rotated certificate).
+    pub watch_interval_ms: Option<NonZeroU64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM: the certificate, then its chain.
+    pub cert: String,
+    /// PEM: its private key.
+    pub key: String,
+    /// The names it serves (SNI); default: its DNS subject alternative names
+    /// (else its common name).
+    #[serde(default)]
+    pub server_names: Vec<String>,
 }
 
 fn default_grace_period_seconds() -> u64 {

@@ -74,6 +74,7 @@ pub const BASE_CONFIG: &str = r##"
 server:
   listen: "{LISTEN}"
   admin_listen: "{ADMIN}"
+{TLS}
   threads: 2
   gateway_id: "test-gw"
   grace_period_seconds: 1
@@ -126,6 +127,8 @@ pub struct Options {
     pub control: Option<String>,
     /// The whole `log_sink:` section; default: the file sink at `{LOG}`.
     pub log_sink: Option<String>,
+    /// `server.tls`, indented 2 spaces (`  tls:\n    listen: ...`).
+    pub tls: String,
 }
 
 impl Default for Options {
@@ -139,6 +142,7 @@ impl Default for Options {
             state_file: None,
             control: None,
             log_sink: None,
+            tls: String::new(),
         }
     }
 }
@@ -208,6 +212,7 @@ pub fn render_config(
                 .to_string(),
         )
         .replace("{EXTRA_PROVIDERS}", &options.extra_providers)
+        .replace("{TLS}", &options.tls)
 }
 
 impl Gateway {
