@@ -296,8 +296,7 @@ async fn https_speaks_http1_and_http2_and_picks_the_certificate_by_sni() {
         "the usage chunk is stripped: {over_h2}"
     );
     let records = gateway.wait_records(4).await;
-    let streamed: Vec<&serde_json::Value> =
-        records.iter().filter(|r| r["stream"] == 1).collect();
+    let streamed: Vec<&serde_json::Value> = records.iter().filter(|r| r["stream"] == 1).collect();
     assert_eq!(streamed.len(), 2, "{records:?}");
     assert!(streamed[0]["cost_micro_usd"].as_i64().unwrap() > 0);
     assert_eq!(streamed[0]["cost_micro_usd"], streamed[1]["cost_micro_usd"]);
