@@ -277,7 +277,9 @@ async fn losing_the_database_fails_no_request_and_changes_made_meanwhile_arrive(
         w.await.unwrap();
     }
     assert_eq!(failed.load(Ordering::Relaxed), 0, "no request failed");
-    assert!(ok.load(Ordering::Relaxed) > 100, "the load ran");
+    // Requests were answered all along (how many depends on how busy the
+    // shared cores are: the whole suite runs beside this test).
+    assert!(ok.load(Ordering::Relaxed) > 20, "the load ran");
     let metrics = gw.metrics().await;
     assert!(
         !metrics.contains("floopy_control_errors_total 0\n"),

@@ -176,6 +176,36 @@ fn presented(addr: SocketAddr, sni: Option<&str>, ca: &Path) -> X509 {
     stream.ssl().peer_certificate().unwrap()
 }
 
+/// Whether a second TLS 1.2 connection to `addr` resumes the first one's
+/// session.
+fn resumes(addr: SocketAddr, ca: &Path) -> bool {
+    let mut connector = SslConnector::builder(SslMethod::tls()).unwrap();
+    connector.set_ca_file(ca).unwrap();
+    connector
+        .set_max_proto_version(Some(openssl::ssl::SslVersion::TLS1_2))
+        .unwrap();
+    let connector = connector.build();
+    let first = connector
+        .connect(
+            "api.floopy.test",
+            std::net::TcpStream::connect(addr).unwrap(),
+        )
+        .unwrap();
+    assert!(!first.ssl().session_reused());
+    let session = first.ssl().session().unwrap().to_owned();
+    let mut ssl = connector
+        .configure()
+        .unwrap()
+        .into_ssl("api.floopy.test")
+        .unwrap();
+    // Safety: the session comes from a connection of the same context.
+    unsafe { ssl.set_session(&session).unwrap() };
+    let second = ssl
+        .connect(std::net::TcpStream::connect(addr).unwrap())
+        .unwrap();
+    second.ssl().session_reused()
+}
+
 fn serial(cert: &X509) -> u32 {
     cert.serial_number()
         .to_bn()
@@ -255,6 +285,14 @@ async fn https_speaks_http1_and_http2_and_picks_the_certificate_by_sni() {
             .unwrap();
         assert_eq!(serial(&cert), expected, "SNI {sni:?}");
     }
+
+    let resumed = {
+        let ca = ca.clone();
+        tokio::task::spawn_blocking(move || resumes(tls_addr, &ca))
+            .await
+            .unwrap()
+    };
+    assert!(resumed, "a TLS session is resumed");
 
     let body = chat_body("gpt-4o", false, 200);
     let (ok, text, status, version) = curl(port, "api.floopy.test", &ca, &body, &["--http1.1"]);
