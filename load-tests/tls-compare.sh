@@ -11,7 +11,10 @@
 # figure):
 #   - kept-alive: wrk -c64, each connection's handshake once, then requests;
 #   - new handshakes: wrk -c64 with "Connection: close", a TCP connection
-#     and a full TLS handshake per request (wrk does not resume sessions).
+#     and a full TLS handshake per request (wrk does not resume sessions);
+#   - and, for scale, kept-alive over each one's plain HTTP listener: what
+#     TLS costs each, apart from what each does per request (the gateway
+#     authenticates, prices and logs every request; nginx only forwards).
 #
 # Knobs: WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION (10s), ROUNDS (3).
 set -uo pipefail
@@ -46,6 +49,7 @@ mkdir -p "$conf_dir"
 chmod 755 "$TMP" "$conf_dir"
 chmod 644 "$TMP/tls.key"
 NGINX_ADDR="127.0.0.1:$(lt_free_port)"
+NGINX_PLAIN="127.0.0.1:$(lt_free_port)"
 cat >"$conf_dir/nginx.conf" <<EOF
 worker_processes 2;
 pid $conf_dir/nginx.pid;
@@ -64,6 +68,7 @@ http {
     }
     server {
         listen $NGINX_ADDR ssl;
+        listen $NGINX_PLAIN;
         ssl_certificate $TMP/tls.pem;
         ssl_certificate_key $TMP/tls.key;
         ssl_protocols TLSv1.2 TLSv1.3;
@@ -110,23 +115,26 @@ done
 
 # run NAME ADDR MODE: one wrk run; prints req/s.
 run() {
-    local out="$TMP/wrk-$1-$3.txt" extra=()
+    local out="$TMP/wrk-$1-$3.txt" extra=() scheme=https
     [[ "$3" == handshakes ]] && extra=(-H "Connection: close")
+    [[ "$3" == plain ]] && scheme=http
     lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" "${extra[@]}" \
-        -s "$LT_ROOT/load-tests/wrk/chat.lua" "https://$2/v1/chat/completions" >"$out" 2>&1
+        -s "$LT_ROOT/load-tests/wrk/chat.lua" "$scheme://$2/v1/chat/completions" >"$out" 2>&1
     local errors
     errors=$(awk '/Non-2xx or 3xx responses:/ {print $NF}' "$out")
     [[ -z "$errors" ]] || lt_log "$1 $3: $errors non-2xx answers"
     awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out"
 }
 
-declare -a KEEP HAND
+declare -a KEEP HAND PLAIN
 for ((round = 1; round <= ROUNDS; round++)); do
     nk=$(run nginx "$NGINX_ADDR" keepalive); fk=$(run floopy "$TLS_ADDR" keepalive)
     nh=$(run nginx "$NGINX_ADDR" handshakes); fh=$(run floopy "$TLS_ADDR" handshakes)
-    lt_log "round $round: kept-alive nginx $nk, floopy $fk req/s; new handshakes nginx $nh, floopy $fh /s"
+    np=$(run nginx "$NGINX_PLAIN" plain); fp=$(run floopy "$GW_ADDR" plain)
+    lt_log "round $round: kept-alive nginx $nk, floopy $fk req/s; new handshakes nginx $nh, floopy $fh /s; plain nginx $np, floopy $fp req/s"
     KEEP+=("$nk $fk")
     HAND+=("$nh $fh")
+    PLAIN+=("$np $fp")
 done
 
 # median_ratio PAIRS...: the median of 100 * second / first.
@@ -138,4 +146,16 @@ echo
 printf '%-22s %-28s %-28s %s\n' measure "nginx (per round)" "floopy-gateway (per round)" "floopy/nginx (median)"
 printf '%-22s %-28s %-28s %s%%\n' "kept-alive req/s" "$(printf '%s ' "${KEEP[@]%% *}")" "$(printf '%s ' "${KEEP[@]##* }")" "$(median_ratio "${KEEP[@]}")"
 printf '%-22s %-28s %-28s %s%%\n' "new handshakes /s" "$(printf '%s ' "${HAND[@]%% *}")" "$(printf '%s ' "${HAND[@]##* }")" "$(median_ratio "${HAND[@]}")"
+printf '%-22s %-28s %-28s %s%%\n' "plain HTTP req/s" "$(printf '%s ' "${PLAIN[@]%% *}")" "$(printf '%s ' "${PLAIN[@]##* }")" "$(median_ratio "${PLAIN[@]}")"
+# kept-alive TLS / plain, per target: what TLS costs it.
+tls_share() {
+    local i pairs=()
+    for ((i = 0; i < ROUNDS; i++)); do
+        read -r nk fk <<<"${KEEP[i]}"
+        read -r np fp <<<"${PLAIN[i]}"
+        if [[ "$1" == nginx ]]; then pairs+=("$np $nk"); else pairs+=("$fp $fk"); fi
+    done
+    median_ratio "${pairs[@]}"
+}
+echo "kept-alive over TLS as a share of plain HTTP (median): nginx $(tls_share nginx)%, floopy-gateway $(tls_share floopy)%"
 echo "(wrk, both proxies and the fake provider share the machine's $(nproc) cores)"

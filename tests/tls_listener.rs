@@ -220,6 +220,7 @@ fn serial(cert: &X509) -> u32 {
 /// status, body, HTTP status, HTTP version).
 fn curl(
     port: u16,
+    key: &str,
     host: &str,
     ca: &Path,
     body: &[u8],
@@ -232,7 +233,7 @@ fn curl(
             .arg("--cacert")
             .arg(ca)
             .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
-            .args(["-H", &format!("authorization: Bearer {KEY_FREE}")])
+            .args(["-H", &format!("authorization: Bearer {key}")])
             .args(["-H", "content-type: application/json"])
             .args(["--data-binary", std::str::from_utf8(body).unwrap()])
             .args(["-w", "\n%{http_code} %{http_version}"])
@@ -295,23 +296,53 @@ async fn https_speaks_http1_and_http2_and_picks_the_certificate_by_sni() {
     assert!(resumed, "a TLS session is resumed");
 
     let body = chat_body("gpt-4o", false, 200);
-    let (ok, text, status, version) = curl(port, "api.floopy.test", &ca, &body, &["--http1.1"]);
+    let (ok, text, status, version) = curl(
+        port,
+        KEY_FREE,
+        "api.floopy.test",
+        &ca,
+        &body,
+        &["--http1.1"],
+    );
     assert!(
         ok && status == 200 && version.starts_with("1.1"),
         "{status} {version}: {text}"
     );
-    let (ok, text, status, version) = curl(port, "other.floopy.test", &ca, &body, &["--http2"]);
+    let (ok, text, status, version) = curl(
+        port,
+        KEY_FREE,
+        "other.floopy.test",
+        &ca,
+        &body,
+        &["--http2"],
+    );
     assert!(
         ok && status == 200 && version.starts_with('2'),
         "{status} {version}: {text}"
     );
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["object"], "chat.completion");
+    // Errors are the same over HTTP/2.
+    let wrong = "fpk_wrongkey00000000000000000000000000099";
+    let (_, text, status, version) = curl(port, wrong, "api.floopy.test", &ca, &body, &["--http2"]);
+    assert!(
+        status == 401 && version.starts_with('2'),
+        "{status} {version}: {text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_api_key", "{json}");
 
     // Streaming over HTTP/2: the same bytes as over plain HTTP/1.1, the
     // usage chunk the gateway asked for stripped, the usage priced.
     let stream = chat_body("gpt-4o", true, 200);
-    let (ok, over_h2, status, version) = curl(port, "api.floopy.test", &ca, &stream, &["--http2"]);
+    let (ok, over_h2, status, version) = curl(
+        port,
+        KEY_FREE,
+        "api.floopy.test",
+        &ca,
+        &stream,
+        &["--http2"],
+    );
     assert!(
         ok && status == 200 && version.starts_with('2'),
         "{status} {version}: {over_h2}"
@@ -376,7 +407,7 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     .await;
     let body = chat_body("gpt-4o", false, 100);
     let ca = pki.ca_path();
-    let (ok, text, status, _) = curl(port, "api.floopy.test", &ca, &body, &[]);
+    let (ok, text, status, _) = curl(port, KEY_FREE, "api.floopy.test", &ca, &body, &[]);
     assert!(
         !ok && status == 0,
         "refused without a certificate: {status} {text}"
@@ -387,6 +418,7 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     );
     let (ok, text, status, version) = curl(
         port,
+        KEY_FREE,
         "api.floopy.test",
         &ca,
         &body,
@@ -399,6 +431,7 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
     let (ok, _, status, _) = curl(
         port,
+        KEY_FREE,
         "api.floopy.test",
         &ca,
         &body,

@@ -21,7 +21,7 @@ use pingora::services::background::BackgroundService;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-use super::clock::month_of;
+use super::clock::{day_of, month_of};
 use super::shared::Shared;
 use super::{lock, Limiter};
 use crate::control::CONNECT_TIMEOUT;
@@ -33,6 +33,7 @@ impl Limiter {
         let now = self.now_ms();
         let month = month_of(now);
         let minute = now / 60_000;
+        let yesterday = day_of(now.saturating_sub(86_400_000));
         let mut own = OwnUsage {
             month,
             minute,
@@ -61,7 +62,14 @@ impl Limiter {
             if spend.month == month {
                 own.projects.push((org, project, spend.settled));
             }
-            for (day, settled) in spend.days.into_iter().filter(|d| d.1 > 0) {
+            // Today's and yesterday's only: older days are final (and a
+            // project idle for weeks must not write its last day back
+            // after the evaluator pruned it).
+            for (day, settled) in spend
+                .days
+                .into_iter()
+                .filter(|d| d.1 > 0 && d.0 >= yesterday)
+            {
                 own.project_days.push((org, project, day, settled));
             }
         }

@@ -345,6 +345,9 @@ mod tests {
             ]
         );
         assert_eq!(limiter.own_usage().projects, [(ORG, PROJECT, 12)]);
+        // Two idle days later nothing is reported any more.
+        clock.advance(2 * 86_400_000);
+        assert_eq!(days(&limiter), []);
     }
 
     #[test]
