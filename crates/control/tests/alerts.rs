@@ -735,3 +735,38 @@ async fn an_alert_rule_s_webhook_is_signed_with_the_secret_generated_for_it() {
     drop(control);
     db.drop_db().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_alert_never_answered_is_marked_failed_once_its_retries_run_out() {
+    let db = TestDb::create().await;
+    let receiver = Receiver::down().await;
+    let control = control_on(
+        &db,
+        None,
+        "retry_base_ms: 200, retry_max_ms: 400, retry_for_seconds: 2",
+    )
+    .await;
+    let (token, org, project, _) =
+        budget_through_the_api(&control, &db, &[100], &receiver.url(), SECRET).await;
+    spend_today(&db, org, project, 1_000_000).await;
+    let failed = alerts_when(&control, &token, org, Duration::from_secs(10), |a| {
+        a.len() == 1 && a[0]["state"] == "failed"
+    })
+    .await;
+    assert!(failed[0]["attempts"].as_i64().unwrap() >= 3, "{failed:?}");
+    assert!(failed[0]["next_attempt_at"].is_null(), "{failed:?}");
+    assert!(
+        failed[0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("error sending request"),
+        "{failed:?}"
+    );
+    // Failed stays failed: no more attempts.
+    let attempts = failed[0]["attempts"].clone();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let again = alerts_when(&control, &token, org, Duration::from_secs(1), |_| true).await;
+    assert_eq!(again[0]["attempts"], attempts);
+    drop(control);
+    db.drop_db().await;
+}
