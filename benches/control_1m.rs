@@ -55,6 +55,7 @@ fn config_parts() -> ConfigParts {
         PriceTable::default(),
         Settings {
             max_body_bytes: 1 << 20,
+            max_failed_auth_per_minute: 0,
             default_completion_tokens: 4096,
             gateway_id: "bench".into(),
         },

@@ -37,6 +37,8 @@ pub enum GatewayError {
         limit: u32,
         retry_after_secs: u64,
     },
+    #[error("too many failed authentications from this address; retry in a minute")]
+    AuthThrottled,
     #[error("the monthly cost cap of the {environment} environment is reached")]
     CostCapReached { environment: &'static str },
     #[error("could not read the request body: {0}")]
@@ -65,7 +67,7 @@ impl GatewayError {
             GatewayError::MissingModel => 400,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
-            GatewayError::RateLimited { .. } => 429,
+            GatewayError::RateLimited { .. } | GatewayError::AuthThrottled => 429,
             GatewayError::CostCapReached { .. } => 402,
             GatewayError::BodyRead(_) => 400,
             GatewayError::UpstreamUnreachable => 502,
@@ -92,6 +94,7 @@ impl GatewayError {
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
+            GatewayError::AuthThrottled => "too_many_failed_authentications",
             GatewayError::CostCapReached { .. } => "environment_cost_cap_exceeded",
             GatewayError::BodyRead(_) => "body_read_error",
             GatewayError::UpstreamUnreachable => "upstream_unreachable",
@@ -115,7 +118,7 @@ impl GatewayError {
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
             | GatewayError::BodyRead(_) => "invalid_request_error",
-            GatewayError::RateLimited { .. } => "requests",
+            GatewayError::RateLimited { .. } | GatewayError::AuthThrottled => "requests",
             GatewayError::CostCapReached { .. } => "insufficient_quota",
             GatewayError::UpstreamUnreachable
             | GatewayError::UpstreamTimeout
@@ -139,6 +142,7 @@ impl GatewayError {
             | GatewayError::LengthRequired { .. }
             | GatewayError::InvalidJson(_)
             | GatewayError::RateLimited { .. }
+            | GatewayError::AuthThrottled
             | GatewayError::CostCapReached { .. }
             | GatewayError::BodyRead(_)
             | GatewayError::UpstreamUnreachable

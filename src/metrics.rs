@@ -135,6 +135,7 @@ pub struct Metrics {
     pub upstream_errors: Counter,
     pub unpriced_model_requests: Counter,
     pub rate_limited: Counter,
+    pub auth_throttled: Counter,
     pub cost_capped: Counter,
     pub log_records_submitted: Counter,
     pub log_records_produced: Counter,
@@ -246,6 +247,11 @@ impl Metrics {
                 "floopy_rate_limited_total",
                 "Requests refused by an environment's RPM limit (429).",
                 &self.rate_limited,
+            ),
+            (
+                "floopy_auth_throttled_total",
+                "Requests refused (429) because their client address failed to authenticate too often.",
+                &self.auth_throttled,
             ),
             (
                 "floopy_cost_capped_total",

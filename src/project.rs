@@ -105,6 +105,7 @@ mod tests {
                 PriceTable::default(),
                 Settings {
                     max_body_bytes: 1,
+                    max_failed_auth_per_minute: 0,
                     default_completion_tokens: 1,
                     gateway_id: "t".into(),
                 },

@@ -226,6 +226,8 @@ fn curl(
     body: &[u8],
     args: &[&str],
 ) -> (bool, String, u16, String) {
+    let body_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(body_file.path(), body).unwrap();
     // The provider answering curl runs on this test's runtime: off it.
     let out = tokio::task::block_in_place(|| {
         Command::new("curl")
@@ -235,7 +237,8 @@ fn curl(
             .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
             .args(["-H", &format!("authorization: Bearer {key}")])
             .args(["-H", "content-type: application/json"])
-            .args(["--data-binary", std::str::from_utf8(body).unwrap()])
+            .arg("--data-binary")
+            .arg(format!("@{}", body_file.path().display()))
             .args(["-w", "\n%{http_code} %{http_version}"])
             .args(args)
             .arg(format!("https://{host}:{port}/v1/chat/completions"))
@@ -322,15 +325,20 @@ async fn https_speaks_http1_and_http2_and_picks_the_certificate_by_sni() {
     );
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["object"], "chat.completion");
-    // Errors are the same over HTTP/2.
+    // Errors are the same over HTTP/2, also when they are answered before
+    // a large body is read (the stream is not reset under the client).
     let wrong = "fpk_wrongkey00000000000000000000000000099";
-    let (_, text, status, version) = curl(port, wrong, "api.floopy.test", &ca, &body, &["--http2"]);
-    assert!(
-        status == 401 && version.starts_with('2'),
-        "{status} {version}: {text}"
-    );
-    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(json["error"]["code"], "invalid_api_key", "{json}");
+    let large = chat_body("gpt-4o", false, 256 * 1024);
+    for _ in 0..5 {
+        let (_, text, status, version) =
+            curl(port, wrong, "api.floopy.test", &ca, &large, &["--http2"]);
+        assert!(
+            status == 401 && version.starts_with('2'),
+            "{status} {version}: {text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["error"]["code"], "invalid_api_key", "{json}");
+    }
 
     // Streaming over HTTP/2: the same bytes as over plain HTTP/1.1, the
     // usage chunk the gateway asked for stripped, the usage priced.

@@ -65,6 +65,8 @@ impl std::error::Error for ConfigErrors {}
 pub struct Config {
     pub server: ServerSettings,
     pub max_body_bytes: u64,
+    /// Failed authentications per client address and minute (0: off).
+    pub max_failed_auth_per_minute: u32,
     pub default_completion_tokens: u64,
     pub state_file: PathBuf,
     pub exchange_interval: Duration,
@@ -213,6 +215,9 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
     let default_completion_tokens = limits
         .default_completion_tokens
         .map_or(DEFAULT_COMPLETION_TOKENS, |n| n.get());
+    let max_failed_auth_per_minute = limits
+        .max_failed_auth_per_minute
+        .unwrap_or(DEFAULT_MAX_FAILED_AUTH_PER_MINUTE);
     let state_file = match &limits.state_file {
         Some(p) if p.is_empty() => {
             errors.add("limits.state_file", "must not be empty");
@@ -236,6 +241,7 @@ fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {
         Some(control) if errors.0.is_empty() => Ok(Config {
             server,
             max_body_bytes,
+            max_failed_auth_per_minute,
             default_completion_tokens,
             state_file,
             exchange_interval,

@@ -59,6 +59,11 @@ pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
 pub const DEFAULT_LINGER_MS: u64 = 20;
 /// How long the producer retries a record before it is spooled.
 pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 10_000;
+/// Failed authentications (unknown keys) one client address may make in a
+/// minute before its requests get 429 without their keys being looked up:
+/// far more than a misconfigured client needs to notice, far too few to
+/// guess a key.
+pub const DEFAULT_MAX_FAILED_AUTH_PER_MINUTE: u32 = 30;
 /// HTTP/2 streams one client connection may have open at once.
 pub const DEFAULT_MAX_CONCURRENT_STREAMS: u32 = 100;
 /// How often the certificate files are checked for a change on disk.
@@ -148,6 +153,9 @@ pub struct RawLimits {
     pub default_completion_tokens: Option<NonZeroU64>,
     pub state_file: Option<String>,
     pub exchange_interval_ms: Option<NonZeroU64>,
+    /// Failed authentications one client address may make per minute; 0
+    /// turns the throttle off.
+    pub max_failed_auth_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -22,6 +22,7 @@ pub mod ctx;
 pub mod headers;
 mod record;
 pub mod route;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +35,7 @@ use pingora_error::{ErrorSource, ErrorType};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::FailToProxy;
 
+use crate::auth::AuthError;
 use crate::error::GatewayError;
 use crate::limits::Limiter;
 use crate::logs::LogSink;
@@ -56,7 +58,12 @@ pub struct Gateway {
     limiter: Arc<Limiter>,
     sink: Arc<dyn LogSink>,
     metrics: Arc<Metrics>,
+    auth_throttle: throttle::AuthThrottle,
 }
+
+/// How long a refused HTTP/2 request's body may take to be read before the
+/// answer goes out anyway.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What `request_filter` decided.
 enum Admission {
@@ -78,6 +85,7 @@ impl Gateway {
             limiter,
             sink,
             metrics,
+            auth_throttle: throttle::AuthThrottle::default(),
         }
     }
 
@@ -89,7 +97,22 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
     ) -> Result<Admission, GatewayError> {
-        let route = admission::admit_header(snapshot, session.req_header(), ctx)?;
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let max_failures = snapshot.settings().max_failed_auth_per_minute;
+        if let Some(ip) = client.filter(|ip| self.auth_throttle.is_throttled(*ip, max_failures)) {
+            self.metrics.auth_throttled.inc();
+            tracing::debug!(client = %ip, "failed authentications throttled");
+            return Err(GatewayError::AuthThrottled);
+        }
+        let route =
+            admission::admit_header(snapshot, session.req_header(), ctx).inspect_err(|e| {
+                if let (GatewayError::Auth(AuthError::UnknownKey), Some(ip)) = (e, client) {
+                    self.auth_throttle.failed(ip);
+                }
+            })?;
         if route == Route::Models {
             respond(session, ctx, 200, snapshot.config.models_body.clone()).await;
             return Ok(Admission::Answered);
@@ -115,6 +138,10 @@ async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body:
         let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+        if matches!(ctx.error, Some(GatewayError::AuthThrottled)) {
+            // The throttle's window: a minute at most.
+            resp.insert_header(http::header::RETRY_AFTER, "60")?;
+        }
         add_gateway_headers(&mut resp, ctx, Framing::Unchanged)?;
         session.write_response_header(Box::new(resp), false).await?;
         session.write_response_body(Some(body), true).await
@@ -143,6 +170,13 @@ impl ProxyHttp for Gateway {
                 let body = e.body();
                 let status = e.status();
                 ctx.error = Some(e);
+                if session.is_http2() && !session.is_body_done() {
+                    // Over HTTP/2 an answer that ends the stream before the
+                    // request body is read makes the stream reset, which
+                    // clients report as a failure instead of this answer:
+                    // read the rest first, for a bounded time.
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.drain_request_body()).await;
+                }
                 respond(session, ctx, status, body).await;
                 Ok(true)
             }

@@ -63,6 +63,8 @@ pub type KeyMap = HashMap<HashedKey, Arc<ApiKey>, BuildHasherDefault<PassThrough
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub max_body_bytes: u64,
+    /// Failed authentications per client address and minute (0: off).
+    pub max_failed_auth_per_minute: u32,
     /// Output tokens assumed when reserving a request without `max_tokens`.
     pub default_completion_tokens: u64,
     pub gateway_id: Arc<str>,
@@ -125,6 +127,7 @@ impl ConfigParts {
             PriceTable::new(config.prices.iter().cloned()),
             Settings {
                 max_body_bytes: config.max_body_bytes,
+                max_failed_auth_per_minute: config.max_failed_auth_per_minute,
                 default_completion_tokens: config.default_completion_tokens,
                 gateway_id: Arc::from(config.server.gateway_id.as_str()),
             },

@@ -84,6 +84,7 @@ limits:
   max_body_bytes: {MAX_BODY}
   state_file: "{STATE}"
   default_completion_tokens: 100
+{EXTRA_LIMITS}
 timeouts:
   connect_ms: 1000
   read_ms: {READ_MS}
@@ -129,6 +130,8 @@ pub struct Options {
     pub log_sink: Option<String>,
     /// `server.tls`, indented 2 spaces (`  tls:\n    listen: ...`).
     pub tls: String,
+    /// More `limits` fields, indented 2 spaces.
+    pub extra_limits: String,
 }
 
 impl Default for Options {
@@ -143,6 +146,7 @@ impl Default for Options {
             control: None,
             log_sink: None,
             tls: String::new(),
+            extra_limits: String::new(),
         }
     }
 }
@@ -213,6 +217,7 @@ pub fn render_config(
         )
         .replace("{EXTRA_PROVIDERS}", &options.extra_providers)
         .replace("{TLS}", &options.tls)
+        .replace("{EXTRA_LIMITS}", &options.extra_limits)
 }
 
 impl Gateway {
