@@ -27,6 +27,15 @@ const SECRETS: &[&str] = &[
 /// A well-formed key no org has.
 const GUESS: &str = "fpk_guessedkey0000000000000000000000000042";
 
+/// (path, key, extra headers, body, the status expected).
+type Case<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Vec<(&'a str, &'a str)>,
+    Vec<u8>,
+    u16,
+);
+
 async fn send(
     gateway: &Gateway,
     path: &str,
@@ -68,7 +77,7 @@ async fn no_path_writes_a_credential_or_a_key_anywhere() {
         "messages": [{"role": "user", "content": "hi"}],
     }))
     .unwrap();
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, Vec<u8>, u16)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/v1/chat/completions",
             Some(KEY_FREE),
