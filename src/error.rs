@@ -37,6 +37,8 @@ pub enum GatewayError {
         limit: u32,
         retry_after_secs: u64,
     },
+    #[error("the request's framing is ambiguous: {0}")]
+    AmbiguousFraming(&'static str),
     #[error("too many failed authentications from this address; retry in a minute")]
     AuthThrottled,
     #[error("the monthly cost cap of the {environment} environment is reached")]
@@ -64,6 +66,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => 413,
             GatewayError::LengthRequired { .. } => 411,
             GatewayError::InvalidJson(_) => 400,
+            GatewayError::AmbiguousFraming(_) => 400,
             GatewayError::MissingModel => 400,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
@@ -90,6 +93,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { .. } => "request_too_large",
             GatewayError::LengthRequired { .. } => "length_required",
             GatewayError::InvalidJson(_) => "invalid_json",
+            GatewayError::AmbiguousFraming(_) => "invalid_request_framing",
             GatewayError::MissingModel => "missing_model",
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
@@ -114,6 +118,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::LengthRequired { .. }
             | GatewayError::InvalidJson(_)
+            | GatewayError::AmbiguousFraming(_)
             | GatewayError::MissingModel
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
@@ -141,6 +146,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::LengthRequired { .. }
             | GatewayError::InvalidJson(_)
+            | GatewayError::AmbiguousFraming(_)
             | GatewayError::RateLimited { .. }
             | GatewayError::AuthThrottled
             | GatewayError::CostCapReached { .. }

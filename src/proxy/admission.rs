@@ -25,6 +25,44 @@ use crate::snapshot::Snapshot;
 /// Step 1, from the request header: the key (401), the route (404), the
 /// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
 /// `ctx.project_id`.
+/// Step 0, before anything else: a request whose framing two HTTP parsers
+/// could read differently (request smuggling) is refused. `raw` is the
+/// header block as received (HTTP/1.x). Refused: `Content-Length` together
+/// with `Transfer-Encoding`, and a line ended by a bare LF. Two different
+/// `Content-Length`s and obsolete line folding the HTTP parser refuses
+/// itself.
+pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), GatewayError> {
+    let mut length = req.headers.contains_key(http::header::CONTENT_LENGTH);
+    let mut chunked = req.headers.contains_key(http::header::TRANSFER_ENCODING);
+    if let Some(raw) = raw {
+        let bare_lf = raw
+            .iter()
+            .enumerate()
+            .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'));
+        if bare_lf {
+            return Err(GatewayError::AmbiguousFraming(
+                "a header line ends with a bare LF instead of CRLF",
+            ));
+        }
+        // The parsed header may already have dropped one of the two: look
+        // at the lines as they came.
+        for line in raw.split(|b| *b == b'\n') {
+            length |= starts_with_ignore_case(line, b"content-length:");
+            chunked |= starts_with_ignore_case(line, b"transfer-encoding:");
+        }
+    }
+    if length && chunked {
+        return Err(GatewayError::AmbiguousFraming(
+            "Content-Length together with Transfer-Encoding",
+        ));
+    }
+    Ok(())
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
 pub fn admit_header(
     snapshot: &Snapshot,
     req: &RequestHeader,
@@ -143,6 +181,25 @@ mod tests {
     use crate::config::{parse_with, ControlSource, Resolve};
     use crate::limits::clock::{month_start_ms, FakeClock};
     use crate::snapshot::ConfigParts;
+
+    #[test]
+    fn ambiguous_framing_is_refused_from_the_raw_header() {
+        let req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        let ok = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n";
+        assert!(check_framing(&req, Some(ok)).is_ok());
+        let both = b"POST / HTTP/1.1\r\ncontent-LENGTH: 2\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(matches!(
+            check_framing(&req, Some(both)),
+            Err(GatewayError::AmbiguousFraming(m)) if m.contains("Transfer-Encoding")
+        ));
+        let bare = b"POST / HTTP/1.1\r\nHost: x\nContent-Length: 2\r\n\r\n";
+        assert!(matches!(
+            check_framing(&req, Some(bare)),
+            Err(GatewayError::AmbiguousFraming(m)) if m.contains("bare LF")
+        ));
+        // HTTP/2 has no raw header block: the parsed one is checked.
+        assert!(check_framing(&req, None).is_ok());
+    }
 
     const DEV_KEY: &str = "fpk_developmentkey00000000000000000000001";
     const LOCKED_KEY: &str = "fpk_lockedkey000000000000000000000000000002";

@@ -97,6 +97,12 @@ impl Gateway {
         ctx: &mut RequestCtx,
         snapshot: &Snapshot,
     ) -> Result<Admission, GatewayError> {
+        let raw = session.as_http1().map(|h1| h1.get_headers_raw_bytes());
+        admission::check_framing(session.req_header(), raw.as_deref()).inspect_err(|_| {
+            // Where this request ends is unclear: nothing after it on this
+            // connection can be trusted.
+            session.set_keepalive(None);
+        })?;
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
