@@ -17,7 +17,8 @@
 //! is some ten thousand attacking addresses.
 
 use std::net::IpAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use pingora_limits::rate::Rate;
 
@@ -27,12 +28,19 @@ const SLOTS: usize = 16_384;
 
 pub struct AuthThrottle {
     failures: Rate,
+    started: Instant,
+    /// Seconds after `started` of the last failure, plus one (0: none yet):
+    /// while no address failed within two windows, nobody can be throttled
+    /// and the estimator is not even read.
+    last_failure: AtomicU64,
 }
 
 impl Default for AuthThrottle {
     fn default() -> Self {
         AuthThrottle {
             failures: Rate::new_with_estimator_config(WINDOW, HASHES, SLOTS),
+            started: Instant::now(),
+            last_failure: AtomicU64::new(0),
         }
     }
 }
@@ -56,15 +64,26 @@ impl AuthThrottle {
     /// a burst across a window boundary counts whole). Reads only: a
     /// request that is not throttled writes nothing.
     pub fn is_throttled(&self, ip: IpAddr, max: u32) -> bool {
-        max > 0
-            && self.failures.rate_with(&key(ip), |c| {
-                c.prev_samples as f64 * (1.0 - c.current_interval_fraction) + c.curr_samples as f64
-            }) >= f64::from(max)
+        if max == 0 {
+            return false;
+        }
+        let last = self.last_failure.load(Ordering::Relaxed);
+        if last == 0 || self.seconds() >= last + 2 * WINDOW.as_secs() {
+            return false;
+        }
+        self.failures.rate_with(&key(ip), |c| {
+            c.prev_samples as f64 * (1.0 - c.current_interval_fraction) + c.curr_samples as f64
+        }) >= f64::from(max)
+    }
+
+    fn seconds(&self) -> u64 {
+        self.started.elapsed().as_secs() + 1
     }
 
     /// Counts one failed authentication of `ip`.
     pub fn failed(&self, ip: IpAddr) {
         self.failures.observe(&key(ip), 1);
+        self.last_failure.store(self.seconds(), Ordering::Relaxed);
     }
 }
 
