@@ -37,6 +37,8 @@ pub enum GatewayError {
         limit: u32,
         retry_after_secs: u64,
     },
+    #[error("the request's header block exceeds {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("the request's framing is ambiguous: {0}")]
     AmbiguousFraming(&'static str),
     #[error("too many failed authentications from this address; retry in a minute")]
@@ -67,6 +69,7 @@ impl GatewayError {
             GatewayError::LengthRequired { .. } => 411,
             GatewayError::InvalidJson(_) => 400,
             GatewayError::AmbiguousFraming(_) => 400,
+            GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::MissingModel => 400,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
@@ -94,6 +97,7 @@ impl GatewayError {
             GatewayError::LengthRequired { .. } => "length_required",
             GatewayError::InvalidJson(_) => "invalid_json",
             GatewayError::AmbiguousFraming(_) => "invalid_request_framing",
+            GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
             GatewayError::MissingModel => "missing_model",
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
@@ -119,6 +123,7 @@ impl GatewayError {
             | GatewayError::LengthRequired { .. }
             | GatewayError::InvalidJson(_)
             | GatewayError::AmbiguousFraming(_)
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::MissingModel
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
@@ -147,6 +152,7 @@ impl GatewayError {
             | GatewayError::LengthRequired { .. }
             | GatewayError::InvalidJson(_)
             | GatewayError::AmbiguousFraming(_)
+            | GatewayError::HeadersTooLarge { .. }
             | GatewayError::RateLimited { .. }
             | GatewayError::AuthThrottled
             | GatewayError::CostCapReached { .. }

@@ -1,6 +1,7 @@
-//! Request shapes that proxies and servers have read differently (request
-//! smuggling), sent over raw sockets to the real binary: each is refused
-//! and none reaches the provider. HTTP/1.0 is served; of pipelined
+//! Hostile requests over raw sockets to the real binary. Shapes that
+//! proxies and servers have read differently (request smuggling) are each
+//! refused, and none reaches the provider; oversized and malformed headers
+//! and bodies get a clear answer in bounded time. HTTP/1.0 is served; of pipelined
 //! requests the first is served and the connection closed, so the client
 //! sends the rest again (Pingora does not serve a pipeline).
 
@@ -155,4 +156,90 @@ async fn http_1_0_is_served_and_a_pipeline_is_answered_once_then_closed() {
     assert_eq!(statuses, ["HTTP/1.1 200 OK"], "{answer}");
     assert!(answer.contains("\"model\":\"gpt-4o\""), "{answer}");
     assert_eq!(provider.requests_received(), before + 1);
+}
+
+/// Sends `raw` and returns the status line, or "" when the connection was
+/// closed without an answer; and how long that took.
+fn probe(gateway: &Gateway, raw: &[u8]) -> (String, Duration) {
+    let started = std::time::Instant::now();
+    let answer = exchange(gateway, raw);
+    (status_line(&answer).to_string(), started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_and_malformed_headers_and_bodies_get_a_clear_answer() {
+    let provider = start_provider().await;
+    let gateway = Gateway::start(&provider, Options::default()).await;
+    let before = provider.requests_received();
+    let with_body = |headers: &str, body: &str| {
+        request(
+            &format!("Content-Length: {}\r\n{headers}", body.len()),
+            body,
+        )
+    };
+    let big_header = format!("X-Big: {}\r\n", "a".repeat(128 * 1024));
+    let many_headers: String = (0..2_000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let mut control_bytes = with_body("X-Ctl: a\u{1}b\r\n", BODY);
+    let mut invalid_utf8 = with_body("X-Bin: \u{0}\r\n", BODY);
+    // Replace the marker bytes: a raw control byte, and bytes that are not UTF-8.
+    let at = invalid_utf8.windows(3).position(|w| w == b": \0").unwrap() + 2;
+    invalid_utf8.splice(at..=at, [0xff, 0xfe, 0xc3]);
+    let at = control_bytes.iter().position(|b| *b == 1).unwrap();
+    control_bytes[at] = 0x7f;
+    let deep = format!(
+        r#"{{"model":"gpt-4o","messages":[],"metadata":{}{}}}"#,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let long_string = format!(
+        r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
+        "x".repeat(5 * 1024 * 1024)
+    );
+    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+        (
+            "a 128 KiB header",
+            with_body(&big_header, BODY),
+            &[" 431 ", " 400 ", ""],
+        ),
+        (
+            "2,000 headers",
+            with_body(&many_headers, BODY),
+            &[" 431 ", " 400 ", ""],
+        ),
+        (
+            "a DEL byte in a header",
+            control_bytes,
+            &[" 400 ", " 200 ", ""],
+        ),
+        (
+            "bytes that are not UTF-8 in a header",
+            invalid_utf8,
+            &[" 400 ", " 200 ", ""],
+        ),
+        ("JSON nested 100,000 deep", with_body("", &deep), &[" 400 "]),
+        ("a 5 MiB string", with_body("", &long_string), &[" 200 "]),
+    ];
+    let mut failures = Vec::new();
+    for (name, raw, allowed) in &cases {
+        let (status, took) = tokio::task::block_in_place(|| probe(&gateway, raw));
+        let ok = allowed.iter().any(|a| {
+            if a.is_empty() {
+                status.is_empty()
+            } else {
+                status.contains(a)
+            }
+        });
+        eprintln!("{name}: {status:?} in {took:?}");
+        if !ok || took > Duration::from_secs(3) {
+            failures.push(format!("{name}: {status:?} after {took:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+    // Only what was answered 200 reached the provider: the long string and
+    // the header that is not UTF-8 (a header value is bytes).
+    assert_eq!(provider.requests_received() - before, 2);
+    // And the gateway still serves.
+    let (status, _) =
+        tokio::task::block_in_place(|| probe(&gateway, &with_body("Connection: close\r\n", BODY)));
+    assert!(status.contains(" 200 "), "{status}");
 }

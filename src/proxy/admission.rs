@@ -25,7 +25,13 @@ use crate::snapshot::Snapshot;
 /// Step 1, from the request header: the key (401), the route (404), the
 /// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
 /// `ctx.project_id`.
-/// Step 0, before anything else: a request whose framing two HTTP parsers
+/// The largest request header block accepted (HTTP/1.x): an API client
+/// sends a few hundred bytes; 64 KiB leaves room for long cookies and
+/// tracing headers.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// Step 0, before anything else: a header block over `MAX_HEADER_BYTES` is
+/// refused with 431, and a request whose framing two HTTP parsers
 /// could read differently (request smuggling) is refused. `raw` is the
 /// header block as received (HTTP/1.x). Refused: `Content-Length` together
 /// with `Transfer-Encoding`, and a line ended by a bare LF. Two different
@@ -35,6 +41,11 @@ pub fn check_framing(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Gate
     let Some(raw) = raw else {
         return Ok(());
     };
+    if raw.len() > MAX_HEADER_BYTES {
+        return Err(GatewayError::HeadersTooLarge {
+            limit: MAX_HEADER_BYTES,
+        });
+    }
     // A dozen lines a request: the LFs are found by memchr, each checked
     // for its CR.
     if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
