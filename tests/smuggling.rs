@@ -243,3 +243,42 @@ async fn oversized_and_malformed_headers_and_bodies_get_a_clear_answer() {
         tokio::task::block_in_place(|| probe(&gateway, &with_body("Connection: close\r\n", BODY)));
     assert!(status.contains(" 200 "), "{status}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_halfway_is_logged_and_never_forwarded() {
+    let provider = start_provider().await;
+    let gateway = Gateway::start(&provider, Options::default()).await;
+    let before = provider.requests_received();
+    // Content-Length promises twice what is sent; then the client is gone.
+    let half = request(&format!("Content-Length: {}\r\n", BODY.len() * 2), BODY);
+    tokio::task::block_in_place(|| {
+        let mut tcp = TcpStream::connect(gateway.addr).unwrap();
+        tcp.write_all(&half).unwrap();
+        tcp.shutdown(std::net::Shutdown::Both).unwrap();
+    });
+    let records = gateway.wait_records(1).await;
+    assert_eq!(
+        records.len(),
+        1,
+        "the attempt is in the request log: {records:?}"
+    );
+    assert_eq!(
+        records[0]["error_code"], "body_read_error",
+        "{:?}",
+        records[0]
+    );
+    assert_eq!(records[0]["api_key_id"], KEY_FREE_ID);
+    assert_eq!(provider.requests_received(), before, "nothing forwarded");
+    // The environment's limits were not touched (admission comes after the
+    // whole body, so nothing was reserved): the next request is served.
+    let (status, _) = tokio::task::block_in_place(|| {
+        probe(
+            &gateway,
+            &request(
+                &format!("Content-Length: {}\r\nConnection: close\r\n", BODY.len()),
+                BODY,
+            ),
+        )
+    });
+    assert!(status.contains(" 200 "), "{status}");
+}
