@@ -301,11 +301,12 @@ impl Certificates {
         self.metrics.tls_reloads_ok.inc();
     }
 
-    /// Whether a file changed since the running set was read.
-    fn changed_on_disk(&self) -> bool {
+    /// The files' stamps now, if any file changed since the running set
+    /// was read.
+    fn changed_on_disk(&self) -> Option<Vec<FileStamp>> {
         let files = self.files.load();
         let now: Vec<FileStamp> = self::files(&files).into_iter().map(stamp).collect();
-        now != self.current.load().stamps
+        (now != self.current.load().stamps).then_some(now)
     }
 
     fn publish_expiry(&self) {
@@ -392,12 +393,10 @@ impl BackgroundService for CertificateWatch {
                 _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
             }
-            if !self.certificates.changed_on_disk() {
+            let Some(stamps) = self.certificates.changed_on_disk() else {
                 continue;
-            }
+            };
             let config = self.config.load();
-            let stamps: Vec<FileStamp> =
-                files(&config.certificates).into_iter().map(stamp).collect();
             match self.certificates.reload(&config) {
                 Ok(()) => {
                     tracing::info!("TLS certificates changed on disk: reloaded");

@@ -16,20 +16,26 @@ use std::time::Duration;
 use common::*;
 
 /// Sends `raw` on a new connection; everything the gateway answers until it
-/// closes the connection or goes quiet for a second.
-fn exchange(gateway: &Gateway, raw: &[u8]) -> String {
+/// closes the connection or goes quiet for `quiet`, and whether it closed.
+fn read_answer(gateway: &Gateway, raw: &[u8], quiet: Duration) -> (String, bool) {
     let mut tcp = TcpStream::connect(gateway.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    tcp.set_read_timeout(Some(quiet)).unwrap();
     tcp.write_all(raw).unwrap();
     let mut answer = Vec::new();
     let mut buf = [0u8; 8192];
-    loop {
+    let closed = loop {
         match tcp.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break true,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
         }
-    }
-    String::from_utf8_lossy(&answer).to_string()
+    };
+    (String::from_utf8_lossy(&answer).to_string(), closed)
+}
+
+/// What the gateway answers to `raw` within a second of quiet.
+fn exchange(gateway: &Gateway, raw: &[u8]) -> String {
+    read_answer(gateway, raw, Duration::from_secs(1)).0
 }
 
 fn status_line(answer: &str) -> &str {
@@ -84,11 +90,13 @@ async fn smuggling_shapes_are_refused_and_never_forwarded() {
     let before = provider.requests_received();
     let mut failures = Vec::new();
     for (name, raw) in &cases {
-        let answer = tokio::task::block_in_place(|| exchange(&gateway, raw));
+        let (answer, closed) =
+            tokio::task::block_in_place(|| read_answer(&gateway, raw, Duration::from_secs(5)));
         let status = status_line(&answer).to_string();
-        // Refused: a 4xx, or the connection closed without an answer.
-        if !(status.is_empty() || status.contains(" 400 ") || status.contains(" 411 ")) {
-            failures.push(format!("{name}: {status:?}"));
+        // Refused: a 4xx, or the connection closed without an answer; and
+        // nothing more is read on that connection.
+        if !(status.is_empty() || status.contains(" 400 ") || status.contains(" 411 ")) || !closed {
+            failures.push(format!("{name}: {status:?}, closed: {closed}"));
         }
     }
     assert!(failures.is_empty(), "not refused: {failures:#?}");
@@ -130,21 +138,8 @@ async fn http_1_0_is_served_and_a_pipeline_is_answered_once_then_closed() {
     let second = request(&format!("Content-Length: {}\r\n", mini.len()), &mini);
     let both = [first, second].concat();
     let before = provider.requests_received();
-    let (answer, closed) = tokio::task::block_in_place(|| {
-        let mut tcp = TcpStream::connect(gateway.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        tcp.write_all(&both).unwrap();
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 8192];
-        let closed = loop {
-            match tcp.read(&mut buf) {
-                Ok(0) => break true,
-                Ok(n) => answer.extend_from_slice(&buf[..n]),
-                Err(_) => break false,
-            }
-        };
-        (String::from_utf8_lossy(&answer).to_string(), closed)
-    });
+    let (answer, closed) =
+        tokio::task::block_in_place(|| read_answer(&gateway, &both, Duration::from_secs(5)));
     assert!(
         closed,
         "the connection is closed, not left hanging: {answer}"

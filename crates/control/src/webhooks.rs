@@ -30,21 +30,19 @@ const ERROR_CHARS: usize = 500;
 
 /// The `floopy-signature` value for `body` sent at `timestamp`.
 pub fn sign(secret: &str, timestamp: u64, body: &[u8]) -> String {
-    format!(
-        "t={timestamp},v1={}",
-        hex::encode(mac(secret, timestamp, body))
-    )
+    let digest = keyed(secret, timestamp, body).finalize().into_bytes();
+    format!("t={timestamp},v1={}", hex::encode(digest))
 }
 
-fn mac(secret: &str, timestamp: u64, body: &[u8]) -> Vec<u8> {
-    // HMAC takes keys of any length.
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return Vec::new();
-    };
+/// The HMAC-SHA256 of `"<timestamp>.<body>"` under `secret`, not finalized.
+fn keyed(secret: &str, timestamp: u64, body: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length: this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
-    mac.finalize().into_bytes().to_vec()
+    mac
 }
 
 /// Whether `header` is a valid `floopy-signature` of `body` under `secret`
@@ -59,16 +57,10 @@ pub fn verify(secret: &str, header: &str, body: &[u8]) -> bool {
             _ => {}
         }
     }
-    let (Some(t), Some(signature)) = (timestamp, signature) else {
-        return false;
-    };
-    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
-        return false;
-    };
-    mac.update(t.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    mac.verify_slice(&signature).is_ok()
+    match (timestamp, signature) {
+        (Some(t), Some(signature)) => keyed(secret, t, body).verify_slice(&signature).is_ok(),
+        _ => false,
+    }
 }
 
 /// The delay before attempt `attempts + 1`: `retry_base` doubled per

@@ -20,6 +20,22 @@ use uuid::Uuid;
 
 const HOUR: u64 = 3_600_000;
 
+/// Sets `replica`'s cumulative spend of `project` on the day of `at` (what
+/// a gateway's exchange writes).
+async fn set_spend(db: &TestDb, replica: &str, org: Uuid, project: Uuid, at: u64, micro: i64) {
+    let day = i32::try_from(day_of(at)).unwrap();
+    db.client
+        .execute(
+            "INSERT INTO replica_project_daily_usage (replica, org_id, project_id, day, settled_micro_usd)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (org_id, day, project_id, replica) DO UPDATE
+               SET settled_micro_usd = EXCLUDED.settled_micro_usd",
+            &[&replica, &org, &project, &day, &micro],
+        )
+        .await
+        .unwrap();
+}
+
 /// A migrated database with an org and two projects.
 struct Fixture {
     db: TestDb,
@@ -62,18 +78,7 @@ impl Fixture {
     /// Sets `replica`'s cumulative spend of `project` on the day of `at`
     /// (what a gateway's exchange writes).
     async fn spend(&self, replica: &str, project: Uuid, at: u64, micro: i64) {
-        let day = i32::try_from(day_of(at)).unwrap();
-        self.db
-            .client
-            .execute(
-                "INSERT INTO replica_project_daily_usage (replica, org_id, project_id, day, settled_micro_usd)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (org_id, day, project_id, replica) DO UPDATE
-                   SET settled_micro_usd = EXCLUDED.settled_micro_usd",
-                &[&replica, &self.org, &project, &day, &micro],
-            )
-            .await
-            .unwrap();
+        set_spend(&self.db, replica, self.org, project, at, micro).await;
     }
 
     async fn budget(
@@ -475,17 +480,15 @@ async fn budget_through_the_api(
 
 /// Sets the spend of `project` today (real time), as a gateway would.
 async fn spend_today(db: &TestDb, org: Uuid, project: Uuid, micro: i64) {
-    let day = i32::try_from(day_of(floopy_control::budgets::now_ms())).unwrap();
-    db.client
-        .execute(
-            "INSERT INTO replica_project_daily_usage (replica, org_id, project_id, day, settled_micro_usd)
-             VALUES ('r1', $1, $2, $3, $4)
-             ON CONFLICT (org_id, day, project_id, replica) DO UPDATE
-               SET settled_micro_usd = EXCLUDED.settled_micro_usd",
-            &[&org, &project, &day, &micro],
-        )
-        .await
-        .unwrap();
+    set_spend(
+        db,
+        "r1",
+        org,
+        project,
+        floopy_control::budgets::now_ms(),
+        micro,
+    )
+    .await;
 }
 
 /// The alerts as the API lists them, once `done` holds of them.

@@ -15,14 +15,6 @@ use common::*;
 use floopy_fake_provider::FakeProvider;
 use serde_json::json;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Polls the gateway with `key` until it answers `expected`; how long that took.
 async fn served_within(
     http: &reqwest::Client,

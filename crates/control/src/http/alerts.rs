@@ -21,7 +21,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
-use crate::roles::{authorize, Action};
+use crate::roles::{authorize, Action, Membership};
 
 /// The longest webhook URL.
 const URL_CHARS: usize = 2000;
@@ -59,6 +59,46 @@ pub fn check_webhook_secret(secret: &str) -> Result<(), String> {
 /// A new webhook secret.
 pub fn new_webhook_secret() -> Result<String, ApiError> {
     crate::auth::new_secret("whsec_")
+}
+
+/// A USD amount field in micro-USD: required on creation, optional on a
+/// change; a problem is pushed to `errors` under `name`.
+pub fn usd_field(
+    value: Option<f64>,
+    name: &'static str,
+    creating: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<i64> {
+    match value.map(usd_to_micro) {
+        None if creating => {
+            errors.push(FieldError::new(name, "is required"));
+            None
+        }
+        None => None,
+        Some(Ok(micro)) => i64::try_from(micro).ok(),
+        Some(Err(e)) => {
+            errors.push(FieldError::new(name, e.to_string()));
+            None
+        }
+    }
+}
+
+/// Whether the caller may see (else 404 `what`) and, with `manage`,
+/// manage (else 403) a budget or alert rule scoped to `project` (`None`:
+/// the org): the budgets' roles.
+pub fn authorize_scope(
+    m: &Membership,
+    project: Option<Uuid>,
+    manage: bool,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    if authorize(m, Action::ReadBudgets(project)).is_err() {
+        return Err(ApiError::NotFound(what));
+    }
+    if manage {
+        authorize(m, Action::ManageBudgets(project))?;
+    }
+    Ok(())
 }
 
 /// Checks a period name.
@@ -130,18 +170,7 @@ impl AlertRuleFields {
         if let Some(Err(message)) = self.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
             errors.push(FieldError::new("name", message));
         }
-        let threshold = match self.threshold_usd.map(usd_to_micro) {
-            None if creating => {
-                errors.push(FieldError::new("threshold_usd", "is required"));
-                None
-            }
-            None => None,
-            Some(Ok(micro)) => i64::try_from(micro).ok(),
-            Some(Err(e)) => {
-                errors.push(FieldError::new("threshold_usd", e.to_string()));
-                None
-            }
-        };
+        let threshold = usd_field(self.threshold_usd, "threshold_usd", creating, &mut errors);
         if let Some(Err(message)) = self.period.as_deref().map(check_period) {
             errors.push(FieldError::new("period", message));
         }
@@ -202,12 +231,7 @@ async fn authorized_rule(
 ) -> Result<AlertRuleView, ApiError> {
     let m = membership(db, caller, org).await?;
     let view = read_rule(db, org, rule).await?;
-    if authorize(&m, Action::ReadBudgets(view.project_id)).is_err() {
-        return Err(ApiError::NotFound("alert rule"));
-    }
-    if manage {
-        authorize(&m, Action::ManageBudgets(view.project_id))?;
-    }
+    authorize_scope(&m, view.project_id, manage, "alert rule")?;
     Ok(view)
 }
 

@@ -9,12 +9,15 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_model::format_usd;
 use floopy_model::validate::{check_length, NAME_CHARS};
-use floopy_model::{format_usd, usd_to_micro};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::alerts::{check_period, check_webhook_secret, check_webhook_url, new_webhook_secret};
+use super::alerts::{
+    authorize_scope, check_period, check_webhook_secret, check_webhook_url, new_webhook_secret,
+    usd_field,
+};
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
@@ -129,18 +132,7 @@ impl BudgetFields {
         if let Some(Err(message)) = self.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
             errors.push(FieldError::new("name", message));
         }
-        let amount = match self.amount_usd.map(usd_to_micro) {
-            None if creating => {
-                errors.push(FieldError::new("amount_usd", "is required"));
-                None
-            }
-            None => None,
-            Some(Ok(micro)) => i64::try_from(micro).ok(),
-            Some(Err(e)) => {
-                errors.push(FieldError::new("amount_usd", e.to_string()));
-                None
-            }
-        };
+        let amount = usd_field(self.amount_usd, "amount_usd", creating, &mut errors);
         if let Some(Err(message)) = self.period.as_deref().map(check_period) {
             errors.push(FieldError::new("period", message));
         }
@@ -312,12 +304,7 @@ async fn authorized(
 ) -> Result<BudgetView, ApiError> {
     let m = membership(db, caller, org).await?;
     let view = read_budget(db, org, budget).await?;
-    if authorize(&m, Action::ReadBudgets(view.project_id)).is_err() {
-        return Err(ApiError::NotFound("budget"));
-    }
-    if manage {
-        authorize(&m, Action::ManageBudgets(view.project_id))?;
-    }
+    authorize_scope(&m, view.project_id, manage, "budget")?;
     Ok(view)
 }
 

@@ -268,6 +268,15 @@ pub async fn call(
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
+/// A port nothing listens on (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A TCP proxy in front of the test Postgres that can cut every connection
 /// and refuse new ones for a while (a database outage as its clients see
 /// it).
@@ -278,12 +287,10 @@ pub struct DbProxy {
 
 impl DbProxy {
     pub async fn start() -> DbProxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut proxy = DbProxy { port, server: None };
+        let mut proxy = DbProxy {
+            port: free_port(),
+            server: None,
+        };
         proxy.restore().await;
         proxy
     }

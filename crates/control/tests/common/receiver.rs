@@ -84,13 +84,8 @@ impl Receiver {
 
     /// A receiver on a free port that is not listening yet (down).
     pub async fn down() -> Receiver {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         Receiver {
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::from(([127, 0, 0, 1], super::free_port())),
             shared: Arc::default(),
             server: None,
         }
