@@ -238,6 +238,22 @@ async fn days_weeks_and_months_roll_over_at_midnight_utc() {
     // The other project's spend counts for none of them.
     f.spend("r1", f.other, dec1, 9_000_000).await;
     assert_eq!(f.evaluate(dec1 + 1).await.alerts_fired, 0);
+    // Spend by day is kept 62 days: older rows go at the next evaluation.
+    f.spend("r1", f.project, dec1 - 63 * 24 * HOUR, 1).await;
+    f.spend("r1", f.project, dec1 - 61 * 24 * HOUR, 1).await;
+    f.evaluate(dec1 + 2).await;
+    let days: Vec<i32> =
+        f.db.client
+            .query(
+                "SELECT DISTINCT day FROM replica_project_daily_usage ORDER BY day",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+    assert_eq!(days, [20_261_001, 20_261_129, 20_261_130, 20_261_201]);
     f.db.drop_db().await;
 }
 
