@@ -144,6 +144,7 @@ pub struct Metrics {
     pub log_records_replayed: Counter,
     pub log_delivery_errors: Counter,
     pub log_spool_corrupt_records: Counter,
+    pub log_records_recovered: Counter,
     pub log_producer_replacements: Counter,
     pub log_records_written: Counter,
     pub log_queue_overflow: Counter,
@@ -297,6 +298,11 @@ impl Metrics {
                 "floopy_log_spool_corrupt_records_total",
                 "Corrupt spool records skipped.",
                 &self.log_spool_corrupt_records,
+            ),
+            (
+                "floopy_log_records_recovered_total",
+                "Request log records a stopped process left in the write-ahead log, delivered again.",
+                &self.log_records_recovered,
             ),
             (
                 "floopy_log_records_written_total",

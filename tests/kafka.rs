@@ -274,14 +274,7 @@ async fn sigterm_mid_outage_then_restart_loses_no_record() {
     broker.create_topic(TOPIC, 3);
     let provider = start_provider().await;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        log_sink: Some(kafka_sink(
-            &broker.bootstrap,
-            &dir.path().join("spool"),
-            60_000,
-        )),
-        ..Options::default()
-    };
+    let options = kafka_options(&broker.bootstrap, &dir.path().join("spool"), 60_000);
     let mut gw = Gateway::start(&provider, options.clone()).await;
     broker.proxy.down();
     let mut ids = Vec::new();

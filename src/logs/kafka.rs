@@ -2,13 +2,16 @@
 //! project id, through an idempotent, batching, compressing producer, with
 //! the disk spool (`spool`) behind it so no record is lost.
 //!
-//! - `submit` (request path) hands the record to the log queue (`queue`):
-//!   never blocks, never drops.
-//! - The queue's writer thread (the forwarder) serialises records and hands
-//!   them to librdkafka. A record librdkafka refuses (its queue full) goes
-//!   to the spool.
+//! - `submit` (request path) appends the record to the write-ahead log
+//!   (`wal`) and hands it to the log queue (`queue`): never blocks on the
+//!   disk, never drops. From then on a crash of the process cannot lose it.
+//! - The queue's writer thread (the forwarder) hands records to librdkafka.
+//!   A record librdkafka refuses (its queue full) goes to the spool.
 //! - Every delivery report is tracked: acknowledged, or spooled when the
-//!   broker did not take it within `message_timeout_ms`.
+//!   broker did not take it within `message_timeout_ms`; either way the
+//!   record is then done in the write-ahead log.
+//! - At start and once a second, what a crashed process left in the
+//!   write-ahead log goes to the spool.
 //! - Once a second, when spooled segments exist and the broker answers, the
 //!   oldest segment is replayed; it is deleted only after every record in it
 //!   is acknowledged (or spooled again, durably, if the broker fails again).
@@ -33,6 +36,7 @@ use rdkafka::ClientContext;
 
 use super::queue::{BatchWriter, LogQueue};
 use super::spool::{list_segments, read_segment, spool_stats, SpoolWriter};
+use super::wal::{Pending, Wal};
 use super::{LogSink, RequestLog};
 use crate::config::raw::Compression;
 use crate::locks::lock;
@@ -52,7 +56,7 @@ pub struct KafkaSinkConfig {
 
 /// Where a message came from: its delivery report says what to do.
 enum Origin {
-    Live,
+    Live(Pending),
     Replay(Arc<ReplaySegment>),
 }
 
@@ -153,8 +157,9 @@ impl ProducerContext for SinkContext {
                 }
             }
         }
-        if let Origin::Replay(segment) = *origin {
-            segment.done_one();
+        match *origin {
+            Origin::Live(pending) => pending.done(),
+            Origin::Replay(segment) => segment.done_one(),
         }
     }
 }
@@ -162,7 +167,8 @@ impl ProducerContext for SinkContext {
 type KafkaProducer = ThreadedProducer<SinkContext>;
 
 pub struct KafkaSink {
-    queue: LogQueue,
+    queue: LogQueue<Pending>,
+    wal: Arc<Wal>,
     shared: Arc<Shared>,
     spool_dir: PathBuf,
 }
@@ -182,8 +188,17 @@ impl KafkaSink {
             started: Instant::now(),
             spool_failing: std::sync::atomic::AtomicBool::new(false),
         });
+        let wal = Wal::open(&config.spool_dir.join("wal")).map_err(|e| {
+            format!(
+                "log write-ahead log {}/wal: {e}",
+                config.spool_dir.display()
+            )
+        })?;
+        let wal = Arc::new(wal);
+        recover_to_spool(&wal, &shared);
         let producer = create_producer(config, &shared)?;
         let forwarder = Forwarder {
+            wal: wal.clone(),
             config: config.clone(),
             last_replacement: Instant::now(),
             last_replay: Instant::now(),
@@ -203,6 +218,7 @@ impl KafkaSink {
         .map_err(|e| format!("cannot start the kafka forwarder: {e}"))?;
         Ok(KafkaSink {
             queue,
+            wal,
             shared,
             spool_dir: config.spool_dir.clone(),
         })
@@ -211,7 +227,8 @@ impl KafkaSink {
 
 impl LogSink for KafkaSink {
     fn submit(&self, record: RequestLog) {
-        self.queue.submit(record);
+        self.queue
+            .submit(self.wal.write(&record, &self.shared.metrics));
     }
 
     fn shutdown(&self) {
@@ -232,7 +249,7 @@ impl LogSink for KafkaSink {
                 self.spool_dir.display()
             ));
         }
-        Ok(())
+        self.wal.health()
     }
 
     fn spool_stats(&self) -> Option<(u64, Duration)> {
@@ -273,6 +290,7 @@ const REPLAY_INTERVAL: Duration = Duration::from_secs(1);
 /// The Kafka sink's `BatchWriter`: produces, spools what the producer
 /// refuses, and between batches syncs the spool and replays it.
 struct Forwarder {
+    wal: Arc<Wal>,
     config: KafkaSinkConfig,
     last_replacement: Instant,
     last_replay: Instant,
@@ -284,20 +302,25 @@ struct Forwarder {
     buf: Vec<u8>,
 }
 
-impl BatchWriter for Forwarder {
-    fn write_batch(&mut self, batch: &mut Vec<RequestLog>) {
+impl BatchWriter<Pending> for Forwarder {
+    fn write_batch(&mut self, batch: &mut Vec<Pending>) {
         for record in batch.drain(..) {
-            self.produce(&record);
+            self.produce(record);
         }
     }
 
     fn tick(&mut self) {
-        // Group commit: what was spooled since the last tick is synced now.
+        // Group commit: what was logged and spooled since the last tick is
+        // synced now.
+        if let Err(e) = self.wal.sync() {
+            tracing::error!(error = %e, "cannot sync the request log's write-ahead log");
+        }
         if let Err(e) = lock(&self.shared.spool).sync() {
             tracing::error!(error = %e, "cannot sync the log spool");
         }
         if self.last_replay.elapsed() >= REPLAY_INTERVAL {
             self.last_replay = Instant::now();
+            recover_to_spool(&self.wal, &self.shared);
             self.replay_step();
         }
     }
@@ -315,27 +338,66 @@ impl BatchWriter for Forwarder {
         if let Err(e) = lock(&self.shared.spool).close_segment() {
             tracing::error!(error = %e, "cannot close the log spool segment at shutdown");
         }
+        if let Err(e) = self.wal.close() {
+            tracing::error!(error = %e, "cannot close the request log's write-ahead log at shutdown");
+        }
     }
 }
 
+/// Moves what crashed processes left in the write-ahead log to the spool
+/// (synced before the segments are deleted).
+fn recover_to_spool(wal: &Wal, shared: &Shared) {
+    let recovered = match wal.recover() {
+        Ok(recovered) => recovered,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot recover the request log's write-ahead log");
+            return;
+        }
+    };
+    if recovered.records.is_empty() && recovered.corrupt == 0 {
+        recovered.remove();
+        return;
+    }
+    for json in &recovered.records {
+        shared.spool(json);
+    }
+    if let Err(e) = lock(&shared.spool).sync() {
+        tracing::error!(error = %e, "cannot sync the log spool; the recovered segments are kept");
+        return;
+    }
+    shared
+        .metrics
+        .log_records_recovered
+        .add(recovered.records.len() as u64);
+    shared
+        .metrics
+        .log_spool_corrupt_records
+        .add(recovered.corrupt);
+    tracing::warn!(
+        records = recovered.records.len(),
+        corrupt = recovered.corrupt,
+        "request logs left by a stopped process were recovered into the spool"
+    );
+    recovered.remove();
+}
+
 impl Forwarder {
-    fn produce(&mut self, record: &RequestLog) {
+    fn produce(&mut self, record: Pending) {
+        // librdkafka copies the payload; the record itself rides along as
+        // the message's opaque, to be marked done by its delivery report.
         self.buf.clear();
-        record.write_json(&mut self.buf);
-        let mut key_buf = uuid::Uuid::encode_buffer();
-        let key: &str = match record.project_id.0 {
-            Some(id) => id.hyphenated().encode_lower(&mut key_buf),
-            None => "",
-        };
-        let message = BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Live))
-            .key(key)
+        self.buf.extend_from_slice(record.json());
+        let message = BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Live(record)))
+            .key(project_key(&self.buf))
             .payload(&self.buf[..]);
         match self.producer.send(message) {
             Ok(()) => self.shared.metrics.log_records_produced.inc(),
-            Err((e, _)) => {
+            Err((e, message)) => {
                 self.note_refusal(&e);
-                let json = self.buf.clone();
-                self.shared.spool(&json);
+                self.shared.spool(&self.buf);
+                if let Origin::Live(record) = *message.delivery_opaque {
+                    record.done();
+                }
             }
         }
     }
@@ -416,10 +478,9 @@ impl Forwarder {
             pending: AtomicUsize::new(read.records.len() + 1),
         });
         for json in &read.records {
-            let key = project_key(json);
             let message =
                 BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Replay(segment.clone())))
-                    .key(&key[..])
+                    .key(project_key(json))
                     .payload(&json[..]);
             match self.producer.send(message) {
                 Ok(()) => self.shared.metrics.log_records_replayed.inc(),
@@ -470,16 +531,39 @@ impl Forwarder {
     }
 }
 
-/// The message key of a spooled record: its `project_id`.
-fn project_key(json: &[u8]) -> Vec<u8> {
-    #[derive(serde::Deserialize)]
-    struct Key<'a> {
-        #[serde(borrow)]
-        project_id: Option<std::borrow::Cow<'a, str>>,
-    }
-    serde_json::from_slice::<Key>(json)
-        .ok()
-        .and_then(|k| k.project_id)
-        .map(|p| p.as_bytes().to_vec())
+/// The message key of a record: its `project_id` (a UUID or empty). The
+/// record's writer puts the member before any free text, and a `"` inside
+/// a string is escaped, so the first match is the member.
+fn project_key(json: &[u8]) -> &[u8] {
+    const MEMBER: &[u8] = b"\"project_id\":\"";
+    memchr::memmem::find(json, MEMBER)
+        .map(|at| &json[at + MEMBER.len()..])
+        .and_then(|rest| memchr::memchr(b'"', rest).map(|end| &rest[..end]))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logs::LogId;
+
+    #[test]
+    fn the_key_is_the_records_project() {
+        let project = uuid::Uuid::now_v7();
+        let mut json = Vec::new();
+        RequestLog {
+            project_id: LogId(Some(project)),
+            model: r#"a "project_id":"x" model"#.into(),
+            ..RequestLog::default()
+        }
+        .write_json(&mut json);
+        assert_eq!(
+            project_key(&json),
+            project.hyphenated().to_string().as_bytes()
+        );
+        json.clear();
+        RequestLog::default().write_json(&mut json);
+        assert_eq!(project_key(&json), b"");
+        assert_eq!(project_key(b"{}"), b"");
+    }
 }

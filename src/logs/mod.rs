@@ -9,6 +9,7 @@ mod json;
 pub mod kafka;
 pub mod queue;
 pub mod spool;
+pub mod wal;
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -71,16 +72,10 @@ pub struct RequestLog {
     pub gateway_id: Arc<str>,
 }
 
-impl RequestLog {
-    /// The record as one JSON line (with the trailing newline).
-    pub fn to_json_line(&self, out: &mut Vec<u8>) {
-        self.write_json(out);
-        out.push(b'\n');
-    }
-}
-
-/// Where request logs go. `submit` is called on the request path: it must
-/// return at once and must not lose the record.
+/// Where request logs go. `submit` is called on the request path, before
+/// the answer's last byte goes out: it must return at once, without waiting
+/// on the disk, and once it has returned a crash of the process must not
+/// lose the record.
 pub trait LogSink: Send + Sync {
     fn submit(&self, record: RequestLog);
 

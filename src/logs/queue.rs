@@ -24,7 +24,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::RequestLog;
 use crate::locks::lock;
 use crate::metrics::Metrics;
 
@@ -41,11 +40,11 @@ pub const IDLE_TICK: Duration = Duration::from_millis(100);
 
 /// What a sink does with the records the queue hands it, on the queue's
 /// writer thread.
-pub trait BatchWriter: Send + 'static {
+pub trait BatchWriter<T>: Send + 'static {
     /// Writes `batch` (and leaves it empty). It must not lose a record: a
     /// sink that cannot write retries, or puts the records somewhere durable
     /// (the Kafka sink's spool).
-    fn write_batch(&mut self, batch: &mut Vec<RequestLog>);
+    fn write_batch(&mut self, batch: &mut Vec<T>);
 
     /// Periodic work between batches (at least every `IDLE_TICK`).
     fn tick(&mut self) {}
@@ -54,29 +53,31 @@ pub trait BatchWriter: Send + 'static {
     fn finish(&mut self);
 }
 
-enum Message {
-    Record(Box<RequestLog>),
+enum Message<T> {
+    Record(T),
     /// Write out everything queued, finish, and stop.
     Shutdown,
 }
 
-pub struct LogQueue {
-    tx: SyncSender<Message>,
+/// The queue of records of type `T` (what the sink's request path hands
+/// its writer).
+pub struct LogQueue<T> {
+    tx: SyncSender<Message<T>>,
     /// Records in the channel (a std channel does not say).
     queued: Arc<AtomicUsize>,
-    overflow: Arc<Mutex<Vec<RequestLog>>>,
+    overflow: Arc<Mutex<Vec<T>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     metrics: Arc<Metrics>,
 }
 
-impl LogQueue {
+impl<T: Send + 'static> LogQueue<T> {
     /// Starts the writer thread `thread_name`, handing batches to `writer`.
     pub fn start(
         thread_name: &str,
         capacity: usize,
         metrics: Arc<Metrics>,
-        writer: impl BatchWriter,
-    ) -> std::io::Result<LogQueue> {
+        writer: impl BatchWriter<T>,
+    ) -> std::io::Result<LogQueue<T>> {
         let (tx, rx) = mpsc::sync_channel(capacity);
         let queued = Arc::new(AtomicUsize::new(0));
         let overflow = Arc::new(Mutex::new(Vec::new()));
@@ -98,16 +99,16 @@ impl LogQueue {
     }
 
     /// Hands a record over; never blocks, never drops.
-    pub fn submit(&self, record: RequestLog) {
+    pub fn submit(&self, record: T) {
         self.metrics.log_records_submitted.inc();
         self.queued.fetch_add(1, Ordering::Relaxed);
-        match self.tx.try_send(Message::Record(Box::new(record))) {
+        match self.tx.try_send(Message::Record(record)) {
             Ok(()) => {}
             Err(TrySendError::Full(message)) | Err(TrySendError::Disconnected(message)) => {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
                 self.metrics.log_queue_overflow.inc();
                 if let Message::Record(record) = message {
-                    lock(&self.overflow).push(*record);
+                    lock(&self.overflow).push(record);
                 }
             }
         }
@@ -134,14 +135,14 @@ impl LogQueue {
 }
 
 /// The writer thread's end of the queue.
-struct Drain {
-    rx: mpsc::Receiver<Message>,
+struct Drain<T> {
+    rx: mpsc::Receiver<Message<T>>,
     queued: Arc<AtomicUsize>,
-    overflow: Arc<Mutex<Vec<RequestLog>>>,
+    overflow: Arc<Mutex<Vec<T>>>,
 }
 
-impl Drain {
-    fn run(self, mut writer: impl BatchWriter) {
+impl<T> Drain<T> {
+    fn run(self, mut writer: impl BatchWriter<T>) {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let stop = self.fill(&mut batch);
@@ -165,13 +166,13 @@ impl Drain {
 
     /// Up to `BATCH` records from the channel (waiting up to `IDLE_TICK`
     /// for the first), then the overflow; `true` once shutdown was asked.
-    fn fill(&self, batch: &mut Vec<RequestLog>) -> bool {
+    fn fill(&self, batch: &mut Vec<T>) -> bool {
         let mut next = self.rx.recv_timeout(IDLE_TICK);
         let stop = loop {
             match next {
                 Ok(Message::Record(record)) => {
                     self.queued.fetch_sub(1, Ordering::Relaxed);
-                    batch.push(*record);
+                    batch.push(record);
                 }
                 Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => break true,
                 Err(RecvTimeoutError::Timeout) => break false,
@@ -191,11 +192,11 @@ impl Drain {
 
     /// At shutdown: everything left in the channel and the overflow;
     /// `false` when there was nothing.
-    fn take_all(&self, batch: &mut Vec<RequestLog>) -> bool {
+    fn take_all(&self, batch: &mut Vec<T>) -> bool {
         while let Ok(message) = self.rx.try_recv() {
             if let Message::Record(record) = message {
                 self.queued.fetch_sub(1, Ordering::Relaxed);
-                batch.push(*record);
+                batch.push(record);
             }
         }
         batch.append(&mut lock(&self.overflow));
@@ -216,23 +217,16 @@ mod tests {
         finished: Arc<AtomicBool>,
     }
 
-    impl BatchWriter for Collect {
-        fn write_batch(&mut self, batch: &mut Vec<RequestLog>) {
+    impl BatchWriter<u64> for Collect {
+        fn write_batch(&mut self, batch: &mut Vec<u64>) {
             if self.slow.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            lock(&self.written).extend(batch.drain(..).map(|r| r.ts_ms));
+            lock(&self.written).extend(batch.drain(..));
         }
 
         fn finish(&mut self) {
             self.finished.store(true, Ordering::Relaxed);
-        }
-    }
-
-    fn record(n: u64) -> RequestLog {
-        RequestLog {
-            ts_ms: n,
-            ..RequestLog::default()
         }
     }
 
@@ -254,7 +248,7 @@ mod tests {
         )
         .unwrap();
         for n in 0..5_000 {
-            queue.submit(record(n));
+            queue.submit(n);
         }
         assert!(
             metrics.log_queue_overflow.get() > 0,
@@ -296,7 +290,7 @@ mod tests {
         assert!(poisoner.join().is_err());
         assert!(queue.overflow.is_poisoned());
         for n in 0..100 {
-            queue.submit(record(n));
+            queue.submit(n);
         }
         queue.shutdown();
         assert_eq!(lock(&written).len(), 100, "no record skipped");

@@ -182,7 +182,7 @@ pub fn read_segment(path: &Path) -> io::Result<SegmentRecords> {
 }
 
 /// The JSON of a well-formed line (`crc SP json LF`), or `None`.
-fn parse_line(line: &[u8]) -> Option<&[u8]> {
+pub(crate) fn parse_line(line: &[u8]) -> Option<&[u8]> {
     let line = line.strip_suffix(b"\n")?;
     if line.len() < 10 || line[8] != b' ' {
         return None;

@@ -50,6 +50,8 @@ pub struct RequestCtx {
     pub admission: Option<Admission>,
     /// The RPM state, for the `x-ratelimit-*` headers.
     pub rpm: Option<RpmDecision>,
+    /// The request's record was submitted (before the answer's last byte).
+    pub logged: bool,
 }
 
 impl RequestCtx {
@@ -75,6 +77,7 @@ impl RequestCtx {
             capture: None,
             admission: None,
             rpm: None,
+            logged: false,
         }
     }
 }

@@ -120,7 +120,8 @@ impl Gateway {
                 }
             })?;
         if route == Route::Models {
-            respond(session, ctx, 200, snapshot.config.models_body.clone()).await;
+            self.respond(session, ctx, 200, snapshot.config.models_body.clone())
+                .await;
             return Ok(Admission::Answered);
         }
         let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
@@ -134,12 +135,54 @@ impl Gateway {
         )?;
         Ok(Admission::Forward)
     }
+
+    /// Writes a complete JSON response from the gateway itself, its record
+    /// submitted first. A client that went away meanwhile is not an error
+    /// worth more than a debug line.
+    async fn respond(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) {
+        ctx.status = Some(status);
+        self.complete(session.req_header(), None, ctx);
+        respond(session, ctx, status, body).await;
+    }
+
+    /// The end of a request: its spend settled, its record built, counted
+    /// and submitted; once. Called before the answer's last byte goes to
+    /// the client, so that an answered request's record outlives a crash
+    /// (the sink's write-ahead log holds it from here); `logging` calls it
+    /// for the requests that ended otherwise (a failure, a client gone).
+    fn complete(&self, req: &RequestHeader, e: Option<&Error>, ctx: &mut RequestCtx) {
+        if std::mem::replace(&mut ctx.logged, true) {
+            return;
+        }
+        let Some(record) = record::build(req, e, ctx, &self.metrics) else {
+            // An unknown key: no org, no record; still counted.
+            self.metrics
+                .count_request(ctx.status.unwrap_or(499), "", "");
+            return;
+        };
+        self.metrics
+            .count_request(record.status, record.environment, &record.provider);
+        if let Some(key) = &ctx.principal {
+            let cap = ctx
+                .snapshot
+                .as_ref()
+                .zip(key.environment)
+                .and_then(|(snapshot, env)| snapshot.environment_limits(key.org_id, env))
+                .and_then(|l| l.monthly_cost_micro_usd);
+            self.limiter.settle(
+                ctx.admission.take().unwrap_or_default(),
+                key.org_id,
+                ctx.project_id,
+                cap,
+                record.cost_micro_usd,
+            );
+        }
+        self.sink.submit(record);
+    }
 }
 
-/// Writes a complete JSON response from the gateway itself. A client that
-/// went away meanwhile is not an error worth more than a debug line.
+/// Writes a complete JSON response from the gateway itself.
 async fn respond(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) {
-    ctx.status = Some(status);
     let written = async {
         let mut resp = ResponseHeader::build_no_case(status, Some(8))?;
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -183,7 +226,7 @@ impl ProxyHttp for Gateway {
                     // read the rest first, for a bounded time.
                     let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.drain_request_body()).await;
                 }
-                respond(session, ctx, status, body).await;
+                self.respond(session, ctx, status, body).await;
                 Ok(true)
             }
         }
@@ -264,7 +307,7 @@ impl ProxyHttp for Gateway {
 
     fn response_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
         ctx: &mut RequestCtx,
@@ -293,6 +336,10 @@ impl ProxyHttp for Gateway {
             }
         } else if let (Some(capture), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) {
             capture.push(chunk);
+        }
+        if end_of_stream {
+            // The last bytes go to the client after this returns.
+            self.complete(session.req_header(), None, ctx);
         }
         Ok(None)
     }
@@ -336,7 +383,7 @@ impl ProxyHttp for Gateway {
         if session.response_written().is_none() {
             let body = error.body();
             ctx.error = Some(error);
-            respond(session, ctx, status, body).await;
+            self.respond(session, ctx, status, body).await;
         }
         FailToProxy {
             error_code: status,
@@ -349,29 +396,6 @@ impl ProxyHttp for Gateway {
         if let Some(first_byte) = ctx.first_byte_at {
             self.metrics.ttfb.observe(first_byte - ctx.started);
         }
-        let Some(record) = record::build(session.req_header(), e, ctx, &self.metrics) else {
-            // An unknown key: no org, no record; still counted.
-            self.metrics
-                .count_request(ctx.status.unwrap_or(499), "", "");
-            return;
-        };
-        self.metrics
-            .count_request(record.status, record.environment, &record.provider);
-        if let Some(key) = &ctx.principal {
-            let cap = ctx
-                .snapshot
-                .as_ref()
-                .zip(key.environment)
-                .and_then(|(snapshot, env)| snapshot.environment_limits(key.org_id, env))
-                .and_then(|l| l.monthly_cost_micro_usd);
-            self.limiter.settle(
-                ctx.admission.take().unwrap_or_default(),
-                key.org_id,
-                ctx.project_id,
-                cap,
-                record.cost_micro_usd,
-            );
-        }
-        self.sink.submit(record);
+        self.complete(session.req_header(), e, ctx);
     }
 }

@@ -30,6 +30,14 @@ pub fn kafka_sink(bootstrap: &str, spool: &std::path::Path, timeout_ms: u64) -> 
     )
 }
 
+/// Gateway options logging to `bootstrap` (see `kafka_sink`).
+pub fn kafka_options(bootstrap: &str, spool: &std::path::Path, timeout_ms: u64) -> super::Options {
+    super::Options {
+        log_sink: Some(kafka_sink(bootstrap, spool, timeout_ms)),
+        ..super::Options::default()
+    }
+}
+
 /// How long the outage tests keep the broker away: `FLOOPY_OUTAGE_SECS`
 /// (default 30).
 pub fn outage() -> Duration {

@@ -220,6 +220,20 @@ pub fn render_config(
         .replace("{EXTRA_LIMITS}", &options.extra_limits)
 }
 
+/// The gateway binary on `config`, with the tests' provider keys.
+fn spawn_gateway(config: &Path, stderr: std::fs::File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
+        .arg("--config")
+        .arg(config)
+        .env("FLOOPY_TEST_OPENAI_KEY", "sk-test-openai")
+        .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk-test-anthropic")
+        .env("FLOOPY_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
 impl Gateway {
     /// Starts the gateway binary in front of `provider`. Retries on a port
     /// taken between choosing it and binding it.
@@ -246,16 +260,7 @@ impl Gateway {
         )
         .unwrap();
         let stderr_path = dir.path().join("stderr.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
-            .arg("--config")
-            .arg(&config_path)
-            .env("FLOOPY_TEST_OPENAI_KEY", "sk-test-openai")
-            .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk-test-anthropic")
-            .env("FLOOPY_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .unwrap();
+        let child = spawn_gateway(&config_path, std::fs::File::create(&stderr_path).unwrap());
         let mut gateway = Gateway {
             child,
             addr,
@@ -282,6 +287,43 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         panic!("the gateway did not become healthy:\n{}", gateway.stderr());
+    }
+
+    /// SIGKILL: the process dies at once, nothing flushed or closed.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the gateway again with the same configuration (after `kill`
+    /// or `stop`), waiting until it is healthy; its stderr is appended.
+    pub async fn restart(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        self.child = spawn_gateway(&self.config_path, stderr);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the gateway exited at restart ({status}):\n{}",
+                    self.stderr()
+                );
+            }
+            let healthy = reqwest::get(format!("http://{}/healthz", self.admin))
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if healthy && tokio::net::TcpStream::connect(self.addr).await.is_ok() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not become healthy after a restart:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Starts a second gateway process with the same configuration and

@@ -1,0 +1,497 @@
+//! The request log's write-ahead log: a record is in it before the
+//! answer's last byte goes to the client, so a process killed at any moment
+//! loses no answered request's record, and no request waits on the disk.
+//!
+//! - A segment is a file of `SEGMENT_BYTES` mapped into memory, shared. An
+//!   append is a copy into the mapping under a mutex, with no system call:
+//!   from that moment the bytes are in the kernel's page cache and outlive
+//!   the process. The sink's writer thread syncs them to disk every
+//!   `SYNC_INTERVAL` (group commit): a power loss costs at most that.
+//! - Each record is a spool line (`crc32 SP json LF`, see `spool`). Once
+//!   the sink has delivered it (Kafka acknowledged it, the file took it, or
+//!   it went to the spool) the first byte of its line becomes `-`: done.
+//! - A segment is deleted once it is no longer the one being appended to
+//!   and each of its records is done.
+//! - A process holds an exclusive lock (`flock`) on each of its segments
+//!   while it has it open. A segment nobody holds is what a crash left: the
+//!   sink recovers it (`Wal::recover`), delivering the records that are not
+//!   done, then deletes it. A record delivered just before the crash and
+//!   not yet marked done is delivered twice; consumers deduplicate by
+//!   `request_id`.
+
+use std::cell::RefCell;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use memmap2::MmapRaw;
+
+use super::spool::parse_line;
+use super::RequestLog;
+use crate::locks::lock;
+use crate::metrics::Metrics;
+
+/// The size of a segment file (sparse: only what is written uses disk).
+pub const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
+/// Longest time an appended record waits to be synced to disk.
+pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+/// The first byte of a record that was delivered.
+const DONE: u8 = b'-';
+
+/// One segment file, mapped; deleted when its last record is done.
+pub struct Segment {
+    path: PathBuf,
+    map: MmapRaw,
+    /// Holds the lock that tells other processes the segment is alive.
+    _file: File,
+    /// Records not yet done, plus one while the segment is current.
+    pending: AtomicUsize,
+}
+
+impl Segment {
+    fn release(&self) {
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Err(e) = std::fs::remove_file(&self.path) {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot delete a request log segment");
+            }
+        }
+    }
+}
+
+/// A record in the write-ahead log, until it is delivered.
+pub struct WalRecord {
+    segment: Arc<Segment>,
+    offset: usize,
+    len: usize,
+}
+
+impl WalRecord {
+    /// The record's JSON (the line without its checksum and newline).
+    pub fn json(&self) -> &[u8] {
+        // SAFETY: `offset..offset + len` lies in the mapping (checked at
+        // append) and was written, under the mutex, before this record was
+        // created; nothing writes it again until `done` consumes the
+        // record, so no write overlaps this borrow.
+        let line = unsafe {
+            std::slice::from_raw_parts(self.segment.map.as_ptr().add(self.offset), self.len)
+        };
+        &line[9..line.len() - 1]
+    }
+
+    /// The record was delivered: it will not be recovered after a crash.
+    pub fn done(self) {
+        // SAFETY: the first byte of this record's line, inside the mapping;
+        // this record (consumed here) was its only reader.
+        unsafe { *self.segment.map.as_mut_ptr().add(self.offset) = DONE };
+        self.segment.release();
+    }
+}
+
+/// A record on its way to the sink: in the write-ahead log or, while the
+/// log cannot be written, only in memory.
+pub enum Pending {
+    Logged(WalRecord),
+    InMemory(Vec<u8>),
+}
+
+impl Pending {
+    pub fn json(&self) -> &[u8] {
+        match self {
+            Pending::Logged(record) => record.json(),
+            Pending::InMemory(json) => json,
+        }
+    }
+
+    /// The sink delivered the record.
+    pub fn done(self) {
+        if let Pending::Logged(record) = self {
+            record.done();
+        }
+    }
+}
+
+thread_local! {
+    /// Where a worker serialises its records (reused, no allocation).
+    static LINE: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(1024));
+}
+
+/// The segment being appended to.
+struct Current {
+    segment: Option<Arc<Segment>>,
+    used: usize,
+    /// Bytes of the current segment already synced.
+    synced: usize,
+    /// Segments replaced since the last sync, with what they hold.
+    retired: Vec<(Arc<Segment>, usize)>,
+    /// Created ahead by the writer thread, so an append rarely opens a file.
+    spare: Option<Arc<Segment>>,
+}
+
+pub struct Wal {
+    dir: PathBuf,
+    current: Mutex<Current>,
+    /// Names this process's segments: `wal-<start ms>-<pid>-<n>.log`.
+    prefix: String,
+    next: AtomicU64,
+    /// The last append failed: records are only in memory.
+    failing: AtomicBool,
+}
+
+/// What recovering a crashed process's segments found.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The JSON of each record that was not done, oldest segment first.
+    pub records: Vec<Vec<u8>>,
+    /// Lines skipped as corrupt (a write cut by the crash).
+    pub corrupt: u64,
+    /// The recovered segments: delete them (`Recovered::remove`) once their
+    /// records are safe elsewhere. Holding them keeps their locks.
+    segments: Vec<(PathBuf, File)>,
+}
+
+impl Recovered {
+    /// Deletes the recovered segments.
+    pub fn remove(self) {
+        for (path, _lock) in self.segments {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::error!(path = %path.display(), error = %e, "cannot delete a recovered request log segment");
+            }
+        }
+    }
+}
+
+impl Wal {
+    pub fn open(dir: &Path) -> io::Result<Wal> {
+        std::fs::create_dir_all(dir)?;
+        let started = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        Ok(Wal {
+            dir: dir.to_path_buf(),
+            current: Mutex::new(Current {
+                segment: None,
+                used: 0,
+                synced: 0,
+                retired: Vec::new(),
+                spare: None,
+            }),
+            prefix: format!("wal-{started}-{}-", std::process::id()),
+            next: AtomicU64::new(1),
+            failing: AtomicBool::new(false),
+        })
+    }
+
+    /// Serialises `record` and appends it; on the request path. When the
+    /// log cannot be written (a full disk) the record goes on in memory:
+    /// counted in `log_write_errors`, and `failing` says so until an append
+    /// succeeds again.
+    pub fn write(&self, record: &RequestLog, metrics: &Metrics) -> Pending {
+        LINE.with_borrow_mut(|json| {
+            json.clear();
+            record.write_json(json);
+            match self.append(json) {
+                Ok(logged) => {
+                    if self.failing.load(Ordering::Relaxed) {
+                        self.failing.store(false, Ordering::Relaxed);
+                    }
+                    Pending::Logged(logged)
+                }
+                Err(e) => {
+                    metrics.log_write_errors.inc();
+                    if !self.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(dir = %self.dir.display(), error = %e, "cannot append to the request log's write-ahead log; records are in memory only");
+                    }
+                    Pending::InMemory(json.clone())
+                }
+            }
+        })
+    }
+
+    /// `Err` with the reason while records are only in memory.
+    pub fn health(&self) -> Result<(), String> {
+        if self.failing.load(Ordering::Relaxed) {
+            return Err(format!(
+                "the request log's write-ahead log {} cannot be written",
+                self.dir.display()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Appends `json` as one line; on the request path.
+    pub fn append(&self, json: &[u8]) -> io::Result<WalRecord> {
+        let len = json.len() + 10;
+        if len > SEGMENT_BYTES {
+            return Err(io::Error::other("request log record larger than a segment"));
+        }
+        let mut crc = [0u8; 9];
+        hex_crc(crc32fast::hash(json), &mut crc);
+        let mut current = lock(&self.current);
+        if current.segment.is_none() || current.used + len > SEGMENT_BYTES {
+            let next = match current.spare.take() {
+                Some(spare) => spare,
+                None => self.create_segment()?,
+            };
+            let cur = &mut *current;
+            if let Some(old) = cur.segment.replace(next) {
+                cur.retired.push((old, cur.used));
+            }
+            cur.used = 0;
+            cur.synced = 0;
+        }
+        let offset = current.used;
+        let Some(segment) = current.segment.clone() else {
+            unreachable!("a segment was just made current");
+        };
+        // SAFETY: `offset + len <= SEGMENT_BYTES`, the mapping's length;
+        // the mutex makes this the only writer of the range, which no
+        // `WalRecord` covers yet.
+        unsafe {
+            let at = segment.map.as_mut_ptr().add(offset);
+            std::ptr::copy_nonoverlapping(crc.as_ptr(), at, crc.len());
+            std::ptr::copy_nonoverlapping(json.as_ptr(), at.add(9), json.len());
+            *at.add(len - 1) = b'\n';
+        }
+        current.used += len;
+        drop(current);
+        segment.pending.fetch_add(1, Ordering::AcqRel);
+        Ok(WalRecord {
+            segment,
+            offset,
+            len,
+        })
+    }
+
+    /// The writer thread's periodic work: syncs what was appended since the
+    /// last call (group commit) and prepares the next segment. No lock is
+    /// held while the disk works.
+    pub fn sync(&self) -> io::Result<()> {
+        let (retired, dirty, spare_missing) = {
+            let mut current = lock(&self.current);
+            let retired = std::mem::take(&mut current.retired);
+            let cur = &mut *current;
+            let dirty = match &cur.segment {
+                Some(segment) if cur.used > cur.synced => {
+                    let range = (cur.synced, cur.used - cur.synced);
+                    cur.synced = cur.used;
+                    Some((segment.clone(), range))
+                }
+                _ => None,
+            };
+            (retired, dirty, current.spare.is_none())
+        };
+        for (segment, used) in retired {
+            segment.map.flush_range(0, used)?;
+            segment.release();
+        }
+        if let Some((segment, (from, len))) = dirty {
+            segment.map.flush_range(from, len)?;
+        }
+        if spare_missing {
+            let spare = self.create_segment()?;
+            lock(&self.current).spare = Some(spare);
+        }
+        Ok(())
+    }
+
+    /// At shutdown, after the sink delivered everything: the current
+    /// segment is released (deleted once its records are done) and the
+    /// spare deleted.
+    pub fn close(&self) -> io::Result<()> {
+        self.sync()?;
+        let mut current = lock(&self.current);
+        if let Some(segment) = current.segment.take() {
+            segment.release();
+        }
+        if let Some(spare) = current.spare.take() {
+            spare.release();
+        }
+        Ok(())
+    }
+
+    /// The records of segments no running process holds (what a crash
+    /// left), not yet done. Leftovers of an interrupted segment creation
+    /// are deleted.
+    pub fn recover(&self) -> io::Result<Recovered> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let is_segment = name.ends_with(".log");
+            if !name.starts_with("wal-") || !(is_segment || name.ends_with(".tmp")) {
+                continue;
+            }
+            let file = match OpenOptions::new().read(true).open(entry.path()) {
+                Ok(file) => file,
+                // Deleted by its owner meanwhile.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => continue,
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
+            if !is_segment {
+                let _ = std::fs::remove_file(entry.path());
+                continue;
+            }
+            let modified = entry.metadata()?.modified()?;
+            found.push((modified, entry.path(), file));
+        }
+        found.sort_by_key(|(modified, _, _)| *modified);
+        let mut recovered = Recovered::default();
+        for (_, path, file) in found {
+            let bytes = std::fs::read(&path)?;
+            recovered.corrupt += read_records(&bytes, &mut recovered.records);
+            recovered.segments.push((path, file));
+        }
+        Ok(recovered)
+    }
+
+    /// A new segment, sized, mapped and locked before it gets its final
+    /// name, so no other process ever sees it unlocked.
+    fn create_segment(&self) -> io::Result<Arc<Segment>> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!("{}{n}.tmp", self.prefix));
+        let path = self.dir.join(format!("{}{n}.log", self.prefix));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)?;
+        file.try_lock().map_err(io::Error::from)?;
+        file.set_len(SEGMENT_BYTES as u64)?;
+        let map = MmapRaw::map_raw(&file)?;
+        // A link fails rather than replace a file of the same name.
+        std::fs::hard_link(&tmp, &path)?;
+        std::fs::remove_file(&tmp)?;
+        Ok(Arc::new(Segment {
+            path,
+            map,
+            _file: file,
+            pending: AtomicUsize::new(1),
+        }))
+    }
+}
+
+/// The records of a segment's bytes that are not done, appended to `out`;
+/// returns the number of corrupt lines. Zero bytes (the unwritten rest of
+/// the segment, or a write the crash cut short) separate nothing.
+pub fn read_records(bytes: &[u8], out: &mut Vec<Vec<u8>>) -> u64 {
+    let mut corrupt = 0;
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == 0 {
+            at += 1;
+            continue;
+        }
+        let rest = &bytes[at..];
+        let end = memchr::memchr2(b'\n', 0, rest).unwrap_or(rest.len());
+        let complete = rest.get(end) == Some(&b'\n');
+        let line = &rest[..end + usize::from(complete)];
+        at += line.len();
+        if line[0] == DONE {
+            continue;
+        }
+        match parse_line(line) {
+            Some(json) => out.push(json.to_vec()),
+            None => corrupt += 1,
+        }
+    }
+    corrupt
+}
+
+/// `crc` as 8 lowercase hex digits and a space.
+fn hex_crc(crc: u32, out: &mut [u8; 9]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, byte) in out[..8].iter_mut().enumerate() {
+        *byte = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    out[8] = b' ';
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn segment_files(dir: &Path) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files
+    }
+
+    #[test]
+    fn a_line_is_a_spool_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        let record = wal.append(br#"{"n":1}"#).unwrap();
+        assert_eq!(record.json(), br#"{"n":1}"#);
+        let bytes = std::fs::read(&segment_files(dir.path())[0]).unwrap();
+        let line = format!("{:08x} {}\n", crc32fast::hash(br#"{"n":1}"#), r#"{"n":1}"#);
+        assert_eq!(&bytes[..line.len()], line.as_bytes());
+        assert!(bytes[line.len()..].iter().all(|b| *b == 0));
+    }
+
+    #[test]
+    fn records_not_done_survive_the_process_and_done_ones_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        let first = wal.append(br#"{"n":1}"#).unwrap();
+        let _second = wal.append(br#"{"n":2}"#).unwrap();
+        first.done();
+        // Another process (another `Wal` on the directory) sees a live
+        // segment and leaves it alone.
+        let other = Wal::open(dir.path()).unwrap();
+        assert!(other.recover().unwrap().records.is_empty());
+        // The owner dies without closing: its mappings and locks go.
+        drop(_second);
+        drop(wal);
+        let recovered = other.recover().unwrap();
+        assert_eq!(recovered.records, vec![br#"{"n":2}"#.to_vec()]);
+        assert_eq!(recovered.corrupt, 0);
+        recovered.remove();
+        assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_segment_is_deleted_once_replaced_synced_and_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        let big = vec![b'x'; SEGMENT_BYTES / 2];
+        let a = wal.append(&big).unwrap();
+        let b = wal.append(&big).unwrap(); // does not fit: a new segment
+        assert_eq!(segment_files(dir.path()).len(), 2);
+        a.done();
+        assert_eq!(segment_files(dir.path()).len(), 2, "not before the sync");
+        wal.sync().unwrap();
+        let files = segment_files(dir.path());
+        assert_eq!(files.len(), 2, "the current one and the spare: {files:?}");
+        b.done();
+        wal.close().unwrap();
+        assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_cut_write_costs_only_its_line() {
+        let mut bytes = Vec::new();
+        let good = |json: &str| format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+        bytes.extend_from_slice(good(r#"{"n":1}"#).as_bytes());
+        bytes.extend_from_slice(b"-0000000 {\"done\":1}\n");
+        let torn = good(r#"{"n":2}"#);
+        bytes.extend_from_slice(&torn.as_bytes()[..10]);
+        bytes.extend_from_slice(&[0; 64]);
+        bytes.extend_from_slice(good(r#"{"n":3}"#).as_bytes());
+        bytes.extend_from_slice(&[0; 64]);
+        let mut out = Vec::new();
+        assert_eq!(read_records(&bytes, &mut out), 1);
+        assert_eq!(out, vec![br#"{"n":1}"#.to_vec(), br#"{"n":3}"#.to_vec()]);
+    }
+}
