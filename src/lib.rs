@@ -18,6 +18,7 @@ pub mod body;
 pub mod config;
 pub mod control;
 pub mod error;
+pub mod header_deadline;
 pub mod json_scan;
 pub mod limits;
 pub mod locks;

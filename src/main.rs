@@ -20,6 +20,7 @@ use floopy_gateway::admin::AdminApp;
 use floopy_gateway::config::{self, Config, ControlSource, LogSinkConfig};
 use floopy_gateway::control::cache::read_cache;
 use floopy_gateway::control::sync::{initial_load, ControlSync};
+use floopy_gateway::header_deadline::HeaderDeadline;
 use floopy_gateway::limits::clock::SystemClock;
 use floopy_gateway::limits::persistence::SpendPersistence;
 use floopy_gateway::limits::Limiter;
@@ -191,7 +192,7 @@ fn server_conf(config: &Config, daemon: bool) -> ServerConf {
 /// here), OpenSSL settings and HTTP/2 stream cap.
 fn start_tls(
     tls: &config::TlsConfig,
-    proxy: &mut Service<pingora_proxy::HttpProxy<Gateway>>,
+    proxy: &mut Service<HeaderDeadline<pingora_proxy::HttpProxy<Gateway>>>,
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<RunningTls> {
     let set = CertificateSet::load(tls, floopy_gateway::tls::now_unix())
@@ -199,11 +200,6 @@ fn start_tls(
     let certificates = Certificates::new(set, tls, metrics.clone());
     let settings = floopy_gateway::tls::settings(tls, certificates.clone())?;
     proxy.add_tls_with_settings(&tls.listen.to_string(), None, settings);
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
-        h2.max_concurrent_streams(tls.max_concurrent_streams);
-        app.h2_options = Some(h2);
-    }
     Ok(RunningTls {
         certificates,
         config: Arc::new(arc_swap::ArcSwap::from_pointee(tls.clone())),
@@ -253,10 +249,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         sink.clone(),
         metrics.clone(),
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        gateway,
-        "floopy-gateway",
+    let mut app = pingora_proxy::http_proxy(&server.configuration, gateway);
+    if let Some(tls) = &config.server.tls {
+        let mut h2 = pingora_core::protocols::http::v2::server::default_h2_options();
+        h2.max_concurrent_streams(tls.max_concurrent_streams);
+        app.h2_options = Some(h2);
+    }
+    let mut proxy = Service::new(
+        "floopy-gateway".to_string(),
+        HeaderDeadline::new(app, config.server.header_timeout, metrics.clone()),
     );
     if let Some(listen) = config.server.listen {
         proxy.add_tcp(&listen.to_string());

@@ -136,6 +136,7 @@ pub struct Metrics {
     pub unpriced_model_requests: Counter,
     pub rate_limited: Counter,
     pub auth_throttled: Counter,
+    pub header_timeouts: Counter,
     pub cost_capped: Counter,
     pub log_records_submitted: Counter,
     pub log_records_produced: Counter,
@@ -253,6 +254,11 @@ impl Metrics {
                 "floopy_auth_throttled_total",
                 "Requests refused (429) because their client address failed to authenticate too often.",
                 &self.auth_throttled,
+            ),
+            (
+                "floopy_header_timeouts_total",
+                "Connections closed because a request header did not arrive within server.header_timeout_ms.",
+                &self.header_timeouts,
             ),
             (
                 "floopy_cost_capped_total",

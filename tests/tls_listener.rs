@@ -266,7 +266,7 @@ async fn https_speaks_http1_and_http2_and_picks_the_certificate_by_sni() {
     let gateway = Gateway::start(
         &provider,
         Options {
-            tls: tls_section(port, &[api.clone(), other], ""),
+            extra_server: tls_section(port, &[api.clone(), other], ""),
             ..Options::default()
         },
     )
@@ -408,7 +408,7 @@ async fn with_a_client_ca_a_client_without_a_certificate_is_refused() {
     let _gateway = Gateway::start(
         &provider,
         Options {
-            tls: tls_section(port, &[api], &extra),
+            extra_server: tls_section(port, &[api], &extra),
             ..Options::default()
         },
     )
@@ -500,7 +500,7 @@ async fn the_openai_python_client_over_https() {
     let gateway = Gateway::start(
         &provider,
         Options {
-            tls: tls_section(port, &[api], ""),
+            extra_server: tls_section(port, &[api], ""),
             ..Options::default()
         },
     )
@@ -542,7 +542,7 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     let gateway = Gateway::start(
         &provider,
         Options {
-            tls: tls_section(port, std::slice::from_ref(&api), ""),
+            extra_server: tls_section(port, std::slice::from_ref(&api), ""),
             ..Options::default()
         },
     )
@@ -690,7 +690,7 @@ async fn check_config_names_every_certificate_problem() {
         &pki.dir.path().join("log.jsonl"),
         3,
         &Options {
-            tls: tls_section(4, &[expired, mismatched, missing, nameless], &extra),
+            extra_server: tls_section(4, &[expired, mismatched, missing, nameless], &extra),
             ..Options::default()
         },
     );

@@ -87,6 +87,8 @@ pub struct ServerSettings {
     pub gateway_id: String,
     pub grace_period_seconds: u64,
     pub graceful_shutdown_timeout_seconds: u64,
+    /// A request header must arrive within this from its first byte.
+    pub header_timeout: std::time::Duration,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
 }
@@ -282,6 +284,10 @@ fn validate_server(raw: &RawServer, errors: &mut Errors) -> ServerSettings {
         gateway_id,
         grace_period_seconds: raw.grace_period_seconds,
         graceful_shutdown_timeout_seconds: raw.graceful_shutdown_timeout_seconds,
+        header_timeout: std::time::Duration::from_millis(
+            raw.header_timeout_ms
+                .map_or(DEFAULT_HEADER_TIMEOUT_MS, |ms| ms.get()),
+        ),
         pid_file: raw.pid_file.clone(),
         upgrade_sock: raw.upgrade_sock.clone(),
     }

@@ -102,6 +102,8 @@ pub struct RawServer {
     pub grace_period_seconds: u64,
     #[serde(default = "default_graceful_shutdown_timeout_seconds")]
     pub graceful_shutdown_timeout_seconds: u64,
+    /// Milliseconds a request header may take from its first byte.
+    pub header_timeout_ms: Option<std::num::NonZeroU64>,
     pub pid_file: Option<String>,
     pub upgrade_sock: Option<String>,
 }
@@ -137,6 +139,9 @@ pub struct RawCertificate {
     #[serde(default)]
     pub server_names: Vec<String>,
 }
+
+/// `server.header_timeout_ms` when absent.
+pub const DEFAULT_HEADER_TIMEOUT_MS: u64 = 10_000;
 
 fn default_grace_period_seconds() -> u64 {
     DEFAULT_GRACE_PERIOD_SECONDS

@@ -14,7 +14,7 @@
 //! can lose the last `SYNC_INTERVAL` of spooled records.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -165,20 +165,21 @@ impl SpoolWriter {
 
 /// Reads a segment, checking every line.
 pub fn read_segment(path: &Path) -> io::Result<SegmentRecords> {
+    Ok(parse_segment(&std::fs::read(path)?))
+}
+
+/// The records of a segment's bytes: each well-formed line's JSON, in
+/// order; any other line (torn, truncated, altered) is counted and skipped
+/// alone.
+pub fn parse_segment(bytes: &[u8]) -> SegmentRecords {
     let mut out = SegmentRecords::default();
-    let mut reader = BufReader::new(File::open(path)?);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        match parse_line(&line) {
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        match parse_line(line) {
             Some(json) => out.records.push(json.to_vec()),
             None => out.corrupt += 1,
         }
     }
-    Ok(out)
+    out
 }
 
 /// The JSON of a well-formed line (`crc SP json LF`), or `None`.

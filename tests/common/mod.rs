@@ -74,7 +74,7 @@ pub const BASE_CONFIG: &str = r##"
 server:
   listen: "{LISTEN}"
   admin_listen: "{ADMIN}"
-{TLS}
+{EXTRA_SERVER}
   threads: 2
   gateway_id: "test-gw"
   grace_period_seconds: 1
@@ -128,8 +128,9 @@ pub struct Options {
     pub control: Option<String>,
     /// The whole `log_sink:` section; default: the file sink at `{LOG}`.
     pub log_sink: Option<String>,
-    /// `server.tls`, indented 2 spaces (`  tls:\n    listen: ...`).
-    pub tls: String,
+    /// More `server` fields (`tls:` and its section, say), indented 2
+    /// spaces.
+    pub extra_server: String,
     /// More `limits` fields, indented 2 spaces.
     pub extra_limits: String,
 }
@@ -145,7 +146,7 @@ impl Default for Options {
             state_file: None,
             control: None,
             log_sink: None,
-            tls: String::new(),
+            extra_server: String::new(),
             extra_limits: String::new(),
         }
     }
@@ -216,7 +217,7 @@ pub fn render_config(
                 .to_string(),
         )
         .replace("{EXTRA_PROVIDERS}", &options.extra_providers)
-        .replace("{TLS}", &options.tls)
+        .replace("{EXTRA_SERVER}", &options.extra_server)
         .replace("{EXTRA_LIMITS}", &options.extra_limits)
 }
 

@@ -1,0 +1,107 @@
+//! The spool's and the write-ahead log's segment readers: a damaged byte
+//! costs only the line it is in. A segment of well-formed lines is built
+//! from the input, one byte of it is changed, and every line the change did
+//! not touch must still be read, in order; lines marked done in the
+//! write-ahead log never are.
+//!
+//! Input: three bytes (where to damage, with what, which lines are done),
+//! then the records' payloads separated by 0xff.
+
+#![no_main]
+
+use floopy_gateway::logs::spool::parse_segment;
+use floopy_gateway::logs::wal::read_records;
+use libfuzzer_sys::fuzz_target;
+
+fn line(payload: &[u8]) -> Vec<u8> {
+    let mut line = format!("{:08x} ", crc32fast_hash(payload)).into_bytes();
+    line.extend_from_slice(payload);
+    line.push(b'\n');
+    line
+}
+
+/// CRC-32 (IEEE), bit by bit: independent of the reader's own.
+fn crc32fast_hash(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for b in bytes {
+        crc ^= u32::from(*b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Whether `all` contains `part` in order.
+fn in_order(part: &[Vec<u8>], all: &[Vec<u8>]) -> bool {
+    let mut rest = all.iter();
+    part.iter().all(|p| rest.any(|a| a == p))
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 3 {
+        return;
+    }
+    let (at, with, done_mask) = (data[0], data[1], data[2]);
+    let payloads: Vec<Vec<u8>> = data[3..]
+        .split(|b| *b == 0xff)
+        .map(|p| {
+            // A record is one line of JSON: no newline, no zero byte.
+            p.iter()
+                .map(|b| if *b == b'\n' || *b == 0 { b' ' } else { *b })
+                .collect()
+        })
+        .collect();
+    let mut segment = Vec::new();
+    let mut spans = Vec::new();
+    for p in &payloads {
+        let start = segment.len();
+        segment.extend_from_slice(&line(p));
+        spans.push(start..segment.len());
+    }
+    let damaged = usize::from(at) * segment.len() / 256;
+    let mut bytes = segment.clone();
+    if let Some(b) = bytes.get_mut(damaged) {
+        *b = with;
+    }
+    // A line is touched by a damaged byte in it, or by the loss of the
+    // newline before it (the two lines become one).
+    let touched = |span: &std::ops::Range<usize>| {
+        span.contains(&damaged) || (span.start == damaged + 1 && with != b'\n')
+    };
+    let untouched: Vec<Vec<u8>> = payloads
+        .iter()
+        .zip(&spans)
+        .filter(|(_, span)| !touched(span))
+        .map(|(p, _)| p.clone())
+        .collect();
+
+    let read = parse_segment(&bytes);
+    assert!(in_order(&untouched, &read.records), "the spool lost an undamaged line");
+    assert!(read.records.len() <= payloads.len() + 1);
+
+    // The write-ahead log: the same lines, some marked done, in a segment
+    // padded with zeros.
+    let mut wal = segment.clone();
+    let mut live = Vec::new();
+    for (i, (p, span)) in payloads.iter().zip(&spans).enumerate() {
+        if done_mask & (1 << (i % 8)) != 0 {
+            wal[span.start] = b'-';
+        } else if !touched(span) {
+            live.push(p.clone());
+        }
+    }
+    if let Some(b) = wal.get_mut(damaged) {
+        *b = with;
+    }
+    wal.extend_from_slice(&[0; 64]);
+    let mut records = Vec::new();
+    read_records(&wal, &mut records);
+    assert!(in_order(&live, &records), "the write-ahead log lost an undamaged line");
+    for (i, p) in payloads.iter().enumerate() {
+        let done = done_mask & (1 << (i % 8)) != 0;
+        if done && !touched(&spans[i]) && !live.contains(p) {
+            assert!(!records.contains(p), "a record marked done was read");
+        }
+    }
+});
