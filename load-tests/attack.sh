@@ -96,11 +96,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     TRICKLE_PAIRS+=("$base $trickle")
 done
 
-median_ratio() {
-    printf '%s\n' "$@" | awk '{ printf "%.1f\n", 100 * $2 / $1 }' | sort -n |
-        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
 echo
-echo "normal client under $IDLE idle connections: $(median_ratio "${IDLE_PAIRS[@]}")% of its throughput alone (median of $ROUNDS rounds)"
-echo "normal client under $TRICKLE trickling connections: $(median_ratio "${TRICKLE_PAIRS[@]}")% of its throughput alone (median of $ROUNDS rounds)"
+echo "normal client under $IDLE idle connections: $(lt_median_ratio "${IDLE_PAIRS[@]}")% of its throughput alone (median of $ROUNDS rounds)"
+echo "normal client under $TRICKLE trickling connections: $(lt_median_ratio "${TRICKLE_PAIRS[@]}")% of its throughput alone (median of $ROUNDS rounds)"
 echo "gateway resident memory: $rss_base KiB at start, $(rss_kib) KiB at the end"

@@ -302,6 +302,13 @@ lt_stop() {
     return 0
 }
 
+# lt_median_ratio PAIRS...: the median of 100 * second / first, each pair
+# "first second".
+lt_median_ratio() {
+    printf '%s\n' "$@" | awk '{ printf "%.1f\n", 100 * $2 / $1 }' | sort -n |
+        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+}
+
 # lt_run CMD...: runs a bounded command (wrk, k6) in the background and waits for
 # it, so that a signal to the script is handled at once rather than when CMD
 # ends; lt_cleanup stops CMD too.

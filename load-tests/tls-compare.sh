@@ -137,16 +137,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
     PLAIN+=("$np $fp")
 done
 
-# median_ratio PAIRS...: the median of 100 * second / first.
-median_ratio() {
-    printf '%s\n' "$@" | awk '{ printf "%.1f\n", 100 * $2 / $1 }' | sort -n |
-        awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
-}
 echo
 printf '%-22s %-28s %-28s %s\n' measure "nginx (per round)" "floopy-gateway (per round)" "floopy/nginx (median)"
-printf '%-22s %-28s %-28s %s%%\n' "kept-alive req/s" "$(printf '%s ' "${KEEP[@]%% *}")" "$(printf '%s ' "${KEEP[@]##* }")" "$(median_ratio "${KEEP[@]}")"
-printf '%-22s %-28s %-28s %s%%\n' "new handshakes /s" "$(printf '%s ' "${HAND[@]%% *}")" "$(printf '%s ' "${HAND[@]##* }")" "$(median_ratio "${HAND[@]}")"
-printf '%-22s %-28s %-28s %s%%\n' "plain HTTP req/s" "$(printf '%s ' "${PLAIN[@]%% *}")" "$(printf '%s ' "${PLAIN[@]##* }")" "$(median_ratio "${PLAIN[@]}")"
+printf '%-22s %-28s %-28s %s%%\n' "kept-alive req/s" "$(printf '%s ' "${KEEP[@]%% *}")" "$(printf '%s ' "${KEEP[@]##* }")" "$(lt_median_ratio "${KEEP[@]}")"
+printf '%-22s %-28s %-28s %s%%\n' "new handshakes /s" "$(printf '%s ' "${HAND[@]%% *}")" "$(printf '%s ' "${HAND[@]##* }")" "$(lt_median_ratio "${HAND[@]}")"
+printf '%-22s %-28s %-28s %s%%\n' "plain HTTP req/s" "$(printf '%s ' "${PLAIN[@]%% *}")" "$(printf '%s ' "${PLAIN[@]##* }")" "$(lt_median_ratio "${PLAIN[@]}")"
 # kept-alive TLS / plain, per target: what TLS costs it.
 tls_share() {
     local i pairs=()
@@ -155,7 +150,7 @@ tls_share() {
         read -r np fp <<<"${PLAIN[i]}"
         if [[ "$1" == nginx ]]; then pairs+=("$np $nk"); else pairs+=("$fp $fk"); fi
     done
-    median_ratio "${pairs[@]}"
+    lt_median_ratio "${pairs[@]}"
 }
 echo "kept-alive over TLS as a share of plain HTTP (median): nginx $(tls_share nginx)%, floopy-gateway $(tls_share floopy)%"
 echo "(wrk, both proxies and the fake provider share the machine's $(nproc) cores)"

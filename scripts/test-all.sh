@@ -33,6 +33,9 @@ target/debug/floopy-control --check-config conf/control/*.yaml
 echo "== unit and integration tests"
 cargo nextest run --workspace --locked --no-fail-fast
 
+echo "== fuzz targets, 60 s each"
+bash scripts/fuzz.sh 60
+
 echo "== end-to-end: the official openai Python client"
 bash tests/e2e/run.sh
 

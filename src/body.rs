@@ -80,6 +80,11 @@ pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
 }
 
 fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> {
+    // JSON between systems is UTF-8 (RFC 8259 8.1), in skipped strings too:
+    // a provider's strict parser refuses what the scanner would let pass.
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(Scanner::at(body, e.valid_up_to()).error("invalid UTF-8"));
+    }
     let mut s = Scanner::new(body);
     let mut model = None;
     let mut stream = None;
@@ -161,11 +166,15 @@ fn metadata_user_id<'a>(s: &mut Scanner<'a>) -> ScanResult<Option<Cow<'a, str>>>
     Ok(user)
 }
 
-/// The body with `stream_options.include_usage` set to true.
+/// The body with `stream_options.include_usage` set to true, every other
+/// byte as it was.
 ///
 /// Without a `stream_options` member the member is inserted right after the
-/// opening `{`, leaving every other byte as it was; with one (rare), the body
-/// is re-serialised with the flag set.
+/// opening `{`. With one (rare), its `include_usage` values become `true`,
+/// or the member is inserted in it when it has none, or, when it is not an
+/// object, it becomes `{"include_usage":true}`. Numbers and strings are
+/// never re-written (a round trip through a JSON value could change a
+/// float's last digit or a large integer).
 pub fn request_stream_usage(body: &Bytes, fields: &RequestFields) -> Result<Bytes, GatewayError> {
     const MEMBER: &[u8] = br#""stream_options":{"include_usage":true}"#;
     if !fields.has_stream_options {
@@ -188,23 +197,62 @@ pub fn request_stream_usage(body: &Bytes, fields: &RequestFields) -> Result<Byte
         out.extend_from_slice(rest);
         return Ok(out.freeze());
     }
-    let mut value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-    let object = value
-        .as_object_mut()
-        .ok_or_else(|| GatewayError::InvalidJson("the body is not a JSON object".into()))?;
-    let options = object
-        .entry("stream_options")
-        .or_insert_with(|| serde_json::json!({}));
-    if !options.is_object() {
-        *options = serde_json::json!({});
+    let mut edits = stream_options_edits(body).map_err(|e| GatewayError::InvalidJson(e.0))?;
+    edits.sort_by_key(|(start, _, _)| *start);
+    let mut out = BytesMut::with_capacity(body.len() + 32);
+    let mut at = 0;
+    for (start, end, with) in edits {
+        out.extend_from_slice(&body[at..start]);
+        out.extend_from_slice(with);
+        at = end;
     }
-    if let Some(options) = options.as_object_mut() {
-        options.insert("include_usage".into(), serde_json::Value::Bool(true));
+    out.extend_from_slice(&body[at..]);
+    Ok(out.freeze())
+}
+
+/// A replacement of `body[start..end]`.
+type Edit = (usize, usize, &'static [u8]);
+
+/// What to replace so that `stream_options.include_usage` is true.
+fn stream_options_edits(body: &[u8]) -> ScanResult<Vec<Edit>> {
+    let mut s = Scanner::new(body);
+    let mut edits = Vec::new();
+    let mut members = s.begin_object()?;
+    while let Some(key) = members.next_key(&mut s)? {
+        if &*key != b"stream_options" {
+            s.skip_value()?;
+            continue;
+        }
+        let open = s.peek().map(|_| s.pos());
+        let Some(open) = open.filter(|&at| body[at] == b'{') else {
+            let start = s.pos();
+            s.skip_value()?;
+            edits.push((start, s.pos(), br#"{"include_usage":true}"#.as_slice()));
+            continue;
+        };
+        let mut inner = s.begin_object()?;
+        let mut empty = true;
+        let mut found = false;
+        while let Some(key) = inner.next_key(&mut s)? {
+            empty = false;
+            s.peek();
+            let start = s.pos();
+            s.skip_value()?;
+            if &*key == b"include_usage" {
+                edits.push((start, s.pos(), b"true".as_slice()));
+                found = true;
+            }
+        }
+        if !found {
+            let member: &'static [u8] = if empty {
+                br#""include_usage":true"#
+            } else {
+                br#""include_usage":true,"#
+            };
+            edits.push((open + 1, open + 1, member));
+        }
     }
-    serde_json::to_vec(&value)
-        .map(Bytes::from)
-        .map_err(|e| GatewayError::Internal(e.to_string()))
+    Ok(edits)
 }
 
 #[cfg(test)]
@@ -226,8 +274,11 @@ mod tests {
             max_completion_tokens: Option<serde_json::Value>,
             max_output_tokens: Option<serde_json::Value>,
         }
+        // From text: JSON between systems is UTF-8 as a whole.
+        let text =
+            std::str::from_utf8(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
         let fields: Fields =
-            serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+            serde_json::from_str(text).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
         let max_tokens = [
             &fields.max_completion_tokens,
             &fields.max_tokens,
@@ -521,6 +572,53 @@ mod tests {
         );
         let again = parse_request(&out).unwrap();
         assert!(again.include_usage);
+    }
+
+    #[test]
+    fn existing_stream_options_are_edited_in_place_keeping_every_number() {
+        // Found by the stream_options fuzz target: a round trip through a
+        // JSON value changed a float's last digit.
+        let cases: [(&[u8], &[u8]); 5] = [
+            (
+                br#"{"model":"m","stream":true,"stream_options":{"include_usage":false},"t":9.951084489762988e-11,"seed":123456789012345678901234567890}"#,
+                br#"{"model":"m","stream":true,"stream_options":{"include_usage":true},"t":9.951084489762988e-11,"seed":123456789012345678901234567890}"#,
+            ),
+            (
+                br#"{"model":"m","stream_options":{ "x": 1.50 },"stream":true}"#,
+                br#"{"model":"m","stream_options":{"include_usage":true, "x": 1.50 },"stream":true}"#,
+            ),
+            (
+                br#"{"model":"m","stream_options":{}}"#,
+                br#"{"model":"m","stream_options":{"include_usage":true}}"#,
+            ),
+            (
+                br#"{"model":"m","stream_options": [1, 2.0]}"#,
+                br#"{"model":"m","stream_options": {"include_usage":true}}"#,
+            ),
+            (
+                br#"{"model":"m","stream_options":{"include_usage":1,"include_usage":null}}"#,
+                br#"{"model":"m","stream_options":{"include_usage":true,"include_usage":true}}"#,
+            ),
+        ];
+        for (body, want) in cases {
+            let body = Bytes::copy_from_slice(body);
+            let f = parse_request(&body).unwrap();
+            let out = request_stream_usage(&body, &f).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want));
+            assert!(parse_request(&out).unwrap().include_usage);
+        }
+    }
+
+    #[test]
+    fn a_body_that_is_not_utf8_is_refused_even_in_a_skipped_string() {
+        // Found by the request_body fuzz target: a provider's strict parser
+        // refuses what the scanner let pass.
+        let err =
+            parse_request(b"{\"model\":\"m\",\"messages\":[{\"co\xff\":\"hi\"}]}").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request body is not valid JSON: invalid UTF-8 at line 1 column 30"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@
 //! inputs): the grammar of RFC 8259; decoded strings (keys and the values
 //! read) valid UTF-8 with paired surrogates; skipped strings checked for
 //! escapes and control characters only; a nesting limit of 127 where
-//! `serde_json` builds values (`decoding`), none where it skips them.
+//! `serde_json` builds values (`decoding`), none where it skips them. A
+//! request body is also checked to be UTF-8 as a whole (`body`), as RFC 8259
+//! requires of JSON exchanged between systems.
 
 use std::borrow::Cow;
 
@@ -94,6 +96,11 @@ impl<'a> Scanner<'a> {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes.get(self.pos) {
             self.pos += 1;
         }
+    }
+
+    /// Where the scanner is: after `peek`, the start of the next value.
+    pub fn pos(&self) -> usize {
+        self.pos
     }
 
     /// The next byte that is not whitespace, not consumed.

@@ -242,16 +242,7 @@ async fn a_header_still_trickling_at_its_deadline_is_cut_and_a_slow_but_complete
     }
     // The body may take its time: the deadline is the header's.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    tcp.write_all(br#"{"model":"gpt-4o","messages":[]}"#)
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
-        .await
-        .expect("an answer")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_body_served(&mut tcp).await;
 
     // The same connection, kept alive: its next header is timed afresh,
     // after an idle pause longer than the deadline.
@@ -259,9 +250,15 @@ async fn a_header_still_trickling_at_its_deadline_is_cut_and_a_slow_but_complete
     let mut rest = vec![0u8; 65536];
     let _ = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut rest)).await;
     tcp.write_all(header.as_bytes()).await.unwrap();
+    assert_body_served(&mut tcp).await;
+}
+
+/// Sends the request's 32-byte body; the answer must be a 200.
+async fn assert_body_served(tcp: &mut TcpStream) {
     tcp.write_all(br#"{"model":"gpt-4o","messages":[]}"#)
         .await
         .unwrap();
+    let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(Duration::from_secs(10), tcp.read(&mut buf))
         .await
         .expect("an answer")

@@ -23,7 +23,9 @@ fuzz_target!(|data: &[u8]| {
         Err(e) => panic!("an accepted body could not be changed: {e:?}"),
     };
     let sent: Value = serde_json::from_slice(&out).expect("the body sent is JSON");
-    let object = expected.as_object_mut().expect("an accepted body is an object");
+    let object = expected
+        .as_object_mut()
+        .expect("an accepted body is an object");
     let options = object.entry("stream_options").or_insert_with(|| json!({}));
     if !options.is_object() {
         *options = json!({});
@@ -32,5 +34,8 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(sent, expected);
     let again = parse_request(&out).expect("the body sent is accepted");
     assert!(again.include_usage && again.has_stream_options);
-    assert_eq!((again.model, again.stream, again.user), (fields.model, fields.stream, fields.user));
+    assert_eq!(
+        (again.model, again.stream, again.user),
+        (fields.model, fields.stream, fields.user)
+    );
 });

@@ -181,7 +181,12 @@ pub fn parse_with(text: &str, resolve: Resolve) -> Result<Config, ConfigErrors> 
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let path = if path == "." { "(root)".into() } else { path };
+        // The root is ".", and a key with an empty name at the root "".
+        let path = if path == "." || path.is_empty() {
+            "(root)".into()
+        } else {
+            path
+        };
         // serde_yaml starts some messages with the place they are about
         // (`limits: unknown field ...`), which the path already names.
         let message = e.into_inner().to_string();

@@ -83,6 +83,19 @@ fn unknown_fields_are_errors_with_their_path() {
 }
 
 #[test]
+fn an_unknown_key_with_an_empty_name_at_the_root_is_named_root() {
+    // Found by the config fuzz target: the error had an empty path.
+    let text = format!("{MINIMAL}\n\"\": 1\n");
+    let errors = errors_of(&text);
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("(root): unknown field ``")),
+        "{errors:?}"
+    );
+}
+
+#[test]
 fn wrong_types_name_the_field() {
     let text = MINIMAL.replace("rpm: 60", "rpm: lots");
     assert_error(&text, "control.orgs[0].environment_limits[0].rpm");
