@@ -2,7 +2,8 @@
 //! answer's last byte goes to the client, so a process killed at any moment
 //! loses no answered request's record, and no request waits on the disk.
 //!
-//! - A segment is a file of `SEGMENT_BYTES` mapped into memory, shared. An
+//! - A segment is a file of `SEGMENT_BYTES`, its blocks reserved
+//!   (`posix_fallocate`), mapped into memory, shared. An
 //!   append is a copy into the mapping under a mutex, with no system call:
 //!   from that moment the bytes are in the kernel's page cache and outlive
 //!   the process. The sink's writer thread syncs them to disk every
@@ -22,6 +23,7 @@
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -365,7 +367,15 @@ impl Wal {
             .create_new(true)
             .open(&tmp)?;
         file.try_lock().map_err(io::Error::from)?;
-        file.set_len(SEGMENT_BYTES as u64)?;
+        // The blocks are reserved now: on a full disk this fails (and
+        // records stay in memory, reported) instead of a later write into
+        // the mapping killing the process with SIGBUS.
+        let len = libc::off_t::try_from(SEGMENT_BYTES).map_err(io::Error::other)?;
+        // SAFETY: a valid, open file descriptor; no memory is passed.
+        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
         let map = MmapRaw::map_raw(&file)?;
         // A link fails rather than replace a file of the same name.
         std::fs::hard_link(&tmp, &path)?;
