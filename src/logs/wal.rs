@@ -490,6 +490,32 @@ mod tests {
     }
 
     #[test]
+    fn a_log_that_cannot_be_written_keeps_records_in_memory_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let wal = Wal::open(&wal_dir).unwrap();
+        let metrics = Metrics::default();
+        let record = RequestLog {
+            ts_ms: 7,
+            ..RequestLog::default()
+        };
+        // The directory goes away (as a full disk would refuse a segment).
+        std::fs::remove_dir_all(&wal_dir).unwrap();
+        let pending = wal.write(&record, &metrics);
+        let mut json = Vec::new();
+        record.write_json(&mut json);
+        assert!(matches!(&pending, Pending::InMemory(j) if *j == json));
+        assert_eq!(metrics.log_write_errors.get(), 1);
+        assert!(wal.health().unwrap_err().contains("cannot be written"));
+        // Back: the next record is logged again, and health clears.
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        let pending = wal.write(&record, &metrics);
+        assert!(matches!(pending, Pending::Logged(_)));
+        assert_eq!(pending.json(), &json[..]);
+        assert!(wal.health().is_ok());
+    }
+
+    #[test]
     fn a_cut_write_costs_only_its_line() {
         let mut bytes = Vec::new();
         let good = |json: &str| format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
