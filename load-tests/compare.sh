@@ -17,7 +17,23 @@
 # load-tests/k6/latency.js), which needs some fifteen times wrk's CPU per
 # request and on two cores cannot hold half of the gateway's peak.
 #
-# Knobs (environment): WRK_THREADS (2), WRK_CONNECTIONS (64), WRK_DURATION
+# Pinned mode (PINNED=1, the default on 2 cores or more): each proxy runs
+# alone on PROXY_CPU (1) with one worker thread (the reference's --threads 1,
+# the gateway's server.threads: 1, nginx's one worker), every thread of its
+# process bound there (the gateway's log writer, Kafka client and admin
+# listener included); wrk (-t1), the latency generator, the fake provider
+# and the Kafka broker run on LOAD_CPU (0). Every target is measured in each
+# of ROUNDS rounds, and the table gives min / median / max over the rounds
+# for req/s and CPU per request, the medians of p50 and p99. PINNED=0 is the
+# earlier shared mode (everything on every core, 2 threads each).
+#
+# Peers, when installed by load-tests/install-peers.sh: (5) LiteLLM's proxy
+# (PyPI litellm[proxy], 2 workers, no database, no callbacks) and (6)
+# Portkey's open-source gateway (npm @portkey-ai/gateway, routed to the fake
+# provider with its custom-host header), measured at their peak like the
+# others (their own key and headers, the same body).
+#
+# Knobs (environment): WRK_THREADS (2; 1 pinned), WRK_CONNECTIONS (64), WRK_DURATION
 # (15s), WARMUP (3s), K6_DURATION (15s; the duration of each latency
 # measurement, whatever the tool), LATENCY_TOOL (auto: oha if installed, else
 # k6; or oha, k6), LOW_RATE (1000; the supplementary low-rate latency pair, 0
@@ -29,6 +45,19 @@ set -uo pipefail
 # shellcheck source=load-tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 
+PINNED=${PINNED:-auto}
+if [[ "$PINNED" == auto ]]; then
+    if (($(nproc) >= 2)); then PINNED=1; else PINNED=0; fi
+fi
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+LOAD=()
+if ((PINNED)); then
+    command -v taskset >/dev/null || lt_die "taskset is missing (apt-get install -y util-linux)"
+    WRK_THREADS=${WRK_THREADS:-1}
+    export LT_GATEWAY_THREADS=1 LT_REFERENCE_THREADS=1
+    LOAD=(taskset -c "$LOAD_CPU")
+fi
 WRK_THREADS=${WRK_THREADS:-2}
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 WRK_DURATION=${WRK_DURATION:-15s}
@@ -58,7 +87,11 @@ echo "== floopy-gateway side-by-side benchmark ($(date -u +%Y-%m-%dT%H:%M:%SZ))"
 echo "nproc: $(nproc)"
 echo "load before: $(uptime)"
 echo "wrk: -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency (after a $WARMUP warm-up), script load-tests/wrk/chat.lua"
-echo "note: wrk, k6 and every server share this machine's $(nproc) cores; nothing is pinned."
+if ((PINNED)); then
+    echo "pinned: each proxy alone on CPU $PROXY_CPU with one worker thread; wrk, the latency generator, the fake provider and the broker on CPU $LOAD_CPU"
+else
+    echo "note: wrk, k6 and every server share this machine's $(nproc) cores; nothing is pinned."
+fi
 echo
 
 # --- the servers -----------------------------------------------------------
@@ -72,10 +105,38 @@ lt_start_reference "$TMP" "$FAKE_ADDR"
 # a real Kafka broker (tansu, from scripts/install-kafka-tools.sh) when one is
 # installed, else to the JSON Lines file.
 SINK_NOTE="request log (file sink, JSON Lines; install tansu for the Kafka sink)"
+KAFKA_PID=""
 if lt_start_kafka "$TMP"; then
     SINK_NOTE="request log to Kafka (tansu broker on this machine, idempotent producer, lz4)"
+    KAFKA_PID=${LT_PIDS[-1]}
 fi
 lt_start_gateway "$TMP" "$FAKE_ADDR"
+
+# (5) LiteLLM's proxy and (6) Portkey's gateway, when installed
+# (bash load-tests/install-peers.sh), on the same fake provider. Each needs
+# its own key or headers; the request body is the same.
+PEERS=()
+declare -A TARGET_KEY TARGET_HEADERS
+if lt_start_litellm "$TMP" "$FAKE_ADDR"; then
+    PEERS+=("litellm $LITELLM_ADDR $LITELLM_PID")
+    TARGET_KEY[litellm]=$LITELLM_KEY
+fi
+if lt_start_portkey "$TMP"; then
+    PEERS+=("portkey $PORTKEY_ADDR $PORTKEY_PID")
+    TARGET_KEY[portkey]=sk-test
+    TARGET_HEADERS[portkey]="x-portkey-provider: openai|x-portkey-custom-host: http://$FAKE_ADDR/v1"
+fi
+((${#PEERS[@]} > 0)) || lt_log "peers not installed (bash load-tests/install-peers.sh): LiteLLM and Portkey left out"
+
+if ((PINNED)); then
+    # shellcheck disable=SC2086 # KAFKA_PID is empty or one pid
+    lt_pin "$LOAD_CPU" "$FAKE_PID" $KAFKA_PID
+    lt_pin "$PROXY_CPU" "$NGINX_PID" "$REF_PID" "$GW_PID"
+    for peer in "${PEERS[@]}"; do
+        read -r _ _ pid <<<"$peer"
+        lt_pin "$PROXY_CPU" "$pid"
+    done
+fi
 
 export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"
 PATH_CHAT=/v1/chat/completions
@@ -83,11 +144,15 @@ BODY_FILE="$LT_ROOT/load-tests/wrk/chat-body.json"
 
 # One request through each target before measuring: a target that answers
 # anything but 200 would make its numbers meaningless.
-for target in "direct $FAKE_ADDR" "nginx $NGINX_ADDR" "reference $REF_ADDR" "floopy $GW_ADDR"; do
-    read -r name addr <<<"$target"
+for target in "direct $FAKE_ADDR" "nginx $NGINX_ADDR" "reference $REF_ADDR" "floopy $GW_ADDR" "${PEERS[@]}"; do
+    read -r name addr _ <<<"$target"
     set -- "$name" "$addr"
-    status=$(curl -s -o "$TMP/probe-$1.body" -D "$TMP/probe-$1.headers" -w '%{http_code}' --max-time 5 \
-        -H "Authorization: Bearer $FLOOPY_KEY" -H "floopy-project-id: $FLOOPY_PROJECT" \
+    extra=()
+    IFS='|' read -r -a pairs <<<"${TARGET_HEADERS[$name]:-}"
+    for pair in "${pairs[@]}"; do [[ -n "$pair" ]] && extra+=(-H "$pair"); done
+    status=$(curl -s -o "$TMP/probe-$1.body" -D "$TMP/probe-$1.headers" -w '%{http_code}' --max-time 10 \
+        -H "Authorization: Bearer ${TARGET_KEY[$name]:-$FLOOPY_KEY}" -H "floopy-project-id: $FLOOPY_PROJECT" \
+        "${extra[@]}" \
         -H 'Content-Type: application/json' \
         -d '{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}' "http://$2$PATH_CHAT")
     [[ "$status" == 200 ]] || { cat "$TMP/probe-$1.body" >&2; lt_die "$1 ($2) answered $status to the probe"; }
@@ -118,11 +183,13 @@ to_ms() {
 declare -A RPS P50 P99 ERRS CPU_US
 # measure NAME ADDR PID: warm-up, then the measured wrk run; fills the tables above.
 measure() {
-    local name=$1 addr=$2 pid=$3 out="$TMP/wrk-$1.txt" before after reqs
-    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
+    local name=$1 addr=$2 pid=$3 out="$TMP/wrk-$1.txt" before after reqs base=${1%%#*}
+    # A peer's own key and headers (wrk/chat.lua reads them).
+    local -x FLOOPY_KEY="${TARGET_KEY[$base]:-$FLOOPY_KEY}" FLOOPY_EXTRA_HEADERS="${TARGET_HEADERS[$base]:-}"
+    lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
         "http://$addr$PATH_CHAT" >/dev/null 2>&1
     before=$(cpu_ticks "$pid")
-    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
+    lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
         -s "$LT_ROOT/load-tests/wrk/chat.lua" "http://$addr$PATH_CHAT" >"$out" 2>&1
     after=$(cpu_ticks "$pid")
     RPS[$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
@@ -142,31 +209,84 @@ measure() {
     lt_log "$name: ${RPS[$name]} req/s, p50 ${P50[$name]} ms, p99 ${P99[$name]} ms, errors ${ERRS[$name]}"
 }
 
-lt_log "peak throughput: 4 targets, then $((ROUNDS - 1)) more (3),(4) pairs, each $WARMUP + $WRK_DURATION"
-measure direct "$FAKE_ADDR" "$FAKE_PID"
-measure nginx "$NGINX_ADDR" "$NGINX_PID"
-measure reference "$REF_ADDR" "$REF_PID"
-measure floopy "$GW_ADDR" "$GW_PID"
-# More (3),(4) pairs, back to back: on a shared machine one pair can land on
-# a noisy moment; the median of the pairs' ratios is the figure reported.
-PAIR_RATIOS=("$(awk -v a="${RPS[floopy]}" -v b="${RPS[reference]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
-for ((round = 2; round <= ROUNDS; round++)); do
-    measure "reference#$round" "$REF_ADDR" "$REF_PID"
-    measure "floopy#$round" "$GW_ADDR" "$GW_PID"
-    PAIR_RATIOS+=("$(awk -v a="${RPS[floopy#$round]}" -v b="${RPS[reference#$round]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
-done
+TARGETS=("direct $FAKE_ADDR $FAKE_PID" "nginx $NGINX_ADDR $NGINX_PID" "reference $REF_ADDR $REF_PID" "floopy $GW_ADDR $GW_PID" "${PEERS[@]}")
+declare -A SPREAD_RPS SPREAD_CPU
+if ((PINNED)); then
+    lt_log "peak throughput, pinned: 4 targets in each of $ROUNDS rounds, each $WARMUP + $WRK_DURATION"
+    PAIR_RATIOS=()
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for target in "${TARGETS[@]}"; do
+            read -r name addr pid <<<"$target"
+            measure "$name#$round" "$addr" "$pid"
+        done
+        PAIR_RATIOS+=("$(awk -v a="${RPS[floopy#$round]}" -v b="${RPS[reference#$round]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+    done
+    # Each target's figures: the spread over the rounds; its median stands
+    # for it below (half of the gateway's median peak for the latency).
+    for target in "${TARGETS[@]}"; do
+        read -r name _ <<<"$target"
+        rps=() cpu=() p50=() p99=() errs=0
+        for ((round = 1; round <= ROUNDS; round++)); do
+            rps+=("${RPS[$name#$round]}") cpu+=("${CPU_US[$name#$round]}")
+            p50+=("${P50[$name#$round]}") p99+=("${P99[$name#$round]}")
+            errs=$((errs + ${ERRS[$name#$round]}))
+        done
+        SPREAD_RPS[$name]=$(lt_spread "${rps[@]}")
+        SPREAD_CPU[$name]=$(lt_spread "${cpu[@]}")
+        read -r _ "RPS[$name]" _ <<<"${SPREAD_RPS[$name]}"
+        read -r _ "CPU_US[$name]" _ <<<"${SPREAD_CPU[$name]}"
+        read -r _ "P50[$name]" _ <<<"$(lt_spread "${p50[@]}")"
+        read -r _ "P99[$name]" _ <<<"$(lt_spread "${p99[@]}")"
+        ERRS[$name]=$errs
+    done
+else
+    lt_log "peak throughput: 4 targets, then $((ROUNDS - 1)) more (3),(4) pairs, each $WARMUP + $WRK_DURATION"
+    for target in "${TARGETS[@]}"; do
+        read -r name addr pid <<<"$target"
+        measure "$name" "$addr" "$pid"
+    done
+    # More (3),(4) pairs, back to back: on a shared machine one pair can land on
+    # a noisy moment; the median of the pairs' ratios is the figure reported.
+    PAIR_RATIOS=("$(awk -v a="${RPS[floopy]}" -v b="${RPS[reference]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+    for ((round = 2; round <= ROUNDS; round++)); do
+        measure "reference#$round" "$REF_ADDR" "$REF_PID"
+        measure "floopy#$round" "$GW_ADDR" "$GW_PID"
+        PAIR_RATIOS+=("$(awk -v a="${RPS[floopy#$round]}" -v b="${RPS[reference#$round]}" 'BEGIN { printf "%.1f", 100 * a / b }')")
+    done
+fi
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b; else print "-" }'; }
 
 echo
-echo "== peak throughput (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop)"
-printf '%-34s %10s %10s %10s %8s %14s\n' target "req/s" "p50 ms" "p99 ms" errors "proxy CPU us/req"
-row() { printf '%-34s %10s %10s %10s %8s %14s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${CPU_US[$2]}"; }
+if ((PINNED)); then
+    echo "== peak throughput, pinned (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop; min / median / max over $ROUNDS rounds)"
+    printf '%-34s %-22s %-22s %9s %9s %7s\n' target "req/s" "proxy CPU us/req" "p50 ms" "p99 ms" errors
+    row() {
+        printf '%-34s %-22s %-22s %9s %9s %7s\n' "$1" "${SPREAD_RPS[$2]// / / }" "${SPREAD_CPU[$2]// / / }" \
+            "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}"
+    }
+else
+    echo "== peak throughput (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop)"
+    printf '%-34s %10s %10s %10s %8s %14s\n' target "req/s" "p50 ms" "p99 ms" errors "proxy CPU us/req"
+    row() { printf '%-34s %10s %10s %10s %8s %14s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${CPU_US[$2]}"; }
+fi
 row "(1) direct to the fake provider" direct
 row "(2) nginx proxy_pass" nginx
 row "(3) reference Pingora proxy" reference
 row "(4) floopy-gateway, all features" floopy
-echo "(proxy CPU us/req: CPU time of that target's own process(es) per request; for (1) the fake provider's)"
+for peer in "${PEERS[@]}"; do
+    read -r name _ <<<"$peer"
+    case "$name" in
+        litellm) row "(5) LiteLLM proxy, 2 workers" litellm ;;
+        portkey) row "(6) Portkey gateway (Node.js)" portkey ;;
+    esac
+done
+echo "(proxy CPU us/req: CPU time of that target's own process (all its threads) per request; for (1) the fake provider's)"
+if ((PINNED)); then
+    echo "(p50 and p99: the medians over the rounds)"
+    RCPU=$(awk -v a="${CPU_US[floopy]}" -v b="${CPU_US[reference]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
+    echo "(4)/(3) CPU per request (medians): $RCPU   (target: <= 1.10)"
+fi
 R43=$(printf '%s\n' "${PAIR_RATIOS[@]}" | sort -n | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }')
 R42=$(ratio "${RPS[floopy]}" "${RPS[nginx]}")
 echo
@@ -186,7 +306,7 @@ declare -A K50 K99 KRATE KDROP KFAIL
 k6_at() {
     local name=$1 url=$2 rate=$3 id="$1@$3" json="$TMP/k6-$1-$3.json"
     FLOOPY_URL="$url" RATE="$rate" DURATION="$K6_DURATION" PRE_VUS=32 MAX_VUS=1000 \
-        lt_run "$K6" run --quiet --summary-export "$json" "$LT_ROOT/load-tests/k6/latency.js" \
+        lt_run "${LOAD[@]}" "$K6" run --quiet --summary-export "$json" "$LT_ROOT/load-tests/k6/latency.js" \
         >"$TMP/k6-$name-$rate.txt" 2>&1
     local rc=$?
     [[ -f "$json" ]] || { tail -n 30 "$TMP/k6-$name-$rate.txt" >&2; lt_die "k6 wrote no summary for $id (exit $rc)"; }
@@ -206,7 +326,7 @@ EOF
 # wrk/chat.lua; stored as k6_at stores its results.
 oha_at() {
     local name=$1 url=$2 rate=$3 id="$1@$3" json="$TMP/oha-$1-$3.json"
-    lt_run "$OHA" -z "$K6_DURATION" -q "$rate" -c 64 --latency-correction --no-tui \
+    lt_run "${LOAD[@]}" "$OHA" -z "$K6_DURATION" -q "$rate" -c 64 --latency-correction --no-tui \
         --output-format json -m POST -H "Authorization: Bearer $FLOOPY_KEY" \
         -H "floopy-project-id: $FLOOPY_PROJECT" -H "content-type: application/json" \
         -D "$BODY_FILE" "$url$PATH_CHAT" >"$json" 2>"$TMP/oha-$name-$rate.err"
@@ -244,6 +364,7 @@ latency_pair() {
     ADD99=$(awk -v a="${K99[floopy@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
     ref50=$(awk -v a="${K50[reference@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
     ref99=$(awk -v a="${K99[reference@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
+    REF_ADD99=$ref99
     if [[ "$LATENCY_TOOL" == oha ]]; then
         tool="oha -q $rate --latency-correction (open loop, 64 connections)"
     else
@@ -292,6 +413,20 @@ if awk -v a="$ADD99" 'BEGIN { exit !(a + 0 < 1) }'; then
 else
     echo "latency target (p99 added at half peak < 1 ms): MISSED (${ADD99} ms)"
     MISSED=1
+fi
+if awk -v a="$ADD99" -v r="$REF_ADD99" 'BEGIN { exit !(a - r <= 0.3) }'; then
+    echo "latency target (p99 added no more than 0.3 ms above the reference's, ${REF_ADD99} ms): met"
+else
+    echo "latency target (p99 added no more than 0.3 ms above the reference's, ${REF_ADD99} ms): MISSED"
+    MISSED=1
+fi
+if ((PINNED)); then
+    if awk -v r="$RCPU" 'BEGIN { exit !(r + 0 > 0 && r + 0 <= 1.10) }'; then
+        echo "CPU target (pinned: within 10% of the reference's per request): met (${RCPU})"
+    else
+        echo "CPU target (pinned: within 10% of the reference's per request): MISSED (${RCPU})"
+        MISSED=1
+    fi
 fi
 BROKEN=0
 for name in direct nginx reference floopy; do

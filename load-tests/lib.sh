@@ -118,7 +118,7 @@ lt_write_gateway_config() {
 server:
   listen: "$listen"
   admin_listen: "$admin"
-  threads: 2
+  threads: ${LT_GATEWAY_THREADS:-2}
   gateway_id: "load-test"
   grace_period_seconds: 1
   graceful_shutdown_timeout_seconds: 2
@@ -233,7 +233,7 @@ EOF
 lt_start_reference() {
     local dir=$1 upstream=$2
     REF_ADDR="127.0.0.1:$(lt_free_port)"
-    "$LT_BIN/reference-proxy" --listen "$REF_ADDR" --upstream "$upstream" --threads 2 \
+    "$LT_BIN/reference-proxy" --listen "$REF_ADDR" --upstream "$upstream" --threads "${LT_REFERENCE_THREADS:-2}" \
         >"$dir/reference-proxy.out" 2>"$dir/reference-proxy.err" &
     REF_PID=$!
     LT_PIDS+=("$REF_PID")
@@ -300,6 +300,65 @@ lt_stop() {
     fi
     wait "$pid" 2>/dev/null
     return 0
+}
+
+# lt_pin CPU PID...: binds every thread of each PID, and of its descendants
+# (nginx's worker, LiteLLM's workers), to CPU; threads and processes
+# started later inherit it.
+lt_pin() {
+    local cpu=$1 pid
+    shift
+    for pid in "$@"; do
+        taskset -acp "$cpu" "$pid" >/dev/null || lt_die "cannot pin pid $pid to CPU $cpu"
+        # shellcheck disable=SC2046 # one pid per word
+        lt_pin "$cpu" $(pgrep -P "$pid" 2>/dev/null)
+    done
+}
+
+# The peers of the benchmark, installed by load-tests/install-peers.sh.
+LT_PEERS="${FLOOPY_PEERS_DIR:-$HOME/.cache/floopy/peers}"
+
+# lt_start_litellm DIR UPSTREAM: LiteLLM's proxy (2 workers, no database,
+# no callbacks) routing gpt-4o to UPSTREAM, when installed; sets
+# LITELLM_ADDR, LITELLM_PID, LITELLM_KEY. Returns 1 when not installed.
+lt_start_litellm() {
+    local dir=$1 upstream=$2 port
+    [[ -x "$LT_PEERS/litellm-venv/bin/litellm" ]] || return 1
+    port=$(lt_free_port)
+    LITELLM_ADDR="127.0.0.1:$port"
+    LITELLM_KEY="sk-floopy-bench-0000000000000000000000000000"
+    printf '%s\n' "model_list:" "  - model_name: gpt-4o" "    litellm_params:" \
+        "      model: openai/gpt-4o" "      api_base: http://$upstream/v1" "      api_key: sk-test" \
+        "litellm_settings:" "  telemetry: false" "general_settings:" "  master_key: $LITELLM_KEY" \
+        >"$dir/litellm.yaml"
+    LITELLM_LOG=ERROR "$LT_PEERS/litellm-venv/bin/litellm" --config "$dir/litellm.yaml" \
+        --host 127.0.0.1 --port "$port" --num_workers 2 >"$dir/litellm.log" 2>&1 &
+    LITELLM_PID=$!
+    LT_PIDS+=("$LITELLM_PID")
+    lt_wait_http "http://$LITELLM_ADDR/health/liveliness" 120 "$LITELLM_PID" ||
+        { tail -n 20 "$dir/litellm.log" >&2; lt_die "LiteLLM did not start"; }
+    lt_log "LiteLLM proxy on $LITELLM_ADDR (pid $LITELLM_PID)"
+}
+
+# lt_start_portkey DIR: Portkey's open-source gateway (Node.js), when
+# installed; sets PORTKEY_ADDR, PORTKEY_PID. Requests name the provider and
+# its host in headers (x-portkey-provider, x-portkey-custom-host). Returns 1
+# when not installed.
+lt_start_portkey() {
+    local dir=$1 port script="$LT_PEERS/portkey/node_modules/@portkey-ai/gateway/build/start-server.js"
+    [[ -f "$script" ]] || return 1
+    port=$(lt_free_port)
+    PORTKEY_ADDR="127.0.0.1:$port"
+    NODE_ENV=production node "$script" --port="$port" --headless >"$dir/portkey.log" 2>&1 &
+    PORTKEY_PID=$!
+    LT_PIDS+=("$PORTKEY_PID")
+    lt_wait_tcp "$PORTKEY_ADDR" 30 "$PORTKEY_PID" || { tail -n 20 "$dir/portkey.log" >&2; lt_die "Portkey did not start"; }
+    lt_log "Portkey gateway on $PORTKEY_ADDR (pid $PORTKEY_PID)"
+}
+
+# lt_spread VALUES...: "min median max" of the numbers.
+lt_spread() {
+    printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { printf "%s %s %s", v[1], v[int((NR + 1) / 2)], v[NR] }'
 }
 
 # lt_median_ratio PAIRS...: the median of 100 * second / first, each pair

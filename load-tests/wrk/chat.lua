@@ -19,6 +19,13 @@ end
 if project ~= "" then
   wrk.headers["floopy-project-id"] = project
 end
+-- More headers for a peer that needs them: "name: value|name: value".
+for pair in string.gmatch(os.getenv("FLOOPY_EXTRA_HEADERS") or "", "[^|]+") do
+  local name, value = pair:match("^%s*([^:]+):%s*(.-)%s*$")
+  if name then
+    wrk.headers[name] = value
+  end
+end
 -- The body (about 500 bytes) is wrk/chat-body.json, beside this script; oha
 -- in compare.sh sends the same file.
 local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
