@@ -9,10 +9,12 @@
 
 #![no_main]
 
+use std::collections::HashMap;
+
 use floopy_gateway::upstream::ProviderKind;
 use floopy_gateway::usage::sse::SseUsageParser;
 use libfuzzer_sys::fuzz_target;
-use serde_json::Value;
+use serde::de::IgnoredAny;
 
 /// What the client receives, and the usage read, for `chunks` in order.
 fn run(
@@ -63,26 +65,27 @@ fn events(stream: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Whether `event` is an OpenAI usage-only chunk: its data is an object
-/// with a `usage` object and no choices.
+/// with a `usage` object and no choices. Read leniently, as any reader of
+/// the fields it needs: what is in a member nobody reads (bytes that are
+/// not UTF-8, a number beyond an f64) does not make it something else.
 fn usage_only(event: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Chunk {
+        #[serde(default)]
+        choices: Option<Vec<IgnoredAny>>,
+        usage: Option<HashMap<String, IgnoredAny>>,
+    }
     let data: Vec<&[u8]> = event
         .split(|b| *b == b'\n')
         .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
         .filter_map(|l| l.strip_prefix(b"data:"))
         .map(|p| p.strip_prefix(b" ").unwrap_or(p))
         .collect();
-    // Read leniently: bytes that are not UTF-8 in a member the gateway
-    // ignores do not make a usage chunk something else.
     let data = String::from_utf8_lossy(&data.join(&b'\n')).into_owned();
-    let Ok(value) = serde_json::from_str::<Value>(&data) else {
-        return false;
-    };
-    let no_choices = match value.get("choices") {
-        None | Some(Value::Null) => true,
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(_) => false,
-    };
-    value.get("usage").is_some_and(Value::is_object) && no_choices
+    match serde_json::from_str::<Chunk>(&data) {
+        Ok(chunk) => chunk.usage.is_some() && chunk.choices.is_none_or(|c| c.is_empty()),
+        Err(_) => false,
+    }
 }
 
 fuzz_target!(|data: &[u8]| {
