@@ -26,7 +26,18 @@ fn ch_libs() -> String {
 }
 
 impl ClickHouse {
+    /// Starts a server on free ports. Retries on a port taken between
+    /// choosing it and binding it (tests run in parallel).
     pub async fn start() -> ClickHouse {
+        for _ in 0..5 {
+            if let Some(ch) = Self::try_start().await {
+                return ch;
+            }
+        }
+        panic!("ClickHouse did not start after 5 attempts");
+    }
+
+    async fn try_start() -> Option<ClickHouse> {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().display().to_string();
         let (tcp, http, interserver) = (free_port(), free_port(), free_port());
@@ -78,6 +89,10 @@ impl ClickHouse {
                     break;
                 }
             }
+            if ch.log().contains("Address already in use") {
+                eprintln!("ClickHouse lost a port to another test; trying other ports");
+                return None;
+            }
             assert!(
                 Instant::now() < deadline,
                 "ClickHouse did not start:\n{}",
@@ -85,7 +100,7 @@ impl ClickHouse {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        ch
+        Some(ch)
     }
 
     pub fn log(&self) -> String {
