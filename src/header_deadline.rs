@@ -183,7 +183,8 @@ impl AsyncRead for DeadlineStream {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 let new = &buf.filled()[before..];
-                if !this.saw(new) {
+                // An empty read is the end of the connection: nothing to time.
+                if !new.is_empty() && !this.saw(new) {
                     if let State::Reading { deadline, .. } = &this.state {
                         if Instant::now() >= *deadline {
                             return Poll::Ready(Err(this.expired()));

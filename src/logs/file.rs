@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::queue::{BatchWriter, LogQueue};
-use super::wal::{Pending, Wal, SYNC_INTERVAL};
+use super::spool::SYNC_INTERVAL;
+use super::wal::{Pending, Wal};
 use super::{LogSink, RequestLog};
 use crate::locks::lock;
 use crate::metrics::Metrics;
@@ -125,6 +126,9 @@ impl BatchWriter<Pending> for FileWriter {
         if self.last_sync.elapsed() >= SYNC_INTERVAL {
             self.sync();
         }
+        if let Err(e) = self.wal.tick() {
+            tracing::error!(error = %e, "cannot sync the request log's write-ahead log");
+        }
         if self.last_recovery.elapsed() >= RECOVER_INTERVAL {
             self.recover();
         }
@@ -141,7 +145,7 @@ impl BatchWriter<Pending> for FileWriter {
 }
 
 impl FileWriter {
-    /// Group commit: the file and the write-ahead log, to disk.
+    /// Group commit: what was written to the file since, to disk.
     fn sync(&mut self) {
         self.last_sync = Instant::now();
         if self.unsynced {
@@ -151,9 +155,6 @@ impl FileWriter {
                     tracing::error!(path = %self.path.display(), error = %e, "cannot sync the request log")
                 }
             }
-        }
-        if let Err(e) = self.wal.sync() {
-            tracing::error!(error = %e, "cannot sync the request log's write-ahead log");
         }
     }
 
@@ -205,9 +206,7 @@ impl FileWriter {
                 Ok(()) => {
                     self.metrics.log_records_written.add(count);
                     self.unsynced = true;
-                    if lock(&self.failing).is_some() {
-                        lock(&self.failing).take();
-                    }
+                    lock(&self.failing).take();
                     return;
                 }
                 Err(e) => {

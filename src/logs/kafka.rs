@@ -312,7 +312,7 @@ impl BatchWriter<Pending> for Forwarder {
     fn tick(&mut self) {
         // Group commit: what was logged and spooled since the last tick is
         // synced now.
-        if let Err(e) = self.wal.sync() {
+        if let Err(e) = self.wal.tick() {
             tracing::error!(error = %e, "cannot sync the request log's write-ahead log");
         }
         if let Err(e) = lock(&self.shared.spool).sync() {

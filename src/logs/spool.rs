@@ -125,7 +125,7 @@ impl SpoolWriter {
             }
         };
         let mut line = Vec::with_capacity(json.len() + 10);
-        write!(line, "{:08x} ", crc32fast::hash(json))?;
+        line.extend_from_slice(&line_prefix(json));
         line.extend_from_slice(json);
         line.push(b'\n');
         file.write_all(&line)?;
@@ -178,6 +178,18 @@ pub fn parse_segment(bytes: &[u8]) -> SegmentRecords {
             Some(json) => out.records.push(json.to_vec()),
             None => out.corrupt += 1,
         }
+    }
+    out
+}
+
+/// The start of `json`'s line: its CRC-32 in 8 lowercase hex digits and a
+/// space.
+pub(crate) fn line_prefix(json: &[u8]) -> [u8; 9] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let crc = crc32fast::hash(json);
+    let mut out = [b' '; 9];
+    for (i, digit) in out[..8].iter_mut().enumerate() {
+        *digit = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
     }
     out
 }

@@ -7,7 +7,8 @@
 //!   append is a copy into the mapping under a mutex, with no system call:
 //!   from that moment the bytes are in the kernel's page cache and outlive
 //!   the process. The sink's writer thread syncs them to disk every
-//!   `SYNC_INTERVAL` (group commit): a power loss costs at most that.
+//!   `SYNC_INTERVAL` (the spool's; group commit): a power loss costs at
+//!   most that.
 //! - Each record is a spool line (`crc32 SP json LF`, see `spool`). Once
 //!   the sink has delivered it (Kafka acknowledged it, the file took it, or
 //!   it went to the spool) the first byte of its line becomes `-`: done.
@@ -27,19 +28,17 @@ use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use memmap2::MmapRaw;
 
-use super::spool::parse_line;
+use super::spool::{line_prefix, parse_line, SYNC_INTERVAL};
 use super::RequestLog;
 use crate::locks::lock;
 use crate::metrics::Metrics;
 
-/// The size of a segment file (sparse: only what is written uses disk).
+/// The size of a segment file, reserved on disk when it is made.
 pub const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
-/// Longest time an appended record waits to be synced to disk.
-pub const SYNC_INTERVAL: Duration = Duration::from_millis(100);
 /// The first byte of a record that was delivered.
 const DONE: u8 = b'-';
 
@@ -130,6 +129,7 @@ struct Current {
     retired: Vec<(Arc<Segment>, usize)>,
     /// Created ahead by the writer thread, so an append rarely opens a file.
     spare: Option<Arc<Segment>>,
+    last_sync: Instant,
 }
 
 pub struct Wal {
@@ -179,6 +179,7 @@ impl Wal {
                 synced: 0,
                 retired: Vec::new(),
                 spare: None,
+                last_sync: Instant::now(),
             }),
             prefix: format!("wal-{started}-{}-", std::process::id()),
             next: AtomicU64::new(1),
@@ -224,13 +225,12 @@ impl Wal {
     }
 
     /// Appends `json` as one line; on the request path.
-    pub fn append(&self, json: &[u8]) -> io::Result<WalRecord> {
+    fn append(&self, json: &[u8]) -> io::Result<WalRecord> {
         let len = json.len() + 10;
         if len > SEGMENT_BYTES {
             return Err(io::Error::other("request log record larger than a segment"));
         }
-        let mut crc = [0u8; 9];
-        hex_crc(crc32fast::hash(json), &mut crc);
+        let crc = line_prefix(json);
         let mut current = lock(&self.current);
         if current.segment.is_none() || current.used + len > SEGMENT_BYTES {
             let next = match current.spare.take() {
@@ -267,12 +267,22 @@ impl Wal {
         })
     }
 
-    /// The writer thread's periodic work: syncs what was appended since the
-    /// last call (group commit) and prepares the next segment. No lock is
-    /// held while the disk works.
+    /// The writer thread's periodic work, called at every turn: at most
+    /// every `SYNC_INTERVAL`, `sync`.
+    pub fn tick(&self) -> io::Result<()> {
+        if lock(&self.current).last_sync.elapsed() < SYNC_INTERVAL {
+            return Ok(());
+        }
+        self.sync()
+    }
+
+    /// Syncs what was appended since the last sync (group commit),
+    /// releases the segments replaced since, and prepares the next
+    /// segment. No lock is held while the disk works.
     pub fn sync(&self) -> io::Result<()> {
         let (retired, dirty, spare_missing) = {
             let mut current = lock(&self.current);
+            current.last_sync = Instant::now();
             let retired = std::mem::take(&mut current.retired);
             let cur = &mut *current;
             let dirty = match &cur.segment {
@@ -414,15 +424,6 @@ pub fn read_records(bytes: &[u8], out: &mut Vec<Vec<u8>>) -> u64 {
         }
     }
     corrupt
-}
-
-/// `crc` as 8 lowercase hex digits and a space.
-fn hex_crc(crc: u32, out: &mut [u8; 9]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    for (i, byte) in out[..8].iter_mut().enumerate() {
-        *byte = HEX[((crc >> (28 - 4 * i)) & 0xf) as usize];
-    }
-    out[8] = b' ';
 }
 
 #[cfg(test)]

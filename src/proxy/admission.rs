@@ -22,9 +22,6 @@ use crate::pricing::estimate_cost;
 use crate::project::resolve_project;
 use crate::snapshot::Snapshot;
 
-/// Step 1, from the request header: the key (401), the route (404), the
-/// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
-/// `ctx.project_id`.
 /// The largest request header block accepted (HTTP/1.x): an API client
 /// sends a few hundred bytes; 64 KiB leaves room for long cookies and
 /// tracing headers.
@@ -71,6 +68,9 @@ fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
     line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
+/// Step 1, from the request header: the key (401), the route (404), the
+/// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
+/// `ctx.project_id`.
 pub fn admit_header(
     snapshot: &Snapshot,
     req: &RequestHeader,
