@@ -4,10 +4,13 @@
 #     database `floopy` in it;
 #   - the fake provider on 127.0.0.1:18090 (answers every configured model:
 #     no provider needs to be reachable);
+#   - ClickHouse on 127.0.0.1:8123 (Debian's, installed when missing; data in
+#     var/clickhouse), with the analytics tables;
 #   - floopy-control (the management API) on 127.0.0.1:8081, with a demo org
-#     and its owner on the first run;
+#     and its owner on the first run, reading its analytics from ClickHouse;
 #   - floopy-gateway on 127.0.0.1:8080 (admin listener :9090), on the same
-#     control database.
+#     control database, writing its request logs straight into ClickHouse
+#     (no Kafka broker to run).
 # Prints the API's address, the demo login and a demo key. Ctrl-C stops all.
 #
 #   scripts/quickstart.sh          the whole product (above)
@@ -33,6 +36,9 @@ if [[ "${1:-}" == "--file" ]]; then
 fi
 
 scripts/start-postgres.sh
+read -r ch_pid ch_url < <(scripts/start-clickhouse.sh var/clickhouse 8123)
+[[ -n "${ch_url:-}" ]] || { echo "quickstart: ClickHouse did not start" >&2; exit 1; }
+[[ "$ch_pid" != "-" ]] && pids+=("$ch_pid")
 psql -h 127.0.0.1 -U postgres -d postgres -tAc "select 1 from pg_database where datname = 'floopy'" | grep -q 1 \
   || psql -h 127.0.0.1 -U postgres -d postgres -qc 'create database floopy'
 

@@ -27,6 +27,12 @@ pub enum GatewayError {
     InvalidJson(String),
     #[error("request body has no \"model\"")]
     MissingModel,
+    /// A feedback body's field is missing or out of range.
+    #[error("{message}")]
+    InvalidFeedback {
+        param: &'static str,
+        message: String,
+    },
     #[error("the model {0:?} does not exist or is not served by this gateway")]
     UnknownModel(String),
     #[error("the model {model:?} is not served on {path}")]
@@ -71,6 +77,7 @@ impl GatewayError {
             GatewayError::AmbiguousFraming(_) => 400,
             GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::MissingModel => 400,
+            GatewayError::InvalidFeedback { .. } => 400,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
             GatewayError::RateLimited { .. } | GatewayError::AuthThrottled => 429,
@@ -99,6 +106,7 @@ impl GatewayError {
             GatewayError::AmbiguousFraming(_) => "invalid_request_framing",
             GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
             GatewayError::MissingModel => "missing_model",
+            GatewayError::InvalidFeedback { .. } => "invalid_feedback",
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
@@ -125,6 +133,7 @@ impl GatewayError {
             | GatewayError::AmbiguousFraming(_)
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::MissingModel
+            | GatewayError::InvalidFeedback { .. }
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
             | GatewayError::BodyRead(_) => "invalid_request_error",
@@ -141,6 +150,7 @@ impl GatewayError {
     fn param(&self) -> Option<&'static str> {
         match self {
             GatewayError::Project(ProjectError::InvalidProjectId) => Some("floopy-project-id"),
+            GatewayError::InvalidFeedback { param, .. } => Some(param),
             GatewayError::MissingModel
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. } => Some("model"),

@@ -24,6 +24,7 @@ use floopy_gateway::header_deadline::HeaderDeadline;
 use floopy_gateway::limits::clock::SystemClock;
 use floopy_gateway::limits::persistence::SpendPersistence;
 use floopy_gateway::limits::Limiter;
+use floopy_gateway::logs::clickhouse::ClickHouseSink;
 use floopy_gateway::logs::file::FileSink;
 use floopy_gateway::logs::kafka::KafkaSink;
 use floopy_gateway::logs::LogSink;
@@ -226,6 +227,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         LogSinkConfig::Kafka(kafka) => Arc::new(
             KafkaSink::start(kafka, metrics.clone())
                 .map_err(|e| anyhow::anyhow!("starting the kafka sink: {e}"))?,
+        ),
+        LogSinkConfig::ClickHouse(clickhouse) => Arc::new(
+            ClickHouseSink::start(clickhouse, metrics.clone())
+                .map_err(|e| anyhow::anyhow!("starting the clickhouse sink: {e}"))?,
         ),
     };
 

@@ -1,6 +1,8 @@
 -- The Kafka side: a Kafka engine table reading the gateway's topic, and the
--- materialized view that moves its rows into request_logs.
--- {{KAFKA_BROKERS}}, {{KAFKA_TOPIC}} and {{KAFKA_GROUP}} are replaced at
+-- materialized view that moves its rows into request_logs; the same for
+-- feedback and its topic.
+-- {{KAFKA_BROKERS}}, {{KAFKA_TOPIC}}, {{KAFKA_FEEDBACK_TOPIC}} and
+-- {{KAFKA_GROUP}} are replaced at
 -- deployment (scripts/clickhouse.sh does it). The positional engine
 -- arguments are the form both ClickHouse 18.16 and current releases accept.
 -- Every message the gateway writes is one JSON object with exactly these
@@ -63,3 +65,31 @@ SELECT
     property_values,
     gateway_id
 FROM request_logs_kafka;
+
+CREATE TABLE IF NOT EXISTS feedback_kafka
+(
+    feedback_id String,
+    request_id  String,
+    ts_ms       UInt64,
+    org_id      String,
+    project_id  String,
+    api_key_id  String,
+    user_id     String,
+    score       Float64,
+    comment     String
+)
+ENGINE = Kafka('{{KAFKA_BROKERS}}', '{{KAFKA_FEEDBACK_TOPIC}}', '{{KAFKA_GROUP}}_feedback', 'JSONEachRow');
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS feedback_mv TO feedback AS
+SELECT
+    feedback_id,
+    request_id,
+    ts_ms,
+    toDateTime(intDiv(ts_ms, 1000)) AS ts,
+    org_id,
+    project_id,
+    api_key_id,
+    user_id,
+    score,
+    comment
+FROM feedback_kafka;

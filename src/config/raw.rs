@@ -51,6 +51,8 @@ pub const DEFAULT_MAX_STALENESS_SECONDS: u64 = 30;
 pub const DEFAULT_LOG_QUEUE_CAPACITY: usize = 65_536;
 /// The Kafka topic of request logs.
 pub const DEFAULT_KAFKA_TOPIC: &str = "floopy.request_logs";
+/// `log_sink.feedback_topic`.
+pub const DEFAULT_FEEDBACK_TOPIC: &str = "floopy.feedback";
 /// Where records the broker did not take wait.
 pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
 /// Kafka batching delay: 20 ms fills batches at a few hundred requests a
@@ -290,6 +292,10 @@ pub enum LogSinkKind {
     File,
     /// Kafka at `log_sink.brokers`, with the disk spool behind it.
     Kafka,
+    /// Batched inserts into ClickHouse at `log_sink.url`, with the disk
+    /// spool behind them.
+    #[serde(rename = "clickhouse")]
+    ClickHouse,
 }
 
 /// `log_sink.compression`: the producer's codecs.
@@ -330,7 +336,16 @@ pub struct RawLogSink {
     /// kafka: `host:port[,host:port...]`.
     pub brokers: Option<String>,
     pub topic: Option<String>,
+    /// kafka: the feedback records' topic.
+    pub feedback_topic: Option<String>,
+    /// kafka and clickhouse: where records wait while they cannot be
+    /// delivered.
     pub spool_dir: Option<String>,
+    /// clickhouse: `http://host:port`.
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<String>,
     pub linger_ms: Option<u64>,
     pub compression: Option<Compression>,
     pub message_timeout_ms: Option<NonZeroU64>,

@@ -422,3 +422,40 @@ fn the_reference_configuration_documents_every_field_and_choice() {
         "conf/gateway.yaml does not document: {missing:#?}"
     );
 }
+
+#[test]
+fn the_clickhouse_sink_is_checked() {
+    let text = MINIMAL.replace(
+        "  kind: file\n  path: \"var/logs.jsonl\"",
+        "  kind: clickhouse\n  url: \"http://127.0.0.1:8123/\"\n  spool_dir: \"var/s\"",
+    );
+    let config = parse(&text).unwrap();
+    match &config.log_sink {
+        crate::logs::config::LogSinkConfig::ClickHouse(ch) => {
+            assert_eq!(ch.url, "http://127.0.0.1:8123");
+            assert_eq!(ch.database, "default");
+            assert_eq!(ch.spool_dir, std::path::PathBuf::from("var/s"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_error(
+        &text.replace("http://127.0.0.1:8123/", "https://ch:8443"),
+        "log_sink.url: \"https://ch:8443\" is not http://host:port",
+    );
+    assert_error(
+        &text.replace("  url: \"http://127.0.0.1:8123/\"\n", ""),
+        "log_sink.url: required for kind: clickhouse",
+    );
+    assert_error(
+        &format!("{text}  topic: \"t\"\n"),
+        "log_sink.topic: only for kind: kafka",
+    );
+    assert_error(
+        &format!("{text}  database: \"a-b\"\n"),
+        "log_sink.database: \"a-b\" is not a database name",
+    );
+    assert_error(
+        &MINIMAL.replace("  kind: file", "  kind: file\n  url: \"http://x:1\""),
+        "log_sink.url: only for kind: clickhouse",
+    );
+}

@@ -1,4 +1,5 @@
-//! The embedded default sink: JSON Lines appended to a local file.
+//! The embedded default sink: JSON Lines appended to a local file (request
+//! logs and feedback records, told apart by their first member).
 //!
 //! - `submit` (request path) appends the record to the write-ahead log
 //!   (`wal`, in `<path>.wal/`) and hands it to the log queue (`queue`).
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::feedback::Feedback;
 use super::queue::{BatchWriter, LogQueue};
 use super::spool::SYNC_INTERVAL;
 use super::wal::{Pending, Wal};
@@ -78,6 +80,13 @@ impl FileSink {
 impl LogSink for FileSink {
     fn submit(&self, record: RequestLog) {
         self.queue.submit(self.wal.write(&record, &self.metrics));
+    }
+
+    fn submit_feedback(&self, feedback: &Feedback) {
+        self.queue.submit(
+            self.wal
+                .write_with(|json| feedback.write_json(json), &self.metrics),
+        );
     }
 
     fn queue_depth(&self) -> usize {

@@ -25,7 +25,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -34,18 +34,20 @@ use rdkafka::message::{DeliveryResult, Message as _};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, PurgeConfig, ThreadedProducer};
 use rdkafka::ClientContext;
 
+use super::feedback::{is_feedback, Feedback};
 use super::queue::{BatchWriter, LogQueue};
-use super::spool::{list_segments, read_segment, spool_stats, SpoolWriter};
+use super::spool::{has_segments, spool_stats, Spool};
 use super::wal::{Pending, Wal};
 use super::{LogSink, RequestLog};
 use crate::config::raw::Compression;
-use crate::locks::lock;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaSinkConfig {
     pub brokers: String,
     pub topic: String,
+    /// Where feedback records go.
+    pub feedback_topic: String,
     pub queue_capacity: usize,
     pub spool_dir: PathBuf,
     pub linger_ms: u64,
@@ -77,44 +79,18 @@ impl ReplaySegment {
 }
 
 struct Shared {
-    spool: Mutex<SpoolWriter>,
+    spool: Spool,
     metrics: Arc<Metrics>,
     /// When the last acknowledgement and the last delivery error came
     /// (milliseconds since the sink started).
     last_ack_ms: AtomicU64,
     last_error_ms: AtomicU64,
     started: Instant,
-    /// The spool cannot be written (a disk problem): the one state in which
-    /// records are at risk.
-    spool_failing: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-}
-
-impl Shared {
-    /// Appends a record to the spool; on a disk error it is logged, counted
-    /// and retried until the disk takes it (losing it is not an option).
-    fn spool(&self, json: &[u8]) {
-        let mut spool = lock(&self.spool);
-        loop {
-            match spool.append(json) {
-                Ok(()) => {
-                    self.metrics.log_records_spooled.inc();
-                    self.spool_failing.store(false, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => {
-                    self.metrics.log_write_errors.inc();
-                    self.spool_failing.store(true, Ordering::Relaxed);
-                    tracing::error!(error = %e, "cannot append to the log spool; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        }
     }
 }
 
@@ -153,7 +129,7 @@ impl ProducerContext for SinkContext {
                     .store(self.shared.now_ms(), Ordering::Relaxed);
                 tracing::debug!(error = %e, "request log not delivered; spooling it");
                 if let Some(payload) = message.payload() {
-                    self.shared.spool(payload);
+                    self.shared.spool.append(payload);
                 }
             }
         }
@@ -178,15 +154,14 @@ impl KafkaSink {
     /// invalid producer configuration or an unusable spool directory; an
     /// unreachable broker is not an error (records go to the spool).
     pub fn start(config: &KafkaSinkConfig, metrics: Arc<Metrics>) -> Result<KafkaSink, String> {
-        let spool = SpoolWriter::open(&config.spool_dir)
+        let spool = Spool::open(&config.spool_dir, metrics.clone())
             .map_err(|e| format!("log spool {}: {e}", config.spool_dir.display()))?;
         let shared = Arc::new(Shared {
-            spool: Mutex::new(spool),
+            spool,
             metrics: metrics.clone(),
             last_ack_ms: AtomicU64::new(0),
             last_error_ms: AtomicU64::new(0),
             started: Instant::now(),
-            spool_failing: std::sync::atomic::AtomicBool::new(false),
         });
         let wal = Wal::open(&config.spool_dir.join("wal")).map_err(|e| {
             format!(
@@ -195,7 +170,7 @@ impl KafkaSink {
             )
         })?;
         let wal = Arc::new(wal);
-        recover_to_spool(&wal, &shared);
+        shared.spool.recover(&wal);
         let producer = create_producer(config, &shared)?;
         let forwarder = Forwarder {
             wal: wal.clone(),
@@ -204,6 +179,7 @@ impl KafkaSink {
             last_replay: Instant::now(),
             producer,
             topic: config.topic.clone(),
+            feedback_topic: config.feedback_topic.clone(),
             shared: shared.clone(),
             spool_dir: config.spool_dir.clone(),
             replaying: None,
@@ -231,6 +207,13 @@ impl LogSink for KafkaSink {
             .submit(self.wal.write(&record, &self.shared.metrics));
     }
 
+    fn submit_feedback(&self, feedback: &Feedback) {
+        self.queue.submit(
+            self.wal
+                .write_with(|json| feedback.write_json(json), &self.shared.metrics),
+        );
+    }
+
     fn shutdown(&self) {
         self.queue.shutdown();
     }
@@ -243,7 +226,7 @@ impl LogSink for KafkaSink {
         // A broker outage is not a reason to stop serving: records wait in
         // the spool (floopy_log_spool_bytes and _age_seconds show it). Only
         // a spool that cannot be written puts records at risk.
-        if self.shared.spool_failing.load(Ordering::Relaxed) {
+        if self.shared.spool.failing() {
             return Err(format!(
                 "the request log spool {} cannot be written",
                 self.spool_dir.display()
@@ -296,6 +279,7 @@ struct Forwarder {
     last_replay: Instant,
     producer: KafkaProducer,
     topic: String,
+    feedback_topic: String,
     shared: Arc<Shared>,
     spool_dir: PathBuf,
     replaying: Option<Arc<ReplaySegment>>,
@@ -315,12 +299,12 @@ impl BatchWriter<Pending> for Forwarder {
         if let Err(e) = self.wal.tick() {
             tracing::error!(error = %e, "cannot sync the request log's write-ahead log");
         }
-        if let Err(e) = lock(&self.shared.spool).sync() {
+        if let Err(e) = self.shared.spool.writer().sync() {
             tracing::error!(error = %e, "cannot sync the log spool");
         }
         if self.last_replay.elapsed() >= REPLAY_INTERVAL {
             self.last_replay = Instant::now();
-            recover_to_spool(&self.wal, &self.shared);
+            self.shared.spool.recover(&self.wal);
             self.replay_step();
         }
     }
@@ -335,7 +319,7 @@ impl BatchWriter<Pending> for Forwarder {
             );
             self.purge_to_spool();
         }
-        if let Err(e) = lock(&self.shared.spool).close_segment() {
+        if let Err(e) = self.shared.spool.writer().close_segment() {
             tracing::error!(error = %e, "cannot close the log spool segment at shutdown");
         }
         if let Err(e) = self.wal.close() {
@@ -344,61 +328,34 @@ impl BatchWriter<Pending> for Forwarder {
     }
 }
 
-/// Moves what crashed processes left in the write-ahead log to the spool
-/// (synced before the segments are deleted).
-fn recover_to_spool(wal: &Wal, shared: &Shared) {
-    let recovered = match wal.recover() {
-        Ok(recovered) => recovered,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot recover the request log's write-ahead log");
-            return;
-        }
-    };
-    if recovered.records.is_empty() && recovered.corrupt == 0 {
-        recovered.remove();
-        return;
-    }
-    for json in &recovered.records {
-        shared.spool(json);
-    }
-    if let Err(e) = lock(&shared.spool).sync() {
-        tracing::error!(error = %e, "cannot sync the log spool; the recovered segments are kept");
-        return;
-    }
-    shared
-        .metrics
-        .log_records_recovered
-        .add(recovered.records.len() as u64);
-    shared
-        .metrics
-        .log_spool_corrupt_records
-        .add(recovered.corrupt);
-    tracing::warn!(
-        records = recovered.records.len(),
-        corrupt = recovered.corrupt,
-        "request logs left by a stopped process were recovered into the spool"
-    );
-    recovered.remove();
-}
-
 impl Forwarder {
     fn produce(&mut self, record: Pending) {
         // librdkafka copies the payload; the record itself rides along as
         // the message's opaque, to be marked done by its delivery report.
         self.buf.clear();
         self.buf.extend_from_slice(record.json());
-        let message = BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Live(record)))
+        let topic = self.topic_of(&self.buf);
+        let message = BaseRecord::with_opaque_to(topic, Box::new(Origin::Live(record)))
             .key(project_key(&self.buf))
             .payload(&self.buf[..]);
         match self.producer.send(message) {
             Ok(()) => self.shared.metrics.log_records_produced.inc(),
             Err((e, message)) => {
                 self.note_refusal(&e);
-                self.shared.spool(&self.buf);
+                self.shared.spool.append(&self.buf);
                 if let Origin::Live(record) = *message.delivery_opaque {
                     record.done();
                 }
             }
+        }
+    }
+
+    /// A record's topic: feedback has its own.
+    fn topic_of(&self, json: &[u8]) -> &str {
+        if is_feedback(json) {
+            &self.feedback_topic
+        } else {
+            &self.topic
         }
     }
 
@@ -433,60 +390,35 @@ impl Forwarder {
             }
             self.replaying = None;
         }
-        let Ok(segments) = list_segments(&self.spool_dir) else {
-            return;
-        };
-        if segments.is_empty() {
+        if !has_segments(&self.spool_dir) {
             return;
         }
         if failing && !(quiet && self.broker_answers()) {
             return;
         }
-        let current = lock(&self.shared.spool).current_seq();
-        let oldest = match segments.iter().find(|s| Some(s.seq) != current) {
-            Some(segment) => segment.clone(),
-            None => {
-                // Only the segment being written: close it so it can be
-                // replayed at the next step.
-                if let Err(e) = lock(&self.shared.spool).close_segment() {
-                    tracing::error!(error = %e, "cannot close the log spool segment");
-                }
-                return;
-            }
+        let Some(oldest) = self.shared.spool.oldest_closed(&self.spool_dir) else {
+            return;
         };
-        let read = match read_segment(&oldest.path) {
-            Ok(read) => read,
-            Err(e) => {
-                tracing::error!(path = %oldest.path.display(), error = %e, "cannot read a spool segment");
-                return;
-            }
+        let Some(read) = self.shared.spool.read(&oldest) else {
+            return;
         };
-        if read.corrupt > 0 {
-            self.shared
-                .metrics
-                .log_spool_corrupt_records
-                .add(read.corrupt);
-            tracing::error!(
-                path = %oldest.path.display(),
-                skipped = read.corrupt,
-                "corrupt records in a spool segment were skipped"
-            );
-        }
         let segment = Arc::new(ReplaySegment {
             path: oldest.path.clone(),
             // One extra, released below, so an empty segment is deleted too.
             pending: AtomicUsize::new(read.records.len() + 1),
         });
         for json in &read.records {
-            let message =
-                BaseRecord::with_opaque_to(&self.topic, Box::new(Origin::Replay(segment.clone())))
-                    .key(project_key(json))
-                    .payload(&json[..]);
+            let message = BaseRecord::with_opaque_to(
+                self.topic_of(json),
+                Box::new(Origin::Replay(segment.clone())),
+            )
+            .key(project_key(json))
+            .payload(&json[..]);
             match self.producer.send(message) {
                 Ok(()) => self.shared.metrics.log_records_replayed.inc(),
                 Err((e, _)) => {
                     self.note_refusal(&e);
-                    self.shared.spool(json);
+                    self.shared.spool.append(json);
                     segment.done_one();
                 }
             }

@@ -3,7 +3,9 @@
 //! and hands it to `LogSink::submit`, which never blocks; writing, batching
 //! and retrying are the sink's background work.
 
+pub mod clickhouse;
 pub mod config;
+pub mod feedback;
 pub mod file;
 mod json;
 pub mod kafka;
@@ -78,6 +80,11 @@ pub struct RequestLog {
 /// lose the record.
 pub trait LogSink: Send + Sync {
     fn submit(&self, record: RequestLog);
+
+    /// A feedback record, on the same terms as `submit`: the sink writes it
+    /// where its request logs go (the feedback topic or table, or the same
+    /// file).
+    fn submit_feedback(&self, feedback: &feedback::Feedback);
 
     /// Stops accepting records, writes out everything accepted, and returns
     /// when that is durable. Called once, after the server has drained.

@@ -1,6 +1,6 @@
-//! The disk spool of the Kafka sink: request log records that could not be
-//! handed to the broker (unreachable, queue full, not acknowledged at
-//! shutdown) wait here, in order, until they are replayed.
+//! The disk spool of the Kafka and ClickHouse sinks: records that could not
+//! be delivered (the broker or ClickHouse unreachable, a queue full, not
+//! acknowledged at shutdown) wait here, in order, until they are replayed.
 //!
 //! Layout: a directory of segment files `spool-<seq>.log`, numbered in
 //! order. Each record is one line: the CRC-32 of the JSON in 8 hex digits, a
@@ -16,7 +16,13 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
+
+use super::wal::Wal;
+use crate::locks::lock;
+use crate::metrics::Metrics;
 
 /// Largest segment before a new one is started.
 pub const SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
@@ -160,6 +166,134 @@ impl SpoolWriter {
     /// The sequence number of the segment being written, if any.
     pub fn current_seq(&self) -> Option<u64> {
         self.current.as_ref().map(|(seq, _, _)| *seq)
+    }
+}
+
+/// Whether `dir` holds any segment (a cheap check before a replay).
+pub fn has_segments(dir: &Path) -> bool {
+    list_segments(dir).is_ok_and(|s| !s.is_empty())
+}
+
+/// A sink's spool: the writer, shared by the threads that spool, and
+/// whether the disk takes appends (the one state in which records are at
+/// risk; `/readyz` reports it).
+pub struct Spool {
+    writer: Mutex<SpoolWriter>,
+    failing: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Spool {
+    pub fn open(dir: &Path, metrics: Arc<Metrics>) -> io::Result<Spool> {
+        Ok(Spool {
+            writer: Mutex::new(SpoolWriter::open(dir)?),
+            failing: AtomicBool::new(false),
+            metrics,
+        })
+    }
+
+    /// Appends a record; on a disk error it is logged, counted and retried
+    /// until the disk takes it (losing it is not an option).
+    pub fn append(&self, json: &[u8]) {
+        let mut writer = lock(&self.writer);
+        loop {
+            match writer.append(json) {
+                Ok(()) => {
+                    self.metrics.log_records_spooled.inc();
+                    self.failing.store(false, Ordering::Relaxed);
+                    return;
+                }
+                Err(e) => {
+                    self.metrics.log_write_errors.inc();
+                    self.failing.store(true, Ordering::Relaxed);
+                    tracing::error!(error = %e, "cannot append to the log spool; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    pub fn writer(&self) -> MutexGuard<'_, SpoolWriter> {
+        lock(&self.writer)
+    }
+
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Moves what crashed processes left in the write-ahead log here
+    /// (synced before the log's segments are deleted).
+    pub fn recover(&self, wal: &Wal) {
+        let recovered = match wal.recover() {
+            Ok(recovered) => recovered,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot recover the request log's write-ahead log");
+                return;
+            }
+        };
+        if recovered.records.is_empty() && recovered.corrupt == 0 {
+            recovered.remove();
+            return;
+        }
+        for json in &recovered.records {
+            self.append(json);
+        }
+        if let Err(e) = self.writer().sync() {
+            tracing::error!(error = %e, "cannot sync the log spool; the recovered segments are kept");
+            return;
+        }
+        self.metrics
+            .log_records_recovered
+            .add(recovered.records.len() as u64);
+        self.metrics
+            .log_spool_corrupt_records
+            .add(recovered.corrupt);
+        tracing::warn!(
+            records = recovered.records.len(),
+            corrupt = recovered.corrupt,
+            "request logs left by a stopped process were recovered into the spool"
+        );
+        recovered.remove();
+    }
+
+    /// The oldest segment that is no longer written, to replay. When only
+    /// the segment being written exists, it is closed so that the next call
+    /// returns it.
+    pub fn oldest_closed(&self, dir: &Path) -> Option<Segment> {
+        let segments = list_segments(dir).ok()?;
+        let mut writer = self.writer();
+        let current = writer.current_seq();
+        match segments.into_iter().find(|s| Some(s.seq) != current) {
+            Some(segment) => Some(segment),
+            None => {
+                if current.is_some() {
+                    if let Err(e) = writer.close_segment() {
+                        tracing::error!(error = %e, "cannot close the log spool segment");
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Reads a segment to replay; corrupt lines are counted and logged.
+    pub fn read(&self, segment: &Segment) -> Option<SegmentRecords> {
+        let read = match read_segment(&segment.path) {
+            Ok(read) => read,
+            Err(e) => {
+                tracing::error!(path = %segment.path.display(), error = %e, "cannot read a spool segment");
+                return None;
+            }
+        };
+        if read.corrupt > 0 {
+            self.metrics.log_spool_corrupt_records.add(read.corrupt);
+            tracing::error!(
+                path = %segment.path.display(),
+                skipped = read.corrupt,
+                "corrupt records in a spool segment were skipped"
+            );
+        }
+        Some(read)
     }
 }
 

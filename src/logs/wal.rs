@@ -192,9 +192,15 @@ impl Wal {
     /// counted in `log_write_errors`, and `failing` says so until an append
     /// succeeds again.
     pub fn write(&self, record: &RequestLog, metrics: &Metrics) -> Pending {
+        self.write_with(|json| record.write_json(json), metrics)
+    }
+
+    /// `write` for any one-line JSON object `serialise` appends (a feedback
+    /// record).
+    pub fn write_with(&self, serialise: impl FnOnce(&mut Vec<u8>), metrics: &Metrics) -> Pending {
         LINE.with_borrow_mut(|json| {
             json.clear();
-            record.write_json(json);
+            serialise(json);
             match self.append(json) {
                 Ok(logged) => {
                     if self.failing.load(Ordering::Relaxed) {

@@ -5,6 +5,7 @@
 //!
 //! - `request_filter`: load the snapshot once; `admission::admit_header`
 //!   (key, route, project); answer `GET /v1/models`; read the body;
+//!   answer `POST /v1/feedback`;
 //!   `admission::admit_body` (model, provider, limits, usage injection).
 //!   Answers itself on any error.
 //! - `upstream_peer`: the chosen provider's peer.
@@ -38,7 +39,8 @@ use pingora_proxy::FailToProxy;
 use crate::auth::AuthError;
 use crate::error::GatewayError;
 use crate::limits::Limiter;
-use crate::logs::LogSink;
+use crate::logs::feedback::{self, Feedback};
+use crate::logs::{LogId, LogSink};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::usage::json::ResponseCapture;
@@ -125,6 +127,11 @@ impl Gateway {
             return Ok(Admission::Answered);
         }
         let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
+        if route == Route::Feedback {
+            let answer = self.accept_feedback(&body, ctx)?;
+            self.respond(session, ctx, 200, answer).await;
+            return Ok(Admission::Answered);
+        }
         let path = session.req_header().uri.path();
         admission::admit_body(snapshot, &self.limiter, route, path, body, ctx).inspect_err(
             |e| match e {
@@ -134,6 +141,36 @@ impl Gateway {
             },
         )?;
         Ok(Admission::Forward)
+    }
+
+    /// `POST /v1/feedback`: the score, attributed to the key's org (and the
+    /// project it resolved to), goes to the log sink; the answer echoes it
+    /// with its id.
+    fn accept_feedback(&self, body: &[u8], ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
+        let fields = feedback::parse_body(body)?;
+        let key = ctx
+            .principal
+            .as_ref()
+            .ok_or_else(|| GatewayError::Internal("feedback before authentication".into()))?;
+        let feedback_id = uuid::Uuid::now_v7();
+        self.sink.submit_feedback(&Feedback {
+            feedback_id: LogId(Some(feedback_id)),
+            request_id: LogId(Some(fields.request_id)),
+            ts_ms: record::epoch_ms(ctx.started, Instant::now()),
+            org_id: LogId(Some(key.org_id)),
+            project_id: LogId(ctx.project_id),
+            api_key_id: LogId(Some(key.id)),
+            user_id: String::new(),
+            score: fields.score,
+            comment: fields.comment,
+        });
+        let answer = serde_json::json!({
+            "id": feedback_id,
+            "object": "feedback",
+            "request_id": fields.request_id,
+            "score": fields.score,
+        });
+        Ok(Bytes::from(answer.to_string()))
     }
 
     /// Writes a complete JSON response from the gateway itself, its record

@@ -153,7 +153,7 @@ fn millis(d: std::time::Duration) -> u64 {
 }
 
 /// Wall-clock time of `started`, in epoch milliseconds.
-fn epoch_ms(started: Instant, now: Instant) -> u64 {
+pub(super) fn epoch_ms(started: Instant, now: Instant) -> u64 {
     let wall = SystemTime::now()
         .checked_sub(now - started)
         .unwrap_or_else(SystemTime::now);

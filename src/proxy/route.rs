@@ -10,6 +10,9 @@ pub enum Route {
     Messages,
     /// `GET /v1/models`, answered from configuration.
     Models,
+    /// `POST /v1/feedback`, a score for an earlier request, answered by the
+    /// gateway (the record goes to the log sink).
+    Feedback,
 }
 
 impl Route {
@@ -21,6 +24,7 @@ impl Route {
             "/v1/embeddings" => Route::Embeddings,
             "/v1/messages" => Route::Messages,
             "/v1/models" => Route::Models,
+            "/v1/feedback" => Route::Feedback,
             _ => return None,
         };
         let expected = if route == Route::Models {
@@ -39,6 +43,7 @@ impl Route {
             Route::Embeddings => "/v1/embeddings",
             Route::Messages => "/v1/messages",
             Route::Models => "/v1/models",
+            Route::Feedback => "/v1/feedback",
         }
     }
 
@@ -49,7 +54,7 @@ impl Route {
                 Some(ProviderKind::OpenAi)
             }
             Route::Messages => Some(ProviderKind::Anthropic),
-            Route::Models => None,
+            Route::Models | Route::Feedback => None,
         }
     }
 
@@ -79,6 +84,11 @@ mod tests {
             None
         );
         assert_eq!(Route::classify(&http::Method::POST, "/v1/models"), None);
+        assert_eq!(
+            Route::classify(&http::Method::POST, "/v1/feedback"),
+            Some(Route::Feedback)
+        );
+        assert_eq!(Route::classify(&http::Method::GET, "/v1/feedback"), None);
         assert_eq!(
             Route::classify(&http::Method::POST, "/v1/chat/completions/"),
             None

@@ -29,6 +29,7 @@ def statements(path, values):
 def main():
     conf = sys.argv[1]
     values = {"KAFKA_BROKERS": "127.0.0.1:9", "KAFKA_TOPIC": "floopy.request_logs",
+              "KAFKA_FEEDBACK_TOPIC": "floopy.feedback",
               "KAFKA_GROUP": "chdb-check", "ORG_ID": "org-1"}
     with tempfile.TemporaryDirectory() as tmp:
         sess = chs.Session(tmp)
@@ -56,9 +57,17 @@ def main():
                 ran += 1
         # Through the materialized view, as the Kafka engine would push it.
         sess.query("""INSERT INTO request_logs_kafka FORMAT JSONEachRow {"request_id":"r2","ts_ms":1795792752434,"org_id":"org-1","project_id":"p2","api_key_id":"k","environment":"","provider":"openai","model":"gpt-4o","path":"/v1/chat/completions","status":200,"error_code":"","stream":1,"prompt_tokens":10,"completion_tokens":20,"cached_tokens":0,"cost_usd":0.000225,"cost_micro_usd":225,"latency_ms":2,"ttfb_ms":2,"session_id":"","user_id":"","property_keys":[],"property_values":[],"gateway_id":"g"}""")
+        # And through the direct sink's Null table and its view.
+        sess.query("""INSERT INTO request_logs_direct FORMAT JSONEachRow {"request_id":"r3","ts_ms":1795792752434,"org_id":"org-1","project_id":"p2","api_key_id":"k","environment":"","provider":"openai","model":"gpt-4o","path":"/v1/chat/completions","status":200,"error_code":"","stream":1,"prompt_tokens":10,"completion_tokens":20,"cached_tokens":0,"cost_usd":0.000225,"cost_micro_usd":225,"latency_ms":2,"ttfb_ms":2,"session_id":"","user_id":"","property_keys":[],"property_values":[],"gateway_id":"g"}""")
         total = str(sess.query("SELECT sum(cost_micro_usd) FROM request_logs", "CSV")).strip()
-        if total != "450":
-            print(f"FAILED: sum(cost_micro_usd) is {total!r}, not 450 (one row inserted, one through the view)", file=sys.stderr)
+        if total != "675":
+            print(f"FAILED: sum(cost_micro_usd) is {total!r}, not 675 (one row inserted, one through each view)", file=sys.stderr)
+            sys.exit(1)
+        for table in ("feedback_kafka", "feedback_direct"):
+            sess.query("INSERT INTO %s FORMAT JSONEachRow {\"feedback_id\":\"f-%s\",\"request_id\":\"r1\",\"ts_ms\":1795792752434,\"org_id\":\"org-1\",\"project_id\":\"p1\",\"api_key_id\":\"k\",\"user_id\":\"\",\"score\":0.5,\"comment\":\"\"}" % (table, table))
+        scored = str(sess.query("SELECT count() FROM feedback WHERE ts = toDateTime(1795792752)", "CSV")).strip()
+        if scored != "2":
+            print(f"FAILED: {scored!r} feedback rows through the views, not 2", file=sys.stderr)
             sys.exit(1)
         print(f"chdb: {ran} statements ran")
 

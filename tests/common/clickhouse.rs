@@ -37,6 +37,18 @@ impl ClickHouse {
         panic!("ClickHouse did not start after 5 attempts");
     }
 
+    /// A server with the shipped tables of a deployment without Kafka
+    /// (every file of conf/clickhouse/ but the Kafka side's).
+    pub async fn start_with_tables() -> ClickHouse {
+        let ch = Self::start().await;
+        for path in sql_files("conf/clickhouse") {
+            if !path.to_string_lossy().contains("kafka") {
+                ch.run_file(&std::fs::read_to_string(&path).unwrap()).await;
+            }
+        }
+        ch
+    }
+
     async fn try_start() -> Option<ClickHouse> {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().display().to_string();
@@ -70,18 +82,33 @@ impl ClickHouse {
 "#;
         std::fs::write(dir.path().join("config.xml"), config).unwrap();
         std::fs::write(dir.path().join("users.xml"), users).unwrap();
-        let child = Command::new("clickhouse-server")
-            .arg(format!("--config-file={root}/config.xml"))
-            .env("LD_LIBRARY_PATH", ch_libs())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("clickhouse-server starts (scripts/install-kafka-tools.sh installs it)");
+        let child = spawn_server(&root);
         let ch = ClickHouse {
             child,
             http: format!("http://127.0.0.1:{http}/"),
             dir,
         };
+        ch.wait_ready().await.then_some(ch)
+    }
+
+    /// Stops the server (SIGKILL), as an outage.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again, on its data and ports.
+    pub async fn restart(&mut self) {
+        self.child = spawn_server(&self.dir.path().display().to_string());
+        assert!(
+            self.wait_ready().await,
+            "ClickHouse lost its port on restart"
+        );
+    }
+
+    /// Waits for the server to answer; false when it lost its port.
+    async fn wait_ready(&self) -> bool {
+        let ch = self;
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = reqwest::get(format!("{}ping", ch.http)).await {
@@ -91,7 +118,7 @@ impl ClickHouse {
             }
             if ch.log().contains("Address already in use") {
                 eprintln!("ClickHouse lost a port to another test; trying other ports");
-                return None;
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
@@ -100,7 +127,7 @@ impl ClickHouse {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Some(ch)
+        true
     }
 
     pub fn log(&self) -> String {
@@ -127,6 +154,18 @@ impl ClickHouse {
             self.query(&statement).await;
         }
     }
+}
+
+fn spawn_server(root: &str) -> Child {
+    // A restart appends to the same log: forget the old lines' port errors.
+    let _ = std::fs::remove_file(format!("{root}/error.log"));
+    Command::new("clickhouse-server")
+        .arg(format!("--config-file={root}/config.xml"))
+        .env("LD_LIBRARY_PATH", ch_libs())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clickhouse-server starts (scripts/install-kafka-tools.sh installs it)")
 }
 
 impl Drop for ClickHouse {
@@ -159,10 +198,16 @@ pub fn shipped_sql(brokers: &str, topic: &str, group: &str) -> Vec<(PathBuf, Str
                 .unwrap()
                 .replace("{{KAFKA_BROKERS}}", brokers)
                 .replace("{{KAFKA_TOPIC}}", topic)
+                .replace("{{KAFKA_FEEDBACK_TOPIC}}", &feedback_topic(topic))
                 .replace("{{KAFKA_GROUP}}", group);
             (p, sql)
         })
         .collect()
+}
+
+/// The feedback topic the tests use beside a request log topic.
+pub fn feedback_topic(topic: &str) -> String {
+    format!("{topic}-feedback")
 }
 
 /// The analytics queries, with `org` filled in.
@@ -178,9 +223,17 @@ pub fn shipped_queries(org: &str) -> Vec<(PathBuf, String)> {
         .collect()
 }
 
+/// The repository's root (this file serves the tests of more than one
+/// package of the workspace).
+pub fn repo_root() -> PathBuf {
+    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    while !dir.join("conf/clickhouse").is_dir() && dir.pop() {}
+    dir
+}
+
 /// The `.sql` files of a directory of the repository, in name order.
-fn sql_files(dir: &str) -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(dir);
+pub fn sql_files(dir: &str) -> Vec<PathBuf> {
+    let dir = repo_root().join(dir);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -25,7 +25,8 @@ pub const TOPIC: &str = "floopy.request_logs";
 /// spooling to `spool`.
 pub fn kafka_sink(bootstrap: &str, spool: &std::path::Path, timeout_ms: u64) -> String {
     format!(
-        "log_sink:\n  kind: kafka\n  brokers: \"{bootstrap}\"\n  topic: \"{TOPIC}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: {timeout_ms}\n  linger_ms: 5",
+        "log_sink:\n  kind: kafka\n  brokers: \"{bootstrap}\"\n  topic: \"{TOPIC}\"\n  feedback_topic: \"{}\"\n  spool_dir: \"{}\"\n  message_timeout_ms: {timeout_ms}\n  linger_ms: 5",
+        super::clickhouse::feedback_topic(TOPIC),
         spool.display()
     )
 }

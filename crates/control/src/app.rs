@@ -30,6 +30,8 @@ pub struct AppState {
     pub pool: Pool,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
+    /// The analytics store, when `clickhouse` is configured.
+    pub analytics: Option<Arc<crate::analytics::Analytics>>,
 }
 
 impl AppState {

@@ -53,6 +53,27 @@ struct RawConfig {
     budgets: RawBudgets,
     #[serde(default)]
     alerts: RawAlerts,
+    clickhouse: Option<RawClickHouse>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClickHouse {
+    url: String,
+    database: Option<String>,
+    user: Option<String>,
+    password: Option<String>,
+    query_timeout_ms: Option<NonZeroU64>,
+    #[serde(default)]
+    prices: Vec<RawPrice>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPrice {
+    model: String,
+    input_per_mtok_usd: f64,
+    cached_input_per_mtok_usd: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -108,6 +129,34 @@ pub struct Config {
     /// How often the budget evaluator runs.
     pub budget_evaluation: Duration,
     pub delivery: Delivery,
+    /// Where the analytics are read from and control-plane feedback is
+    /// written; `None`: the analytics API answers 503.
+    pub clickhouse: Option<ClickHouseConfig>,
+}
+
+/// How long one analytics query may run by default.
+pub const DEFAULT_QUERY_TIMEOUT_MS: u64 = 10_000;
+
+/// The analytics store.
+#[derive(Debug, Clone)]
+pub struct ClickHouseConfig {
+    /// `http://host:port` of ClickHouse's HTTP interface.
+    pub url: String,
+    pub database: String,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub query_timeout: Duration,
+    /// Input and cached-input prices per model, in micro-USD per million
+    /// tokens, for the cache page's savings (the gateway's `pricing`).
+    pub prices: Vec<ModelPrice>,
+}
+
+/// A model's prompt prices, in micro-USD per million tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelPrice {
+    pub model: String,
+    pub input: u64,
+    pub cached_input: u64,
 }
 
 /// How alerts are delivered to their webhooks.
@@ -150,7 +199,9 @@ pub fn parse(text: &str) -> Result<Config, String> {
         format!("{path}: {message}")
     })?;
     let db = DbConfig::parse(&raw.database.url).map_err(|e| format!("database.url: {e}"))?;
+    let clickhouse = raw.clickhouse.map(clickhouse_config).transpose()?;
     Ok(Config {
+        clickhouse,
         listen: raw.listen,
         db,
         pool_size: raw
@@ -199,6 +250,50 @@ pub fn parse(text: &str) -> Result<Config, String> {
             ),
             poll: millis(raw.alerts.poll_ms, DEFAULT_POLL_MS),
         },
+    })
+}
+
+fn clickhouse_config(raw: RawClickHouse) -> Result<ClickHouseConfig, String> {
+    if !raw.url.starts_with("http://") || raw.url.len() <= "http://".len() {
+        return Err(format!(
+            "clickhouse.url: {:?} is not http://host:port (ClickHouse's HTTP interface)",
+            raw.url
+        ));
+    }
+    let database = raw.database.unwrap_or_else(|| "default".into());
+    if database.is_empty()
+        || !database
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(format!(
+            "clickhouse.database: {database:?} is not a database name (letters, digits, _)"
+        ));
+    }
+    let mut prices = Vec::new();
+    for (i, p) in raw.prices.into_iter().enumerate() {
+        let per_mtok = |field: &str, usd: f64| {
+            floopy_model::usd_to_micro(usd)
+                .map_err(|e| format!("clickhouse.prices[{i}].{field}: {e}"))
+        };
+        let input = per_mtok("input_per_mtok_usd", p.input_per_mtok_usd)?;
+        let cached_input = match p.cached_input_per_mtok_usd {
+            Some(usd) => per_mtok("cached_input_per_mtok_usd", usd)?,
+            None => input,
+        };
+        prices.push(ModelPrice {
+            model: p.model,
+            input,
+            cached_input,
+        });
+    }
+    Ok(ClickHouseConfig {
+        url: raw.url.trim_end_matches('/').to_string(),
+        database,
+        user: raw.user,
+        password: raw.password,
+        query_timeout: millis(raw.query_timeout_ms, DEFAULT_QUERY_TIMEOUT_MS),
+        prices,
     })
 }
 

@@ -53,6 +53,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("internal error")]
     Internal(String),
+    /// A dependency (ClickHouse for the analytics) is not configured or
+    /// not answering; the message says which (no secret in it).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn summary(fields: &[FieldError]) -> String {
@@ -77,6 +81,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => StatusCode::BAD_REQUEST,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -94,6 +99,7 @@ impl ApiError {
             ApiError::InvalidJson(_) => "invalid_json",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Internal(_) => "internal_error",
+            ApiError::Unavailable(_) => "analytics_unavailable",
         }
     }
 
@@ -110,7 +116,7 @@ impl ApiError {
             | ApiError::Conflict { .. }
             | ApiError::InvalidJson(_)
             | ApiError::UnsupportedMediaType => "invalid_request_error",
-            ApiError::Internal(_) => "server_error",
+            ApiError::Internal(_) | ApiError::Unavailable(_) => "server_error",
         }
     }
 
@@ -127,7 +133,8 @@ impl ApiError {
             | ApiError::Conflict { .. }
             | ApiError::InvalidJson(_)
             | ApiError::UnsupportedMediaType
-            | ApiError::Internal(_) => None,
+            | ApiError::Internal(_)
+            | ApiError::Unavailable(_) => None,
         }
     }
 
@@ -222,6 +229,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         if let ApiError::Internal(cause) = &self {
             tracing::error!(error = %cause, "internal error answering a request");
+        }
+        if let ApiError::Unavailable(cause) = &self {
+            tracing::warn!(error = %cause, "a dependency is unavailable");
         }
         let status = self.status();
         let body = Body {

@@ -18,8 +18,10 @@
 //! function of caller, action and object), `http` (a module per resource),
 //! `audit`, `openapi` (the document, generated from the handlers), `app`
 //! (the router and the server), `budgets` (the evaluator of budgets and
-//! alert rules) and `webhooks` (alert delivery from the outbox).
+//! alert rules), `webhooks` (alert delivery from the outbox) and `analytics`
+//! (the ClickHouse queries behind `http::analytics`).
 
+pub mod analytics;
 pub mod app;
 pub mod audit;
 pub mod auth;

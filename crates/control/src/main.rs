@@ -149,10 +149,15 @@ async fn prepare(path: PathBuf) -> anyhow::Result<AppState> {
         .await
         .with_context(|| format!("migrating the control database {}", config.db.target()))?;
     let pool = app::pool(&config)?;
+    let analytics = config
+        .clickhouse
+        .as_ref()
+        .map(|ch| Arc::new(floopy_control::analytics::Analytics::new(ch)));
     Ok(AppState {
         pool,
         config: Arc::new(config),
         metrics: Arc::default(),
+        analytics,
     })
 }
 

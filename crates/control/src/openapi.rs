@@ -80,6 +80,9 @@ pub enum Refusals {
     /// Too many failed logins.
     #[response(status = 429)]
     Throttled(ErrorBody),
+    /// The analytics store (ClickHouse) is not configured or not answering.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
 }
 
 struct Security;
@@ -107,7 +110,7 @@ impl Modify for Security {
 #[openapi(
     info(
         title = "floopy-control",
-        description = "The management API of floopy: organizations, projects, API keys, members, limits, budgets and alerts. Scripts authenticate with a personal access token (Authorization: Bearer fpu_...). The dashboard signs in at /v1/auth/login and sends the floopy_session cookie instead (the `session` scheme); its state-changing requests carry the session's CSRF token in x-csrf-token.",
+        description = "The management API of floopy: organizations, projects, API keys, members, limits, budgets and alerts, and the analytics of the request logs. Scripts authenticate with a personal access token (Authorization: Bearer fpu_...). The dashboard signs in at /v1/auth/login and sends the floopy_session cookie instead (the `session` scheme); its state-changing requests carry the session's CSRF token in x-csrf-token.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -158,6 +161,23 @@ impl Modify for Security {
         http::alerts::update_rule,
         http::alerts::delete_rule,
         http::alerts::list_alerts,
+        http::analytics::requests,
+        http::analytics::request,
+        http::analytics::timeseries,
+        http::analytics::sessions,
+        http::analytics::users,
+        http::analytics::properties,
+        http::analytics::cache,
+        http::analytics::rate_limits,
+        http::analytics::security,
+        http::analytics::evaluations,
+        http::analytics::widget_cost_per_mtok,
+        http::analytics::widget_latency,
+        http::analytics::widget_quality,
+        http::analytics::widget_rank,
+        http::analytics::widget_cost_by_environment,
+        http::analytics::projects,
+        http::analytics::create_feedback,
     ),
     components(schemas(ErrorBody, ErrorDetail, FieldError, PlanName, EnvironmentName)),
     modifiers(&Security),
@@ -202,6 +222,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 47, "every operation is documented");
+        assert_eq!(n, 64, "every operation is documented");
     }
 }

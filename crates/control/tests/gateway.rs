@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -41,93 +40,6 @@ async fn served_within(
             "still {status} after {within:?}, expected {expected}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A floopy-gateway (the workspace's binary) on the control database of
-/// `db`, in front of `provider`, pricing gpt-4o; killed when dropped.
-struct Gateway {
-    child: std::process::Child,
-    chat: String,
-    log: std::path::PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Gateway {
-    async fn start(db: &TestDb, provider: &FakeProvider) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
-        let (listen, admin) = (free_port(), free_port());
-        let config = dir.path().join("gateway.yaml");
-        let log = dir.path().join("logs.jsonl");
-        std::fs::write(
-            &config,
-            format!(
-                r#"server: {{listen: "127.0.0.1:{listen}", admin_listen: "127.0.0.1:{admin}", threads: 1, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1}}
-providers:
-  - {{name: fake, kind: openai, base_url: "{}", models: [gpt-4o]}}
-pricing:
-  - {{model: gpt-4o, input_per_mtok_usd: 2.50, output_per_mtok_usd: 10.00}}
-control: {{source: postgres, url: "{}", poll_interval_ms: 200}}
-log_sink: {{kind: file, path: "{}"}}
-"#,
-                provider.base_url(),
-                db.url(),
-                log.display(),
-            ),
-        )
-        .unwrap();
-        let bin = bin_dir().join("floopy-gateway");
-        assert!(
-            bin.exists(),
-            "{} is built with the workspace (cargo build --workspace --bins)",
-            bin.display()
-        );
-        let child = Command::new(&bin)
-            .arg("--config")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let http = reqwest::Client::new();
-        let started = Instant::now();
-        while http
-            .get(format!("http://127.0.0.1:{admin}/readyz"))
-            .send()
-            .await
-            .map(|r| r.status() != 200)
-            .unwrap_or(true)
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the gateway did not become ready"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Gateway {
-            child,
-            chat: format!("http://127.0.0.1:{listen}/v1/chat/completions"),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// The sum of `cost_micro_usd` of the logged requests of `project`.
-    fn logged_cost(&self, project: &str) -> i64 {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|r| r["project_id"] == project)
-            .map(|r| r["cost_micro_usd"].as_i64().unwrap())
-            .sum()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -33,8 +33,17 @@ async fn generated_requests_get_documented_answers_and_no_5xx() {
         has_it,
         "schemathesis is missing from {python}: run scripts/install-kafka-tools.sh (or set FLOOPY_PYTHON)"
     );
+    // With the analytics store, so its endpoints answer (not 503).
+    let ch = clickhouse::ClickHouse::start_with_tables().await;
     let db = TestDb::create().await;
-    let control = Control::start(&db, "").await;
+    let control = Control::start(
+        &db,
+        &format!(
+            "clickhouse: {{url: \"{}\"}}\n",
+            ch.http.trim_end_matches('/')
+        ),
+    )
+    .await;
     let (_, owner) = control.bootstrap("Acme", "enterprise", "owner@acme.test");
     let token = token_for(&db, owner).await;
     let base = control.base.clone();

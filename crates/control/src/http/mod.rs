@@ -3,6 +3,7 @@
 //! org a path names, and cursor pagination.
 
 pub mod alerts;
+pub mod analytics;
 pub mod budgets;
 pub mod invitations;
 pub mod keys;
@@ -118,6 +119,65 @@ pub fn routes() -> Router<AppState> {
                 .delete(alerts::delete_rule),
         )
         .route("/v1/orgs/{org}/alerts", get(alerts::list_alerts))
+        .route("/v1/orgs/{org}/feedback", post(analytics::create_feedback))
+        .route(
+            "/v1/orgs/{org}/analytics/requests",
+            get(analytics::requests),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/requests/{request}",
+            get(analytics::request),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/timeseries",
+            get(analytics::timeseries),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/sessions",
+            get(analytics::sessions),
+        )
+        .route("/v1/orgs/{org}/analytics/users", get(analytics::users))
+        .route(
+            "/v1/orgs/{org}/analytics/properties",
+            get(analytics::properties),
+        )
+        .route("/v1/orgs/{org}/analytics/cache", get(analytics::cache))
+        .route(
+            "/v1/orgs/{org}/analytics/rate-limits",
+            get(analytics::rate_limits),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/security",
+            get(analytics::security),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/evaluations",
+            get(analytics::evaluations),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/projects",
+            get(analytics::projects),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/widgets/cost-per-mtok",
+            get(analytics::widget_cost_per_mtok),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/widgets/latency",
+            get(analytics::widget_latency),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/widgets/quality",
+            get(analytics::widget_quality),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/widgets/rank",
+            get(analytics::widget_rank),
+        )
+        .route(
+            "/v1/orgs/{org}/analytics/widgets/cost-by-environment",
+            get(analytics::widget_cost_by_environment),
+        )
 }
 
 /// A JSON request body: another content type is 415, a body that is not

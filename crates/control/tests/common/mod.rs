@@ -3,11 +3,15 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "../../../../tests/common/clickhouse.rs"]
+pub mod clickhouse;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use floopy_fake_provider::FakeProvider;
 
 use serde_json::Value;
 use tokio_postgres::NoTls;
@@ -340,5 +344,104 @@ impl DbProxy {
 impl Drop for DbProxy {
     fn drop(&mut self) {
         self.cut();
+    }
+}
+
+/// A floopy-gateway (the workspace's binary) on the control database of
+/// `db`, in front of `provider`, pricing gpt-4o; killed when dropped.
+pub struct Gateway {
+    child: std::process::Child,
+    pub chat: String,
+    pub admin: String,
+    pub log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    pub async fn start(db: &TestDb, provider: &FakeProvider) -> Gateway {
+        Self::start_with(db, provider, "").await
+    }
+
+    /// With `log_sink` (a YAML flow mapping) instead of the JSON Lines file.
+    pub async fn start_with(db: &TestDb, provider: &FakeProvider, log_sink: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let (listen, admin) = (free_port(), free_port());
+        let config = dir.path().join("gateway.yaml");
+        let log = dir.path().join("logs.jsonl");
+        let log_sink = if log_sink.is_empty() {
+            format!("{{kind: file, path: \"{}\"}}", log.display())
+        } else {
+            log_sink.to_string()
+        };
+        std::fs::write(
+            &config,
+            format!(
+                r#"server: {{listen: "127.0.0.1:{listen}", admin_listen: "127.0.0.1:{admin}", threads: 1, grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1}}
+providers:
+  - {{name: fake, kind: openai, base_url: "{}", models: [gpt-4o]}}
+pricing:
+  - {{model: gpt-4o, input_per_mtok_usd: 2.50, output_per_mtok_usd: 10.00}}
+control: {{source: postgres, url: "{}", poll_interval_ms: 200}}
+log_sink: {}
+"#,
+                provider.base_url(),
+                db.url(),
+                log_sink,
+            ),
+        )
+        .unwrap();
+        let bin = bin_dir().join("floopy-gateway");
+        assert!(
+            bin.exists(),
+            "{} is built with the workspace (cargo build --workspace --bins)",
+            bin.display()
+        );
+        let child = Command::new(&bin)
+            .arg("--config")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let http = reqwest::Client::new();
+        let started = Instant::now();
+        while http
+            .get(format!("http://127.0.0.1:{admin}/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the gateway did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Gateway {
+            child,
+            chat: format!("http://127.0.0.1:{listen}/v1/chat/completions"),
+            admin: format!("http://127.0.0.1:{admin}"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// The sum of `cost_micro_usd` of the logged requests of `project`.
+    pub fn logged_cost(&self, project: &str) -> i64 {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|r| r["project_id"] == project)
+            .map(|r| r["cost_micro_usd"].as_i64().unwrap())
+            .sum()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

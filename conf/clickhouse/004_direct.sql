@@ -1,0 +1,90 @@
+-- The direct side (the gateway's `log_sink.kind: clickhouse`, no Kafka):
+-- the gateway inserts its records, the same JSON objects it would write to
+-- Kafka, in batches into these Null tables; their materialized views move
+-- the rows into request_logs and feedback exactly as the Kafka side does.
+-- A Null table keeps nothing itself.
+CREATE TABLE IF NOT EXISTS request_logs_direct
+(
+    request_id        String,
+    ts_ms             UInt64,
+    org_id            String,
+    project_id        String,
+    api_key_id        String,
+    environment       String,
+    provider          String,
+    model             String,
+    path              String,
+    status            UInt16,
+    error_code        String,
+    stream            UInt8,
+    prompt_tokens     UInt64,
+    completion_tokens UInt64,
+    cached_tokens     UInt64,
+    cost_usd          Float64,
+    cost_micro_usd    UInt64,
+    latency_ms        UInt64,
+    ttfb_ms           UInt64,
+    session_id        String,
+    user_id           String,
+    property_keys     Array(String),
+    property_values   Array(String),
+    gateway_id        String
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS request_logs_direct_mv TO request_logs AS
+SELECT
+    request_id,
+    ts_ms,
+    toDateTime(intDiv(ts_ms, 1000)) AS ts,
+    org_id,
+    project_id,
+    api_key_id,
+    environment,
+    provider,
+    model,
+    path,
+    status,
+    error_code,
+    stream,
+    prompt_tokens,
+    completion_tokens,
+    cached_tokens,
+    cost_usd,
+    cost_micro_usd,
+    latency_ms,
+    ttfb_ms,
+    session_id,
+    user_id,
+    property_keys,
+    property_values,
+    gateway_id
+FROM request_logs_direct;
+
+CREATE TABLE IF NOT EXISTS feedback_direct
+(
+    feedback_id String,
+    request_id  String,
+    ts_ms       UInt64,
+    org_id      String,
+    project_id  String,
+    api_key_id  String,
+    user_id     String,
+    score       Float64,
+    comment     String
+)
+ENGINE = Null;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS feedback_direct_mv TO feedback AS
+SELECT
+    feedback_id,
+    request_id,
+    ts_ms,
+    toDateTime(intDiv(ts_ms, 1000)) AS ts,
+    org_id,
+    project_id,
+    api_key_id,
+    user_id,
+    score,
+    comment
+FROM feedback_direct;

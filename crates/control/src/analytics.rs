@@ -1,0 +1,685 @@
+//! The analytics store: ClickHouse, read through the `clickhouse` crate
+//! (typed rows in RowBinary, validation off so that ClickHouse 18.16
+//! answers), and the SQL of every analytics query (SPEC section 9).
+//!
+//! Every query is built here as one SQL string by a pure function of the
+//! caller's `Scope` (their org and the projects they may see), the time
+//! range and the filters, so the same text can be run on another engine
+//! (the tests run it on ClickHouse 18.16 and on the current engine).
+//! Values from the caller enter only as quoted literals (`quote`), numbers
+//! or UUIDs.
+//!
+//! Exactness: `request_logs` is a ReplacingMergeTree, and a record may be
+//! delivered twice (a replay after an uncertain delivery); every query
+//! reads it `FINAL`, so a replayed record counts once. A request's score is
+//! the last given (`argMax(score, ts_ms)` per request), and a score counts
+//! only for a request of its own org (joined on the request, whose project
+//! it is).
+//!
+//! The SQL is the subset both ClickHouse 18.16 and current releases
+//! accept: no tuple comparisons, `LIMIT offset, n`, `ANY INNER JOIN ...
+//! USING`, time buckets as integer arithmetic on `ts_ms` (UTC, whatever the
+//! server's time zone), every result column cast to the type its row reads.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::config::{ClickHouseConfig, ModelPrice};
+use crate::error::ApiError;
+
+/// The ClickHouse the analytics read.
+pub struct Analytics {
+    client: clickhouse::Client,
+    timeout: Duration,
+    pub prices: Vec<ModelPrice>,
+}
+
+impl Analytics {
+    pub fn new(config: &ClickHouseConfig) -> Analytics {
+        let mut client = clickhouse::Client::default()
+            .with_url(&config.url)
+            .with_database(&config.database)
+            .with_validation(false);
+        if let Some(user) = &config.user {
+            client = client.with_user(user);
+        }
+        if let Some(password) = &config.password {
+            client = client.with_password(password);
+        }
+        Analytics {
+            client,
+            timeout: config.query_timeout,
+            prices: config.prices.clone(),
+        }
+    }
+
+    /// Runs `sql` (built here) and reads its rows.
+    pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, ApiError>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        // The crate reads `?` as a placeholder; `??` is a literal one.
+        let query = self.client.query(&sql.replace('?', "??"));
+        match tokio::time::timeout(self.timeout, query.fetch_all::<T>()).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(ApiError::Unavailable(format!(
+                "the analytics query took longer than {} ms",
+                self.timeout.as_millis()
+            ))),
+        }
+    }
+
+    /// Runs a statement that returns no rows (an INSERT ... SELECT).
+    pub async fn execute(&self, sql: &str) -> Result<(), ApiError> {
+        let query = self.client.query(&sql.replace('?', "??"));
+        match tokio::time::timeout(self.timeout, query.execute()).await {
+            Ok(result) => result.map_err(unavailable),
+            Err(_) => Err(ApiError::Unavailable(
+                "ClickHouse did not answer in time".into(),
+            )),
+        }
+    }
+
+    /// The saving of `cached` prompt tokens of `model`: what they would
+    /// have cost at the input price, less what they cost at the cached
+    /// price, in micro-USD (rounded); `None` for a model without a price.
+    pub fn cache_saving(&self, model: &str, cached: u64) -> Option<u64> {
+        let price = self.prices.iter().find(|p| p.model == model)?;
+        let per_mtok = price.input.saturating_sub(price.cached_input);
+        Some(((u128::from(cached) * u128::from(per_mtok) + 500_000) / 1_000_000) as u64)
+    }
+}
+
+fn unavailable(e: clickhouse::error::Error) -> ApiError {
+    ApiError::Unavailable(format!("the analytics store (ClickHouse) failed: {e}"))
+}
+
+/// A ClickHouse string literal: `'...'` with `\` and `'` escaped.
+pub fn quote(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('\'');
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("\\'"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// What the caller may see: their org, and the projects of it they may see
+/// (`None`: all of them, the requests of no project included; an org owner
+/// or admin with no project selected).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope {
+    pub org: Uuid,
+    pub projects: Option<Vec<Uuid>>,
+}
+
+impl Scope {
+    /// The scope as a condition on `request_logs` (or any table with
+    /// `org_id` and `project_id`).
+    pub fn condition(&self) -> String {
+        let mut sql = format!("org_id = {}", quote(&self.org.to_string()));
+        match &self.projects {
+            None => {}
+            Some(projects) if projects.is_empty() => sql.push_str(" AND 1 = 0"),
+            Some(projects) => {
+                sql.push_str(" AND project_id IN (");
+                for (i, p) in projects.iter().enumerate() {
+                    if i > 0 {
+                        sql.push_str(", ");
+                    }
+                    sql.push_str(&quote(&p.to_string()));
+                }
+                sql.push(')');
+            }
+        }
+        sql
+    }
+
+    /// The same org, one project of it.
+    pub fn only(&self, project: Uuid) -> Scope {
+        Scope {
+            org: self.org,
+            projects: Some(vec![project]),
+        }
+    }
+}
+
+/// A time range in epoch milliseconds, `from` included, `to` excluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from_ms: u64,
+    pub to_ms: u64,
+}
+
+impl Range {
+    /// The range as a condition: on `ts_ms` exactly, and on `ts` (seconds,
+    /// in the sorting key and the partitions) so that ClickHouse reads only
+    /// the parts and granules in range.
+    pub fn condition(&self) -> String {
+        format!(
+            "ts >= toDateTime({}) AND ts <= toDateTime({}) AND ts_ms >= {} AND ts_ms < {}",
+            self.from_ms / 1000,
+            self.to_ms / 1000,
+            self.from_ms,
+            self.to_ms
+        )
+    }
+}
+
+/// The request filters of SPEC section 9 (each `None`: no filter).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    pub environment: Option<String>,
+    pub model: Option<String>,
+    pub provider: Option<String>,
+    pub status: Option<u16>,
+    pub error_code: Option<String>,
+    pub api_key: Option<Uuid>,
+    pub session: Option<String>,
+    pub user: Option<String>,
+    pub property: Option<String>,
+    pub property_value: Option<String>,
+}
+
+impl Filters {
+    fn condition(&self) -> String {
+        let mut sql = String::new();
+        let mut eq = |column: &str, value: &Option<String>| {
+            if let Some(v) = value {
+                let _ = write!(sql, " AND {column} = {}", quote(v));
+            }
+        };
+        eq("environment", &self.environment);
+        eq("model", &self.model);
+        eq("provider", &self.provider);
+        eq("error_code", &self.error_code);
+        eq("session_id", &self.session);
+        eq("user_id", &self.user);
+        eq("api_key_id", &self.api_key.map(|k| k.to_string()));
+        if let Some(status) = self.status {
+            let _ = write!(sql, " AND status = {status}");
+        }
+        match (&self.property, &self.property_value) {
+            (Some(name), Some(value)) => {
+                let _ = write!(
+                    sql,
+                    " AND arrayExists((k, v) -> k = {} AND v = {}, property_keys, property_values)",
+                    quote(name),
+                    quote(value)
+                );
+            }
+            (Some(name), None) => {
+                let _ = write!(sql, " AND has(property_keys, {})", quote(name));
+            }
+            _ => {}
+        }
+        sql
+    }
+}
+
+/// Scope, range and filters together: the `WHERE` of a query on
+/// `request_logs`.
+fn where_clause(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "{} AND {}{}",
+        scope.condition(),
+        range.condition(),
+        filters.condition()
+    )
+}
+
+/// The time bucket of a series, in epoch seconds (UTC).
+fn bucket(interval_secs: u64) -> String {
+    format!(
+        "toUInt64(intDiv(ts_ms, {}) * {interval_secs})",
+        interval_secs * 1000
+    )
+}
+
+/// The columns of one request, in `RequestRow`'s order.
+pub const REQUEST_COLUMNS: &str = "request_id, ts_ms, project_id, api_key_id, environment, \
+provider, model, path, status, error_code, stream, prompt_tokens, completion_tokens, \
+cached_tokens, cost_micro_usd, latency_ms, ttfb_ms, session_id, user_id, property_keys, \
+property_values, gateway_id";
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RequestRow {
+    pub request_id: String,
+    pub ts_ms: u64,
+    pub project_id: String,
+    pub api_key_id: String,
+    pub environment: String,
+    pub provider: String,
+    pub model: String,
+    pub path: String,
+    pub status: u16,
+    pub error_code: String,
+    pub stream: u8,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cached_tokens: u64,
+    pub cost_micro_usd: u64,
+    pub latency_ms: u64,
+    pub ttfb_ms: u64,
+    pub session_id: String,
+    pub user_id: String,
+    pub property_keys: Vec<String>,
+    pub property_values: Vec<String>,
+    pub gateway_id: String,
+}
+
+/// Where a page of the request list starts: after this request (the last
+/// of the previous page), newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct After {
+    pub ts_ms: u64,
+    pub request_id: String,
+}
+
+/// A page of the request list, newest first: `limit` rows (and one more,
+/// which says a next page exists).
+pub fn requests_page(
+    scope: &Scope,
+    range: &Range,
+    filters: &Filters,
+    after: Option<&After>,
+    limit: u64,
+) -> String {
+    let mut sql = format!(
+        "SELECT {REQUEST_COLUMNS} FROM request_logs FINAL WHERE {}",
+        where_clause(scope, range, filters)
+    );
+    if let Some(after) = after {
+        let _ = write!(
+            sql,
+            " AND (ts_ms < {ts} OR (ts_ms = {ts} AND request_id < {id}))",
+            ts = after.ts_ms,
+            id = quote(&after.request_id)
+        );
+    }
+    let _ = write!(
+        sql,
+        " ORDER BY ts_ms DESC, request_id DESC LIMIT {}",
+        limit + 1
+    );
+    sql
+}
+
+/// One request, if the scope holds it.
+pub fn request_by_id(scope: &Scope, request_id: Uuid) -> String {
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM request_logs FINAL WHERE {} AND request_id = {} LIMIT 1",
+        scope.condition(),
+        quote(&request_id.to_string())
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct FeedbackRow {
+    pub score: f64,
+    pub comment: String,
+    /// Scores given (the last counts).
+    pub ratings: u64,
+    pub scored_ms: u64,
+}
+
+/// A request's feedback: its last score and comment.
+pub fn feedback_of(org: Uuid, request_id: Uuid) -> String {
+    format!(
+        "SELECT toFloat64(argMax(score, ts_ms)), argMax(comment, ts_ms), \
+         toUInt64(uniqExact(feedback_id)), toUInt64(max(ts_ms)) \
+         FROM feedback WHERE org_id = {} AND request_id = {}",
+        quote(&org.to_string()),
+        quote(&request_id.to_string())
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct SeriesRow {
+    pub bucket: u64,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_micro_usd: u64,
+    pub errors: u64,
+    pub avg_latency_ms: f64,
+    pub p50_latency_ms: f64,
+    pub p95_latency_ms: f64,
+    pub p99_latency_ms: f64,
+}
+
+/// Requests, tokens, cost and latency per time bucket.
+pub fn timeseries(scope: &Scope, range: &Range, filters: &Filters, interval_secs: u64) -> String {
+    format!(
+        "SELECT {bucket} AS bucket, toUInt64(count()), toUInt64(sum(prompt_tokens)), \
+         toUInt64(sum(completion_tokens)), toUInt64(sum(cost_micro_usd)), \
+         toUInt64(countIf(status >= 400)), toFloat64(avg(latency_ms)), \
+         toFloat64(quantileExact(0.5)(latency_ms)), toFloat64(quantileExact(0.95)(latency_ms)), \
+         toFloat64(quantileExact(0.99)(latency_ms)) \
+         FROM request_logs FINAL WHERE {w} GROUP BY bucket ORDER BY bucket",
+        bucket = bucket(interval_secs),
+        w = where_clause(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct GroupRow {
+    pub id: String,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micro_usd: u64,
+    pub errors: u64,
+    pub first_ms: u64,
+    pub last_ms: u64,
+    pub avg_latency_ms: f64,
+}
+
+/// Sessions or users (`column`: `session_id` or `user_id`), the most
+/// recently active first; a page of `limit` (and one more) from `offset`.
+pub fn groups(
+    column: &str,
+    scope: &Scope,
+    range: &Range,
+    filters: &Filters,
+    offset: u64,
+    limit: u64,
+) -> String {
+    format!(
+        "SELECT {column} AS id, toUInt64(count()), toUInt64(sum(prompt_tokens + completion_tokens)), \
+         toUInt64(sum(cost_micro_usd)), toUInt64(countIf(status >= 400)), toUInt64(min(ts_ms)), \
+         toUInt64(max(ts_ms)) AS last_ms, toFloat64(avg(latency_ms)) \
+         FROM request_logs FINAL WHERE {w} AND {column} != '' \
+         GROUP BY id ORDER BY last_ms DESC, id LIMIT {offset}, {n}",
+        w = where_clause(scope, range, filters),
+        n = limit + 1
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct PropertyRow {
+    pub name: String,
+    pub value: String,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micro_usd: u64,
+}
+
+/// Property name/value pairs, the most used first.
+pub fn properties(
+    scope: &Scope,
+    range: &Range,
+    filters: &Filters,
+    offset: u64,
+    limit: u64,
+) -> String {
+    format!(
+        "SELECT property_name, property_value, toUInt64(count()) AS requests, \
+         toUInt64(sum(prompt_tokens + completion_tokens)), toUInt64(sum(cost_micro_usd)) \
+         FROM request_logs FINAL \
+         ARRAY JOIN property_keys AS property_name, property_values AS property_value \
+         WHERE {w} GROUP BY property_name, property_value \
+         ORDER BY requests DESC, property_name, property_value LIMIT {offset}, {n}",
+        w = where_clause(scope, range, filters),
+        n = limit + 1
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct CacheRow {
+    pub model: String,
+    pub requests: u64,
+    pub cached_requests: u64,
+    pub prompt_tokens: u64,
+    pub cached_tokens: u64,
+}
+
+/// Prompt-cache use by model.
+pub fn cache(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "SELECT model, toUInt64(count()), toUInt64(countIf(cached_tokens > 0)), \
+         toUInt64(sum(prompt_tokens)), toUInt64(sum(cached_tokens)) \
+         FROM request_logs FINAL WHERE {w} AND model != '' GROUP BY model ORDER BY model",
+        w = where_clause(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct LimitedRow {
+    pub bucket: u64,
+    pub environment: String,
+    pub rate_limited: u64,
+    pub cost_capped: u64,
+}
+
+/// 429 (rate limit) and 402 (cost cap) answers per bucket and environment.
+pub fn rate_limits(scope: &Scope, range: &Range, filters: &Filters, interval_secs: u64) -> String {
+    format!(
+        "SELECT {bucket} AS bucket, environment, toUInt64(countIf(status = 429)), \
+         toUInt64(countIf(status = 402)) \
+         FROM request_logs FINAL WHERE {w} AND status IN (429, 402) \
+         GROUP BY bucket, environment ORDER BY bucket, environment",
+        bucket = bucket(interval_secs),
+        w = where_clause(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RefusalRow {
+    pub bucket: u64,
+    pub api_key_id: String,
+    pub status: u16,
+    pub error_code: String,
+    pub requests: u64,
+}
+
+/// 401 and 403 answers per bucket, key and code.
+pub fn security(scope: &Scope, range: &Range, filters: &Filters, interval_secs: u64) -> String {
+    format!(
+        "SELECT {bucket} AS bucket, api_key_id, status, error_code, toUInt64(count()) \
+         FROM request_logs FINAL WHERE {w} AND status IN (401, 403) \
+         GROUP BY bucket, api_key_id, status, error_code \
+         ORDER BY bucket, api_key_id, status, error_code",
+        bucket = bucket(interval_secs),
+        w = where_clause(scope, range, filters)
+    )
+}
+
+/// The scored requests of the scope: (request_id, project_id, last_score,
+/// last_comment, scored_ms), each request's last score, as a subquery.
+/// (An alias never repeats a column's name: ClickHouse 18.16 reads that as
+/// a cycle; current releases want an alias on each joined subquery.)
+fn scored(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "(SELECT request_id, project_id FROM request_logs FINAL WHERE {w}) AS scored_requests \
+         ANY INNER JOIN \
+         (SELECT request_id, argMax(score, ts_ms) AS last_score, \
+          argMax(comment, ts_ms) AS last_comment, max(ts_ms) AS scored_ms \
+          FROM feedback WHERE org_id = {org} GROUP BY request_id) AS last_scores \
+         USING request_id",
+        w = where_clause(scope, range, filters),
+        org = quote(&scope.org.to_string())
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct QualityRow {
+    pub project_id: String,
+    pub ratings: u64,
+    pub score_sum: f64,
+}
+
+/// Per project: scored requests and the sum of their scores.
+pub fn quality_by_project(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "SELECT project_id, toUInt64(count()), toFloat64(sum(last_score)) FROM {} \
+         GROUP BY project_id ORDER BY project_id",
+        scored(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct HistogramRow {
+    /// Scores in [bucket / 10, (bucket + 1) / 10); 9 includes 1.0.
+    pub bucket: u8,
+    pub ratings: u64,
+}
+
+/// The scores' distribution in tenths.
+pub fn score_histogram(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "SELECT toUInt8(least(floor(last_score * 10), 9)) AS bucket, toUInt64(count()) FROM {} \
+         GROUP BY bucket ORDER BY bucket",
+        scored(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct ScoredRow {
+    pub request_id: String,
+    pub project_id: String,
+    pub score: f64,
+    pub comment: String,
+    pub scored_ms: u64,
+}
+
+/// The most recently scored requests.
+pub fn recent_scores(scope: &Scope, range: &Range, filters: &Filters, limit: u64) -> String {
+    format!(
+        "SELECT request_id, project_id, toFloat64(last_score), last_comment, toUInt64(scored_ms) \
+         FROM {} \
+         ORDER BY scored_ms DESC, request_id LIMIT {limit}",
+        scored(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct ProjectRow {
+    pub project_id: String,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micro_usd: u64,
+    pub errors: u64,
+    pub latency_sum_ms: u64,
+    pub p95_latency_ms: f64,
+}
+
+/// Per project of the scope: the figures of the breakdown table and the
+/// widgets (requests of no project left out).
+pub fn by_project(scope: &Scope, range: &Range, filters: &Filters) -> String {
+    format!(
+        "SELECT project_id, toUInt64(count()), toUInt64(sum(prompt_tokens + completion_tokens)), \
+         toUInt64(sum(cost_micro_usd)), toUInt64(countIf(status >= 400)), \
+         toUInt64(sum(latency_ms)), toFloat64(quantileExact(0.95)(latency_ms)) \
+         FROM request_logs FINAL WHERE {w} AND project_id != '' \
+         GROUP BY project_id ORDER BY project_id",
+        w = where_clause(scope, range, filters)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct EnvironmentRow {
+    pub environment: String,
+    pub requests: u64,
+    pub cost_micro_usd: u64,
+}
+
+/// Cost by environment over the range (the month to date for the widget).
+pub fn by_environment(scope: &Scope, range: &Range) -> String {
+    format!(
+        "SELECT environment, toUInt64(count()), toUInt64(sum(cost_micro_usd)) \
+         FROM request_logs FINAL WHERE {} AND {} GROUP BY environment ORDER BY environment",
+        scope.condition(),
+        range.condition()
+    )
+}
+
+/// Looks up the project of a request of `org` (for scoring it).
+pub fn project_of_request(org: Uuid, request_id: Uuid) -> String {
+    format!(
+        "SELECT project_id FROM request_logs WHERE org_id = {} AND request_id = {} LIMIT 1",
+        quote(&org.to_string()),
+        quote(&request_id.to_string())
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct ProjectIdRow {
+    pub project_id: String,
+}
+
+/// A score given from the control plane, written straight to `feedback`.
+#[allow(clippy::too_many_arguments)]
+pub fn insert_feedback(
+    feedback_id: Uuid,
+    request_id: Uuid,
+    ts_ms: u64,
+    org: Uuid,
+    project: &str,
+    user: Uuid,
+    score: f64,
+    comment: &str,
+) -> String {
+    format!(
+        "INSERT INTO feedback (feedback_id, request_id, ts_ms, ts, org_id, project_id, api_key_id, \
+         user_id, score, comment) SELECT {}, {}, {ts_ms}, toDateTime({}), {}, {}, '', {}, \
+         toFloat64({score:?}), {}",
+        quote(&feedback_id.to_string()),
+        quote(&request_id.to_string()),
+        ts_ms / 1000,
+        quote(&org.to_string()),
+        quote(project),
+        quote(&user.to_string()),
+        quote(comment)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_quoted_and_escaped() {
+        assert_eq!(quote("a"), "'a'");
+        assert_eq!(quote(r"it's a \ back"), r"'it\'s a \\ back'");
+        assert_eq!(quote("a\0b"), r"'a\0b'");
+    }
+
+    #[test]
+    fn a_scope_of_no_project_matches_nothing() {
+        let org = Uuid::nil();
+        let scope = Scope {
+            org,
+            projects: Some(vec![]),
+        };
+        assert!(scope.condition().ends_with("AND 1 = 0"));
+        let all = Scope {
+            org,
+            projects: None,
+        };
+        assert!(!all.condition().contains("project_id"));
+    }
+
+    #[test]
+    fn filters_become_quoted_conditions() {
+        let filters = Filters {
+            model: Some("gpt' OR 1=1 --".into()),
+            status: Some(429),
+            property: Some("team".into()),
+            property_value: Some("core".into()),
+            ..Filters::default()
+        };
+        let sql = filters.condition();
+        assert!(sql.contains(r"model = 'gpt\' OR 1=1 --'"), "{sql}");
+        assert!(sql.contains("status = 429"));
+        assert!(sql.contains("k = 'team' AND v = 'core'"));
+    }
+}
