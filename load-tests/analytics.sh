@@ -11,7 +11,8 @@
 # each after 3 warm-up calls, and prints p50 and p95 in milliseconds
 # (target: p95 under 100 ms). Loopback only; about 2 minutes.
 #
-# Knobs: ROWS (10000000), ORGS (1: every row in the benchmarked org), SAMPLES (30).
+# Knobs: ROWS (10000000), ORGS (1: every row in the benchmarked org), SAMPLES (30),
+# HOLD (seconds to keep everything running afterwards, to look around).
 set -uo pipefail
 
 # shellcheck source=load-tests/lib.sh
@@ -35,7 +36,12 @@ read -r CH_PID CH_URL < <(CH_TCP_PORT=$(lt_free_port) CH_INTERSERVER_PORT=$(lt_f
     "$LT_ROOT/scripts/start-clickhouse.sh" "$TMP/clickhouse" "$CH_PORT")
 [[ -n "${CH_URL:-}" ]] || lt_die "ClickHouse did not start"
 [[ "$CH_PID" != "-" ]] && LT_PIDS+=("$CH_PID")
-ch() { curl -fsS "$CH_URL" --data-binary "$1" || lt_die "ClickHouse refused: $1"; }
+ch() {
+    local out
+    out=$(curl -sS "$CH_URL" --data-binary "$1" -w "\n%{http_code}") || lt_die "ClickHouse is not answering"
+    [[ "${out##*$'\n'}" == 200 ]] || lt_die "ClickHouse refused: ${out%$'\n'*}"
+    printf "%s" "${out%$'\n'*}"
+}
 
 PORT=$(lt_free_port)
 cat >"$TMP/control.yaml" <<YAML
@@ -101,8 +107,9 @@ ch "INSERT INTO request_logs SELECT
     if(number % 3 = 0, '', concat('s-', toString(number % 20000))) AS session_id,
     if(number % 5 = 0, '', concat('u-', toString(number % 3000))) AS user_id,
     if(number % 2 = 0, ['team', 'feature'], ['team']) AS property_keys,
-    if(number % 2 = 0, [['core', 'growth'][number % 4 / 2 + 1], 'chat'], ['search']) AS property_values,
-    'bench' AS gateway_id
+    if(number % 2 = 0, [['core', 'growth'][intDiv(number % 4, 2) + 1], 'chat'], ['search']) AS property_values,
+    'bench' AS gateway_id,
+    now() AS inserted_at
   FROM numbers($ROWS)" >/dev/null
 ch "INSERT INTO feedback SELECT
     concat('f-', toString(number)) AS feedback_id,
@@ -110,9 +117,19 @@ ch "INSERT INTO feedback SELECT
     toUInt64($now_ms - 1000 - (number * 7919) % (30 * 86400000) + 5000) AS ts_ms,
     toDateTime(intDiv(ts_ms, 1000)) AS ts,
     '$ORG' AS org_id, '' AS project_id, 'key-1' AS api_key_id, '' AS user_id,
-    (number % 101) / 100 AS score, '' AS comment
+    (number % 101) / 100 AS score, '' AS comment, now() AS inserted_at
   FROM numbers($ROWS) WHERE number % ($ORGS * 100) = 0" >/dev/null
 lt_log "generated in $(( $(date +%s) - started )) s: $(ch 'SELECT count() FROM request_logs') rows, $(ch "SELECT count() FROM request_logs WHERE org_id = '$ORG'") in the org, $(ch 'SELECT count() FROM system.parts WHERE active AND table = '"'"'request_logs'"'") active parts"
+
+# The hourly rollup's first run takes in everything (one replica, every
+# rollup_interval_ms); the widgets read it.
+loaded=$(ch "SELECT toUInt32(now())")
+started=$(date +%s)
+until (( $(ch "SELECT toUInt32(max(computed_at)) FROM request_rollup") > loaded )); do
+    (( $(date +%s) - started < 300 )) || lt_die "the rollup did not run"
+    sleep 0.5
+done
+lt_log "rollup computed in $(( $(date +%s) - started )) s: $(ch "SELECT count() FROM request_rollup") rows"
 
 P1=${PROJECTS[0]//\'/}
 python3 - "$URL" "$TOKEN" "$ORG" "$P1" "$SAMPLES" <<'PY'
@@ -149,3 +166,7 @@ for name, path in targets:
     print(f"{name:40} {p50:8.1f} {p95:8.1f}")
 print(f"worst p95: {worst:.1f} ms (target 100 ms)")
 PY
+if [[ -n "${HOLD:-}" ]]; then
+    lt_log "holding: ClickHouse $CH_URL, floopy-control $URL, org $ORG, token $TOKEN, project $P1 (Ctrl-C stops)"
+    sleep "$HOLD"
+fi

@@ -30,7 +30,10 @@ CREATE TABLE IF NOT EXISTS request_logs
     user_id           String,
     property_keys     Array(String),
     property_values   Array(String),
-    gateway_id        String
+    gateway_id        String,
+    -- When the row reached ClickHouse: the hourly rollup (005_rollup.sql)
+    -- recomputes the hours that received rows since its last run.
+    inserted_at       DateTime DEFAULT now()
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)

@@ -18,7 +18,9 @@ CREATE TABLE IF NOT EXISTS feedback
     api_key_id  String,
     user_id     String,
     score       Float64,
-    comment     String
+    comment     String,
+    -- When the row reached ClickHouse (see request_logs.inserted_at).
+    inserted_at DateTime DEFAULT now()
 )
 ENGINE = ReplacingMergeTree(ts_ms)
 PARTITION BY tuple()

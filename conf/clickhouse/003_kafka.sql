@@ -63,7 +63,8 @@ SELECT
     user_id,
     property_keys,
     property_values,
-    gateway_id
+    gateway_id,
+    now() AS inserted_at
 FROM request_logs_kafka;
 
 CREATE TABLE IF NOT EXISTS feedback_kafka
@@ -91,5 +92,6 @@ SELECT
     api_key_id,
     user_id,
     score,
-    comment
+    comment,
+    now() AS inserted_at
 FROM feedback_kafka;

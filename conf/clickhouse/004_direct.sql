@@ -58,7 +58,8 @@ SELECT
     user_id,
     property_keys,
     property_values,
-    gateway_id
+    gateway_id,
+    now() AS inserted_at
 FROM request_logs_direct;
 
 CREATE TABLE IF NOT EXISTS feedback_direct
@@ -86,5 +87,6 @@ SELECT
     api_key_id,
     user_id,
     score,
-    comment
+    comment,
+    now() AS inserted_at
 FROM feedback_direct;

@@ -1,6 +1,7 @@
 //! The Kafka sink: one JSON object per message (SPEC section 4), keyed by
 //! project id, through an idempotent, batching, compressing producer, with
-//! the disk spool (`spool`) behind it so no record is lost.
+//! the disk spool (`spool`) behind it so no record is lost. Feedback
+//! records go the same way to their own topic.
 //!
 //! - `submit` (request path) appends the record to the write-ahead log
 //!   (`wal`) and hands it to the log queue (`queue`): never blocks on the

@@ -7,6 +7,7 @@ Usage: compare_engines.py INPUT.json, where INPUT has
   clickhouse: the server's HTTP URL (its tables already loaded),
   sql:        the schema files to run on chdb,
   inserts:    [table, [JSON rows]] pairs to load into chdb, in order,
+  statements: SQL to run on chdb after them (what the server's own jobs did),
   queries:    the SQL to compare (no FORMAT clause)."""
 import json
 import sys
@@ -46,6 +47,8 @@ def main():
                 sess.query(sql)
         for table, rows in spec["inserts"]:
             sess.query("INSERT INTO %s FORMAT JSONEachRow\n%s" % (table, "\n".join(rows)))
+        for sql in spec.get("statements", []):
+            sess.query(sql)
         agreed = 0
         for sql in spec["queries"]:
             old = server(spec["clickhouse"], sql + " FORMAT TabSeparated").splitlines()

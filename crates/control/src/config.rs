@@ -64,6 +64,7 @@ struct RawClickHouse {
     user: Option<String>,
     password: Option<String>,
     query_timeout_ms: Option<NonZeroU64>,
+    rollup_interval_ms: Option<NonZeroU64>,
     #[serde(default)]
     prices: Vec<RawPrice>,
 }
@@ -136,6 +137,8 @@ pub struct Config {
 
 /// How long one analytics query may run by default.
 pub const DEFAULT_QUERY_TIMEOUT_MS: u64 = 10_000;
+/// How often the hourly rollup is brought up to date.
+pub const DEFAULT_ROLLUP_INTERVAL_MS: u64 = 2_000;
 
 /// The analytics store.
 #[derive(Debug, Clone)]
@@ -146,6 +149,8 @@ pub struct ClickHouseConfig {
     pub user: Option<String>,
     pub password: Option<String>,
     pub query_timeout: Duration,
+    /// How often the hourly rollup is brought up to date (by one replica).
+    pub rollup_interval: Duration,
     /// Input and cached-input prices per model, in micro-USD per million
     /// tokens, for the cache page's savings (the gateway's `pricing`).
     pub prices: Vec<ModelPrice>,
@@ -293,6 +298,7 @@ fn clickhouse_config(raw: RawClickHouse) -> Result<ClickHouseConfig, String> {
         user: raw.user,
         password: raw.password,
         query_timeout: millis(raw.query_timeout_ms, DEFAULT_QUERY_TIMEOUT_MS),
+        rollup_interval: millis(raw.rollup_interval_ms, DEFAULT_ROLLUP_INTERVAL_MS),
         prices,
     })
 }

@@ -174,6 +174,13 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         state.config.budget_evaluation,
     ));
     tokio::spawn(floopy_control::webhooks::run(state.clone()));
+    if let (Some(analytics), Some(ch)) = (&state.analytics, &state.config.clickhouse) {
+        tokio::spawn(floopy_control::analytics::rollup::run(
+            state.clone(),
+            analytics.clone(),
+            ch.rollup_interval,
+        ));
+    }
     app::serve(listener, state).await?;
     tracing::info!("floopy-control stopped");
     Ok(())

@@ -814,7 +814,7 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
     let control = Control::start(
         &db,
         &format!(
-            "clickhouse:\n  url: \"{}\"\n  prices:\n    - {{model: gpt-4o, input_per_mtok_usd: 2.50, cached_input_per_mtok_usd: 1.25}}\n    - {{model: gpt-4o-mini, input_per_mtok_usd: 0.15, cached_input_per_mtok_usd: 0.075}}\n    - {{model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, cached_input_per_mtok_usd: 0.30}}\n",
+            "clickhouse:\n  url: \"{}\"\n  rollup_interval_ms: 200\n  prices:\n    - {{model: gpt-4o, input_per_mtok_usd: 2.50, cached_input_per_mtok_usd: 1.25}}\n    - {{model: gpt-4o-mini, input_per_mtok_usd: 0.15, cached_input_per_mtok_usd: 0.075}}\n    - {{model: claude-sonnet-4-5, input_per_mtok_usd: 3.00, cached_input_per_mtok_usd: 0.30}}\n",
             ch.http.trim_end_matches('/')
         ),
     )
@@ -872,6 +872,7 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
         scores.join("\n")
     ))
     .await;
+    wait_for_rollup(&ch).await;
     let stored: u64 = ch
         .query("SELECT count() FROM request_logs")
         .await
@@ -1010,6 +1011,18 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
             queries.push(sql::recent_scores(&scope, &ch_range, f, 20));
             queries.push(sql::by_project(&scope, &ch_range, f));
             queries.push(sql::by_environment(&scope, &ch_range));
+            // The rollup's readers, over whole hours and partial ones.
+            let env = f.environment.as_deref();
+            let partial = Range {
+                from_ms: data.from_ms + 1_234_567,
+                to_ms: data.to_ms - 2_345_678,
+            };
+            for r in [&ch_range, &partial] {
+                queries.push(sql::by_project_rolled(&scope, r, env));
+                queries.push(sql::by_environment_rolled(&scope, r));
+                queries.push(sql::timeseries_rolled(&scope, r, env, 3_600));
+                queries.push(sql::timeseries_rolled(&scope, r, env, 86_400));
+            }
         }
     }
     let dir = tempfile::tempdir().unwrap();
@@ -1025,6 +1038,8 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
             ("request_logs_direct", replays),
             ("feedback_direct", scores),
         ],
+        // The rollup, computed on chdb as the job computes it on the server.
+        "statements": [sql::rollup::recompute(None, 1, 1)],
         "queries": queries,
     });
     let input_path = dir.path().join("input.json");
@@ -1045,6 +1060,7 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
         String::from_utf8_lossy(&out.stderr)
     );
     let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
     assert!(
         report.contains(&format!("{} queries agree", queries.len())),
         "{report}"
@@ -1122,6 +1138,34 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
     db.drop_db().await;
 }
 
+/// Waits for a run of the hourly rollup that started after everything
+/// inserted so far.
+async fn wait_for_rollup(ch: &ClickHouse) {
+    let now: u64 = ch
+        .query("SELECT toUInt32(now())")
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let last: u64 = ch
+            .query("SELECT toUInt32(max(computed_at)) FROM request_rollup")
+            .await
+            .trim()
+            .parse()
+            .unwrap();
+        if last > now {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rollup did not run (last {last}, now {now})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 fn owner_clone<'a>(api: &Api<'a>) -> Api<'a> {
     Api {
         http: api.http.clone(),
@@ -1170,7 +1214,7 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
     let control = Control::start(
         &db,
         &format!(
-            "clickhouse: {{url: \"{}\"}}\n",
+            "clickhouse: {{url: \"{}\", rollup_interval_ms: 200}}\n",
             ch.http.trim_end_matches('/')
         ),
     )
@@ -1291,7 +1335,7 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
         .await;
         assert_eq!(status, 200, "{page}");
         let listed = page["data"].as_array().map_or(0, |d| d.len());
-        let (_, table) = call(
+        let (status, table) = call(
             &http,
             "GET",
             &api(&format!("projects?project={project}")),
@@ -1299,6 +1343,7 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
             None,
         )
         .await;
+        assert_eq!(status, 200, "{table}");
         let cost = table["data"][0]["cost_micro_usd"].as_u64().unwrap_or(0);
         let enforced: i64 = db
             .client

@@ -39,6 +39,9 @@ const MAX_BUCKETS: u64 = 10_000;
 /// Rows per page of a list, by default and at most.
 const DEFAULT_LIMIT: u64 = 50;
 const MAX_LIMIT: u64 = 500;
+/// The stretches of time a page of requests is looked for in, newest
+/// first: an hour, a day, a week, then the whole range.
+const PAGE_SPANS_MS: [u64; 4] = [3_600_000, 86_400_000, 7 * 86_400_000, u64::MAX];
 /// Recent scores on the evaluations page.
 const RECENT_SCORES: u64 = 20;
 
@@ -421,16 +424,35 @@ pub async fn requests(
         }
     };
     check(errors)?;
-    let mut rows: Vec<sql::RequestRow> = a
-        .analytics
-        .fetch(&sql::requests_page(
-            &a.scope,
-            &a.range,
-            &a.filters,
-            after.as_ref(),
-            limit,
-        ))
-        .await?;
+    // Newest first: the page is in the most recent stretch of the range
+    // that holds more than `limit` requests. Reading a request `FINAL`
+    // costs in proportion to the rows read, so the stretch grows from an
+    // hour until it holds the page (or is the whole range): the first page
+    // of a busy month reads the last hour.
+    let end = match &after {
+        Some(after) => a.range.to_ms.min(after.ts_ms + 1),
+        None => a.range.to_ms,
+    };
+    let mut rows: Vec<sql::RequestRow> = Vec::new();
+    for span in PAGE_SPANS_MS {
+        let window = Range {
+            from_ms: end.saturating_sub(span).max(a.range.from_ms),
+            to_ms: end,
+        };
+        rows = a
+            .analytics
+            .fetch(&sql::requests_page(
+                &a.scope,
+                &window,
+                &a.filters,
+                after.as_ref(),
+                limit,
+            ))
+            .await?;
+        if rows.len() as u64 > limit || window.from_ms == a.range.from_ms {
+            break;
+        }
+    }
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -554,28 +576,73 @@ pub async fn timeseries(
     let mut errors = Vec::new();
     let secs = q.interval(&a.range, &mut errors);
     check(errors)?;
-    let rows: Vec<sql::SeriesRow> = a
-        .analytics
-        .fetch(&sql::timeseries(&a.scope, &a.range, &a.filters, secs))
-        .await?;
-    Ok(Json(Series {
-        interval: interval_name(secs),
-        data: rows
-            .into_iter()
+    let point = |bucket: u64, requests, prompt, completion, cost: u64, errors| SeriesPoint {
+        time: rfc3339(bucket * 1000),
+        requests,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        cost_micro_usd: cost,
+        cost_usd: format_usd(cost),
+        errors,
+        avg_latency_ms: 0.0,
+        p50_latency_ms: 0.0,
+        p95_latency_ms: 0.0,
+        p99_latency_ms: 0.0,
+    };
+    let data = if sql::rollup_answers(&a.filters) {
+        let rows: Vec<sql::RolledSeriesRow> = a
+            .analytics
+            .fetch(&sql::timeseries_rolled(
+                &a.scope,
+                &a.range,
+                a.filters.environment.as_deref(),
+                secs,
+            ))
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let (values, counts) = &r.latencies;
+                SeriesPoint {
+                    avg_latency_ms: r.latency_sum_ms as f64 / r.requests.max(1) as f64,
+                    p50_latency_ms: sql::histogram_quantile(values, counts, 0.5),
+                    p95_latency_ms: sql::histogram_quantile(values, counts, 0.95),
+                    p99_latency_ms: sql::histogram_quantile(values, counts, 0.99),
+                    ..point(
+                        r.bucket,
+                        r.requests,
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        r.cost_micro_usd,
+                        r.errors,
+                    )
+                }
+            })
+            .collect()
+    } else {
+        let rows: Vec<sql::SeriesRow> = a
+            .analytics
+            .fetch(&sql::timeseries(&a.scope, &a.range, &a.filters, secs))
+            .await?;
+        rows.into_iter()
             .map(|r| SeriesPoint {
-                time: rfc3339(r.bucket * 1000),
-                requests: r.requests,
-                prompt_tokens: r.prompt_tokens,
-                completion_tokens: r.completion_tokens,
-                cost_micro_usd: r.cost_micro_usd,
-                cost_usd: format_usd(r.cost_micro_usd),
-                errors: r.errors,
                 avg_latency_ms: r.avg_latency_ms,
                 p50_latency_ms: r.p50_latency_ms,
                 p95_latency_ms: r.p95_latency_ms,
                 p99_latency_ms: r.p99_latency_ms,
+                ..point(
+                    r.bucket,
+                    r.requests,
+                    r.prompt_tokens,
+                    r.completion_tokens,
+                    r.cost_micro_usd,
+                    r.errors,
+                )
             })
-            .collect(),
+            .collect()
+    };
+    Ok(Json(Series {
+        interval: interval_name(secs),
+        data,
     }))
 }
 
@@ -1021,14 +1088,60 @@ pub async fn evaluations(
     }))
 }
 
-/// The figures of each project the caller sees, with their scores.
+/// One project's figures over the range.
+#[derive(Debug, Clone, Default)]
+struct Figure {
+    project_id: String,
+    requests: u64,
+    tokens: u64,
+    cost_micro_usd: u64,
+    errors: u64,
+    latency_sum_ms: u64,
+    p95_latency_ms: f64,
+    /// Scored requests and the sum of their last scores.
+    ratings: u64,
+    score_sum: f64,
+}
+
+/// The figures of each project the caller sees (requests of no project
+/// left out): from the hourly rollup when the filters allow it (the
+/// environment only), else from the raw rows.
 struct ProjectFigures {
-    rows: Vec<sql::ProjectRow>,
-    quality: HashMap<String, sql::QualityRow>,
+    rows: Vec<Figure>,
 }
 
 impl ProjectFigures {
     async fn load(a: &Ask) -> Result<ProjectFigures, ApiError> {
+        if sql::rollup_answers(&a.filters) {
+            let rows: Vec<sql::RolledProjectRow> = a
+                .analytics
+                .fetch(&sql::by_project_rolled(
+                    &a.peers,
+                    &a.range,
+                    a.filters.environment.as_deref(),
+                ))
+                .await?;
+            return Ok(ProjectFigures {
+                rows: rows
+                    .into_iter()
+                    .map(|r| Figure {
+                        p95_latency_ms: sql::histogram_quantile(
+                            &r.latencies.0,
+                            &r.latencies.1,
+                            0.95,
+                        ),
+                        project_id: r.project_id,
+                        requests: r.requests,
+                        tokens: r.tokens,
+                        cost_micro_usd: r.cost_micro_usd,
+                        errors: r.errors,
+                        latency_sum_ms: r.latency_sum_ms,
+                        ratings: r.ratings,
+                        score_sum: r.score_sum,
+                    })
+                    .collect(),
+            });
+        }
         let queries = (
             sql::by_project(&a.peers, &a.range, &a.filters),
             sql::quality_by_project(&a.peers, &a.range, &a.filters),
@@ -1037,16 +1150,45 @@ impl ProjectFigures {
             a.analytics.fetch::<sql::ProjectRow>(&queries.0),
             a.analytics.fetch::<sql::QualityRow>(&queries.1),
         )?;
+        let quality: HashMap<String, sql::QualityRow> = quality
+            .into_iter()
+            .map(|q| (q.project_id.clone(), q))
+            .collect();
         Ok(ProjectFigures {
-            rows,
-            // Scores of requests of no project are the evaluations page's,
-            // not a project's.
-            quality: quality
+            rows: rows
                 .into_iter()
-                .filter(|q| !q.project_id.is_empty())
-                .map(|q| (q.project_id.clone(), q))
+                .map(|r| {
+                    let q = quality.get(&r.project_id);
+                    Figure {
+                        ratings: q.map_or(0, |q| q.ratings),
+                        score_sum: q.map_or(0.0, |q| q.score_sum),
+                        project_id: r.project_id,
+                        requests: r.requests,
+                        tokens: r.tokens,
+                        cost_micro_usd: r.cost_micro_usd,
+                        errors: r.errors,
+                        latency_sum_ms: r.latency_sum_ms,
+                        p95_latency_ms: r.p95_latency_ms,
+                    }
+                })
                 .collect(),
         })
+    }
+
+    /// The selected project's figure, and `value` of it against the same
+    /// over all projects (the sums' ratio).
+    fn compare(&self, project: Uuid, part: impl Fn(&Figure) -> (f64, u64)) -> Comparison {
+        let id = project.to_string();
+        let mine = self.rows.iter().find(|r| r.project_id == id).and_then(|r| {
+            let (n, d) = part(r);
+            ratio(n, d)
+        });
+        let (n, d) = self
+            .rows
+            .iter()
+            .map(&part)
+            .fold((0.0, 0), |(n, d), (a, b)| (n + a, d + b));
+        comparison(project, mine, ratio(n, d))
     }
 }
 
@@ -1106,19 +1248,11 @@ pub async fn widget_cost_per_mtok(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let rows: Vec<sql::ProjectRow> = a
-        .analytics
-        .fetch(&sql::by_project(&a.peers, &a.range, &a.filters))
-        .await?;
+    let figures = ProjectFigures::load(&a).await?;
     // Micro-USD per token is USD per million tokens.
-    let id = project.to_string();
-    let mine = rows
-        .iter()
-        .find(|r| r.project_id == id)
-        .and_then(|r| ratio(r.cost_micro_usd as f64, r.tokens));
-    let cost: u64 = rows.iter().map(|r| r.cost_micro_usd).sum();
-    let tokens: u64 = rows.iter().map(|r| r.tokens).sum();
-    Ok(Json(comparison(project, mine, ratio(cost as f64, tokens))))
+    Ok(Json(
+        figures.compare(project, |r| (r.cost_micro_usd as f64, r.tokens)),
+    ))
 }
 
 /// `GET /v1/orgs/{org}/analytics/widgets/latency`: the project's average
@@ -1139,18 +1273,10 @@ pub async fn widget_latency(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let rows: Vec<sql::ProjectRow> = a
-        .analytics
-        .fetch(&sql::by_project(&a.peers, &a.range, &a.filters))
-        .await?;
-    let id = project.to_string();
-    let mine = rows
-        .iter()
-        .find(|r| r.project_id == id)
-        .and_then(|r| ratio(r.latency_sum_ms as f64, r.requests));
-    let sum: u64 = rows.iter().map(|r| r.latency_sum_ms).sum();
-    let requests: u64 = rows.iter().map(|r| r.requests).sum();
-    Ok(Json(comparison(project, mine, ratio(sum as f64, requests))))
+    let figures = ProjectFigures::load(&a).await?;
+    Ok(Json(figures.compare(project, |r| {
+        (r.latency_sum_ms as f64, r.requests)
+    })))
 }
 
 /// `GET /v1/orgs/{org}/analytics/widgets/quality`: the project's average
@@ -1171,21 +1297,8 @@ pub async fn widget_quality(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let rows: Vec<sql::QualityRow> = a
-        .analytics
-        .fetch::<sql::QualityRow>(&sql::quality_by_project(&a.peers, &a.range, &a.filters))
-        .await?
-        .into_iter()
-        .filter(|r| !r.project_id.is_empty())
-        .collect();
-    let id = project.to_string();
-    let mine = rows
-        .iter()
-        .find(|r| r.project_id == id)
-        .and_then(|r| ratio(r.score_sum, r.ratings));
-    let sum: f64 = rows.iter().map(|r| r.score_sum).sum();
-    let ratings: u64 = rows.iter().map(|r| r.ratings).sum();
-    Ok(Json(comparison(project, mine, ratio(sum, ratings))))
+    let figures = ProjectFigures::load(&a).await?;
+    Ok(Json(figures.compare(project, |r| (r.score_sum, r.ratings))))
 }
 
 /// The metrics a project can be ranked by.
@@ -1240,13 +1353,6 @@ pub struct Rank {
 
 /// Each project's value of `metric`, for the projects that have one.
 fn metric_values(figures: &ProjectFigures, metric: Metric) -> Vec<(String, f64)> {
-    if metric == Metric::Quality {
-        return figures
-            .quality
-            .values()
-            .filter_map(|q| Some((q.project_id.clone(), ratio(q.score_sum, q.ratings)?)))
-            .collect();
-    }
     figures
         .rows
         .iter()
@@ -1256,7 +1362,7 @@ fn metric_values(figures: &ProjectFigures, metric: Metric) -> Vec<(String, f64)>
                 Metric::Cost => r.cost_micro_usd as f64 / 1e6,
                 Metric::CostPerMtok => ratio(r.cost_micro_usd as f64, r.tokens)?,
                 Metric::Latency => ratio(r.latency_sum_ms as f64, r.requests)?,
-                Metric::Quality => return None,
+                Metric::Quality => ratio(r.score_sum, r.ratings)?,
             };
             Some((r.project_id.clone(), value))
         })
@@ -1369,7 +1475,7 @@ pub async fn widget_cost_by_environment(
     };
     let rows: Vec<sql::EnvironmentRow> = a
         .analytics
-        .fetch(&sql::by_environment(&a.scope, &month_range))
+        .fetch(&sql::by_environment_rolled(&a.scope, &month_range))
         .await?;
     let mut caps: HashMap<String, (Option<u64>, u64)> = HashMap::new();
     if authorize(&a.membership, Action::ReadLimits).is_ok() {
@@ -1481,23 +1587,20 @@ pub async fn projects(
             Some(only) => only.iter().any(|p| p.to_string() == r.project_id),
             None => true,
         })
-        .map(|r| {
-            let quality = figures.quality.get(&r.project_id);
-            ProjectBreakdown {
-                name: names.get(&r.project_id).cloned(),
-                project_id: r.project_id.clone(),
-                requests: r.requests,
-                tokens: r.tokens,
-                cost_micro_usd: r.cost_micro_usd,
-                cost_usd: format_usd(r.cost_micro_usd),
-                cost_per_mtok: ratio(r.cost_micro_usd as f64, r.tokens),
-                avg_latency_ms: r.latency_sum_ms as f64 / r.requests.max(1) as f64,
-                p95_latency_ms: r.p95_latency_ms,
-                error_rate: share(r.errors, r.requests),
-                feedback_score: quality.and_then(|q| ratio(q.score_sum, q.ratings)),
-                ratings: quality.map_or(0, |q| q.ratings),
-                cost_share: share(r.cost_micro_usd, total),
-            }
+        .map(|r| ProjectBreakdown {
+            name: names.get(&r.project_id).cloned(),
+            project_id: r.project_id.clone(),
+            requests: r.requests,
+            tokens: r.tokens,
+            cost_micro_usd: r.cost_micro_usd,
+            cost_usd: format_usd(r.cost_micro_usd),
+            cost_per_mtok: ratio(r.cost_micro_usd as f64, r.tokens),
+            avg_latency_ms: r.latency_sum_ms as f64 / r.requests.max(1) as f64,
+            p95_latency_ms: r.p95_latency_ms,
+            error_rate: share(r.errors, r.requests),
+            feedback_score: ratio(r.score_sum, r.ratings),
+            ratings: r.ratings,
+            cost_share: share(r.cost_micro_usd, total),
         })
         .collect();
     data.sort_by(|x, y| {

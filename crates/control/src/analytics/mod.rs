@@ -21,6 +21,8 @@
 //! USING`, time buckets as integer arithmetic on `ts_ms` (UTC, whatever the
 //! server's time zone), every result column cast to the type its row reads.
 
+pub mod rollup;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -642,9 +644,213 @@ pub fn insert_feedback(
     )
 }
 
+const HOUR_MS: u64 = 3_600_000;
+
+/// A range split at whole hours: the epoch hours `[first, end)` wholly in
+/// it (read from the rollup), and the partial hours at its ends (read from
+/// the raw rows).
+pub fn split_hours(range: &Range) -> (Option<(u64, u64)>, Vec<Range>) {
+    let first = range.from_ms.div_ceil(HOUR_MS);
+    let end = range.to_ms / HOUR_MS;
+    if first >= end {
+        return (None, vec![*range]);
+    }
+    let mut edges = Vec::new();
+    if range.from_ms < first * HOUR_MS {
+        edges.push(Range {
+            from_ms: range.from_ms,
+            to_ms: first * HOUR_MS,
+        });
+    }
+    if end * HOUR_MS < range.to_ms {
+        edges.push(Range {
+            from_ms: end * HOUR_MS,
+            to_ms: range.to_ms,
+        });
+    }
+    (Some((first, end)), edges)
+}
+
+/// Whether the rollup can answer under `filters`: it is kept by project
+/// and environment only.
+pub fn rollup_answers(filters: &Filters) -> bool {
+    Filters {
+        environment: None,
+        ..filters.clone()
+    } == Filters::default()
+}
+
+/// The requests of `scope` in `range` (and `environment`), by epoch hour,
+/// project and environment, with their scores: whole hours from the
+/// rollup, the partial hours at the ends from the raw rows. Columns:
+/// u_hour, u_project, u_env, u_requests, u_prompt, u_completion, u_cost,
+/// u_errors, u_latency, u_values, u_counts, u_ratings, u_score.
+fn hourly(scope: &Scope, range: &Range, environment: Option<&str>) -> String {
+    let env = environment
+        .map(|e| format!(" AND environment = {}", quote(e)))
+        .unwrap_or_default();
+    let (whole, edges) = split_hours(range);
+    let mut parts = Vec::new();
+    if let Some((first, end)) = whole {
+        parts.push(format!(
+            "SELECT hour AS u_hour, project_id AS u_project, environment AS u_env, \
+             requests AS u_requests, prompt_tokens AS u_prompt, \
+             completion_tokens AS u_completion, cost_micro_usd AS u_cost, errors AS u_errors, \
+             latency_sum_ms AS u_latency, latency_values AS u_values, \
+             latency_counts AS u_counts, ratings AS u_ratings, score_sum AS u_score \
+             FROM request_rollup FINAL \
+             WHERE {} AND hour >= {first} AND hour < {end}{env}",
+            scope.condition()
+        ));
+    }
+    for edge in edges {
+        parts.push(format!(
+            "SELECT toUInt32(intDiv(ts_ms, 3600000)) AS u_hour, project_id AS u_project, \
+             environment AS u_env, toUInt64(count()) AS u_requests, \
+             toUInt64(sum(prompt_tokens)) AS u_prompt, \
+             toUInt64(sum(completion_tokens)) AS u_completion, \
+             toUInt64(sum(cost_micro_usd)) AS u_cost, toUInt64(countIf(status >= 400)) AS u_errors, \
+             toUInt64(sum(latency_ms)) AS u_latency, \
+             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 1) AS u_values, \
+             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 2) AS u_counts, \
+             toUInt64(sum(scored)) AS u_ratings, toFloat64(sum(last_score)) AS u_score \
+             FROM (SELECT request_id, ts_ms, project_id, environment, prompt_tokens, \
+                   completion_tokens, cost_micro_usd, status, latency_ms \
+                   FROM request_logs FINAL WHERE {} AND {}{env}) AS edge_requests \
+             ANY LEFT JOIN \
+             (SELECT request_id, argMax(score, ts_ms) AS last_score, toUInt8(1) AS scored \
+              FROM feedback WHERE org_id = {} GROUP BY request_id) AS edge_scores \
+             USING request_id \
+             GROUP BY u_hour, u_project, u_env",
+            scope.condition(),
+            edge.condition(),
+            quote(&scope.org.to_string())
+        ));
+    }
+    format!("({})", parts.join(" UNION ALL "))
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RolledProjectRow {
+    pub project_id: String,
+    pub requests: u64,
+    pub tokens: u64,
+    pub cost_micro_usd: u64,
+    pub errors: u64,
+    pub latency_sum_ms: u64,
+    /// Each distinct latency (ms) and its count.
+    pub latencies: (Vec<u64>, Vec<u64>),
+    pub ratings: u64,
+    pub score_sum: f64,
+}
+
+/// `by_project` and `quality_by_project` together, from the rollup.
+pub fn by_project_rolled(scope: &Scope, range: &Range, environment: Option<&str>) -> String {
+    format!(
+        "SELECT u_project AS project_id, toUInt64(sum(u_requests)), \
+         toUInt64(sum(u_prompt + u_completion)), toUInt64(sum(u_cost)), toUInt64(sum(u_errors)), \
+         toUInt64(sum(u_latency)), sumMap(u_values, u_counts), toUInt64(sum(u_ratings)), \
+         toFloat64(sum(u_score)) \
+         FROM {} WHERE u_project != '' GROUP BY project_id ORDER BY project_id",
+        hourly(scope, range, environment)
+    )
+}
+
+/// `by_environment`, from the rollup.
+pub fn by_environment_rolled(scope: &Scope, range: &Range) -> String {
+    format!(
+        "SELECT u_env AS environment, toUInt64(sum(u_requests)), toUInt64(sum(u_cost)) \
+         FROM {} GROUP BY environment ORDER BY environment",
+        hourly(scope, range, None)
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
+pub struct RolledSeriesRow {
+    pub bucket: u64,
+    pub requests: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost_micro_usd: u64,
+    pub errors: u64,
+    pub latency_sum_ms: u64,
+    pub latencies: (Vec<u64>, Vec<u64>),
+}
+
+/// `timeseries`, from the rollup (`interval_secs`: an hour or a day).
+pub fn timeseries_rolled(
+    scope: &Scope,
+    range: &Range,
+    environment: Option<&str>,
+    interval_secs: u64,
+) -> String {
+    let hours = (interval_secs / 3600).max(1);
+    format!(
+        "SELECT toUInt64(intDiv(u_hour, {hours}) * {interval_secs}) AS bucket, \
+         toUInt64(sum(u_requests)), toUInt64(sum(u_prompt)), toUInt64(sum(u_completion)), \
+         toUInt64(sum(u_cost)), toUInt64(sum(u_errors)), toUInt64(sum(u_latency)), \
+         sumMap(u_values, u_counts) \
+         FROM {} GROUP BY bucket ORDER BY bucket",
+        hourly(scope, range, environment)
+    )
+}
+
+/// ClickHouse's `quantileExact(level)` of a histogram (distinct values in
+/// ascending order, their counts): the value at index floor(level * n) of
+/// the sorted values; 0 for none.
+pub fn histogram_quantile(values: &[u64], counts: &[u64], level: f64) -> f64 {
+    let n: u64 = counts.iter().sum();
+    if n == 0 {
+        return 0.0;
+    }
+    let index = ((level * n as f64) as u64).min(n - 1);
+    let mut seen = 0;
+    for (value, count) in values.iter().zip(counts) {
+        seen += count;
+        if seen > index {
+            return *value as f64;
+        }
+    }
+    values.last().copied().unwrap_or(0) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_range_splits_at_whole_hours() {
+        let h = HOUR_MS;
+        let r = |a, b| Range {
+            from_ms: a,
+            to_ms: b,
+        };
+        assert_eq!(
+            split_hours(&r(10 * h + 5, 13 * h + 7)),
+            (
+                Some((11, 13)),
+                vec![r(10 * h + 5, 11 * h), r(13 * h, 13 * h + 7)]
+            )
+        );
+        assert_eq!(split_hours(&r(10 * h, 12 * h)), (Some((10, 12)), vec![]));
+        assert_eq!(
+            split_hours(&r(10 * h + 5, 11 * h + 5)),
+            (None, vec![r(10 * h + 5, 11 * h + 5)])
+        );
+    }
+
+    #[test]
+    fn histogram_quantiles_are_quantile_exact() {
+        // Values 1..=10 once each: quantileExact(0.5) is the 6th smallest.
+        let values: Vec<u64> = (1..=10).collect();
+        let counts = vec![1; 10];
+        assert_eq!(histogram_quantile(&values, &counts, 0.5), 6.0);
+        assert_eq!(histogram_quantile(&values, &counts, 0.95), 10.0);
+        assert_eq!(histogram_quantile(&values, &counts, 0.0), 1.0);
+        assert_eq!(histogram_quantile(&[5, 9], &[3, 1], 0.75), 9.0);
+        assert_eq!(histogram_quantile(&[5, 9], &[3, 1], 0.5), 5.0);
+        assert_eq!(histogram_quantile(&[], &[], 0.5), 0.0);
+    }
 
     #[test]
     fn literals_are_quoted_and_escaped() {
