@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a ClickHouse for the analytics on this machine, with the shipped
-# tables of the direct sink (conf/clickhouse/001, 002 and 004; the Kafka
-# side, 003, is for deployments with a broker):
+# tables of a deployment without Kafka (every file of conf/clickhouse/ but
+# 003_kafka.sql, which is for deployments with a broker):
 #   - installs Debian's clickhouse-server when missing (ClickHouse 18.16,
 #     the one this machine's package registry has);
 #   - runs it with its data under DIR (default var/clickhouse), HTTP on
@@ -72,7 +72,8 @@ XML
   curl -fs "${url}ping" >/dev/null || { echo "start-clickhouse: no answer on $url" >&2; exit 1; }
 fi
 
-for f in conf/clickhouse/001_*.sql conf/clickhouse/002_*.sql conf/clickhouse/004_*.sql; do
+for f in conf/clickhouse/*.sql; do
+  [[ "$f" == *kafka* ]] && continue
   # Statements end with ";" at a line's end; comments are left out.
   grep -v '^\s*--' "$f" | awk 'BEGIN{RS=";\n"} {gsub(/^[ \n]+|[ \n;]+$/, ""); if (length) print $0 "\0"}' |
     while IFS= read -r -d '' statement; do

@@ -1018,7 +1018,8 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
                 to_ms: data.to_ms - 2_345_678,
             };
             for r in [&ch_range, &partial] {
-                queries.push(sql::by_project_rolled(&scope, r, env));
+                queries.push(sql::by_project_rolled(&scope, r, env, true));
+                queries.push(sql::by_project_rolled(&scope, r, env, false));
                 queries.push(sql::by_environment_rolled(&scope, r));
                 queries.push(sql::timeseries_rolled(&scope, r, env, 3_600));
                 queries.push(sql::timeseries_rolled(&scope, r, env, 86_400));

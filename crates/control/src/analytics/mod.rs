@@ -287,8 +287,16 @@ pub struct After {
     pub request_id: String,
 }
 
-/// A page of the request list, newest first: `limit` rows (and one more,
-/// which says a next page exists).
+/// A request's place in the list: newest first, by time then id.
+#[derive(Debug, Clone, PartialEq, Eq, clickhouse::Row, serde::Deserialize)]
+pub struct PageKey {
+    pub ts_ms: u64,
+    pub request_id: String,
+}
+
+/// The keys of a page of the request list, newest first: `limit` (and one
+/// more, which says a next page exists). Two narrow columns are read for
+/// every request in range; the page's rows are read by `requests_by_keys`.
 pub fn requests_page(
     scope: &Scope,
     range: &Range,
@@ -297,7 +305,7 @@ pub fn requests_page(
     limit: u64,
 ) -> String {
     let mut sql = format!(
-        "SELECT {REQUEST_COLUMNS} FROM request_logs FINAL WHERE {}",
+        "SELECT ts_ms, request_id FROM request_logs WHERE {}",
         where_clause(scope, range, filters)
     );
     if let Some(after) = after {
@@ -308,12 +316,37 @@ pub fn requests_page(
             id = quote(&after.request_id)
         );
     }
+    // Each request once (a replayed record is the same row twice): cheaper
+    // than FINAL for a page.
     let _ = write!(
         sql,
-        " ORDER BY ts_ms DESC, request_id DESC LIMIT {}",
+        " ORDER BY ts_ms DESC, request_id DESC LIMIT 1 BY request_id LIMIT {}",
         limit + 1
     );
     sql
+}
+
+/// The rows of a page's requests (`keys`, non-empty), in the list's order.
+pub fn requests_by_keys(scope: &Scope, keys: &[PageKey]) -> String {
+    let first = keys.iter().map(|k| k.ts_ms).min().unwrap_or(0);
+    let last = keys.iter().map(|k| k.ts_ms).max().unwrap_or(0);
+    let mut ids = String::new();
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            ids.push_str(", ");
+        }
+        ids.push_str(&quote(&k.request_id));
+    }
+    format!(
+        "SELECT {REQUEST_COLUMNS} FROM request_logs WHERE {} AND {} AND request_id IN ({ids}) \
+         ORDER BY ts_ms DESC, request_id DESC LIMIT 1 BY request_id",
+        scope.condition(),
+        Range {
+            from_ms: first,
+            to_ms: last + 1,
+        }
+        .condition()
+    )
 }
 
 /// One request, if the scope holds it.
@@ -685,38 +718,57 @@ pub fn rollup_answers(filters: &Filters) -> bool {
 /// rollup, the partial hours at the ends from the raw rows. Columns:
 /// u_hour, u_project, u_env, u_requests, u_prompt, u_completion, u_cost,
 /// u_errors, u_latency, u_values, u_counts, u_ratings, u_score.
-fn hourly(scope: &Scope, range: &Range, environment: Option<&str>) -> String {
+fn hourly(scope: &Scope, range: &Range, environment: Option<&str>, latencies: bool) -> String {
     let env = environment
         .map(|e| format!(" AND environment = {}", quote(e)))
         .unwrap_or_default();
+    // The latency histograms are as big as the rows they count: read only
+    // where a percentile is asked for.
+    let (rolled, raw) = if latencies {
+        (
+            "argMax(latency_values, version) AS u_values, \
+             argMax(latency_counts, version) AS u_counts",
+            "tupleElement(sumMap([latency_ms], [toUInt64(1)]), 1) AS u_values, \
+             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 2) AS u_counts",
+        )
+    } else {
+        (
+            "emptyArrayUInt64() AS u_values, emptyArrayUInt64() AS u_counts",
+            "emptyArrayUInt64() AS u_values, emptyArrayUInt64() AS u_counts",
+        )
+    };
     let (whole, edges) = split_hours(range);
     let mut parts = Vec::new();
     if let Some((first, end)) = whole {
+        // The newest version of each row (what FINAL reads, without its
+        // cost on ClickHouse 18.16).
         parts.push(format!(
             "SELECT hour AS u_hour, project_id AS u_project, environment AS u_env, \
-             requests AS u_requests, prompt_tokens AS u_prompt, \
-             completion_tokens AS u_completion, cost_micro_usd AS u_cost, errors AS u_errors, \
-             latency_sum_ms AS u_latency, latency_values AS u_values, \
-             latency_counts AS u_counts, ratings AS u_ratings, score_sum AS u_score \
-             FROM request_rollup FINAL \
-             WHERE {} AND hour >= {first} AND hour < {end}{env}",
+             argMax(requests, version) AS u_requests, argMax(prompt_tokens, version) AS u_prompt, \
+             argMax(completion_tokens, version) AS u_completion, \
+             argMax(cost_micro_usd, version) AS u_cost, argMax(errors, version) AS u_errors, \
+             argMax(latency_sum_ms, version) AS u_latency, {rolled}, \
+             argMax(ratings, version) AS u_ratings, argMax(score_sum, version) AS u_score \
+             FROM request_rollup \
+             WHERE {} AND hour >= {first} AND hour < {end}{env} \
+             GROUP BY u_hour, u_project, u_env",
             scope.condition()
         ));
     }
     for edge in edges {
+        // A partial hour's raw rows, each request once (a replayed record
+        // is the same row twice).
         parts.push(format!(
             "SELECT toUInt32(intDiv(ts_ms, 3600000)) AS u_hour, project_id AS u_project, \
              environment AS u_env, toUInt64(count()) AS u_requests, \
              toUInt64(sum(prompt_tokens)) AS u_prompt, \
              toUInt64(sum(completion_tokens)) AS u_completion, \
              toUInt64(sum(cost_micro_usd)) AS u_cost, toUInt64(countIf(status >= 400)) AS u_errors, \
-             toUInt64(sum(latency_ms)) AS u_latency, \
-             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 1) AS u_values, \
-             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 2) AS u_counts, \
+             toUInt64(sum(latency_ms)) AS u_latency, {raw}, \
              toUInt64(sum(scored)) AS u_ratings, toFloat64(sum(last_score)) AS u_score \
              FROM (SELECT request_id, ts_ms, project_id, environment, prompt_tokens, \
                    completion_tokens, cost_micro_usd, status, latency_ms \
-                   FROM request_logs FINAL WHERE {} AND {}{env}) AS edge_requests \
+                   FROM request_logs WHERE {} AND {}{env} LIMIT 1 BY request_id) AS edge_requests \
              ANY LEFT JOIN \
              (SELECT request_id, argMax(score, ts_ms) AS last_score, toUInt8(1) AS scored \
               FROM feedback WHERE org_id = {} GROUP BY request_id) AS edge_scores \
@@ -744,15 +796,21 @@ pub struct RolledProjectRow {
     pub score_sum: f64,
 }
 
-/// `by_project` and `quality_by_project` together, from the rollup.
-pub fn by_project_rolled(scope: &Scope, range: &Range, environment: Option<&str>) -> String {
+/// `by_project` and `quality_by_project` together, from the rollup; the
+/// latency histograms only with `latencies`.
+pub fn by_project_rolled(
+    scope: &Scope,
+    range: &Range,
+    environment: Option<&str>,
+    latencies: bool,
+) -> String {
     format!(
         "SELECT u_project AS project_id, toUInt64(sum(u_requests)), \
          toUInt64(sum(u_prompt + u_completion)), toUInt64(sum(u_cost)), toUInt64(sum(u_errors)), \
          toUInt64(sum(u_latency)), sumMap(u_values, u_counts), toUInt64(sum(u_ratings)), \
          toFloat64(sum(u_score)) \
          FROM {} WHERE u_project != '' GROUP BY project_id ORDER BY project_id",
-        hourly(scope, range, environment)
+        hourly(scope, range, environment, latencies)
     )
 }
 
@@ -761,7 +819,7 @@ pub fn by_environment_rolled(scope: &Scope, range: &Range) -> String {
     format!(
         "SELECT u_env AS environment, toUInt64(sum(u_requests)), toUInt64(sum(u_cost)) \
          FROM {} GROUP BY environment ORDER BY environment",
-        hourly(scope, range, None)
+        hourly(scope, range, None, false)
     )
 }
 
@@ -791,7 +849,7 @@ pub fn timeseries_rolled(
          toUInt64(sum(u_cost)), toUInt64(sum(u_errors)), toUInt64(sum(u_latency)), \
          sumMap(u_values, u_counts) \
          FROM {} GROUP BY bucket ORDER BY bucket",
-        hourly(scope, range, environment)
+        hourly(scope, range, environment, true)
     )
 }
 

@@ -433,13 +433,13 @@ pub async fn requests(
         Some(after) => a.range.to_ms.min(after.ts_ms + 1),
         None => a.range.to_ms,
     };
-    let mut rows: Vec<sql::RequestRow> = Vec::new();
+    let mut keys: Vec<sql::PageKey> = Vec::new();
     for span in PAGE_SPANS_MS {
         let window = Range {
             from_ms: end.saturating_sub(span).max(a.range.from_ms),
             to_ms: end,
         };
-        rows = a
+        keys = a
             .analytics
             .fetch(&sql::requests_page(
                 &a.scope,
@@ -449,10 +449,17 @@ pub async fn requests(
                 limit,
             ))
             .await?;
-        if rows.len() as u64 > limit || window.from_ms == a.range.from_ms {
+        if keys.len() as u64 > limit || window.from_ms == a.range.from_ms {
             break;
         }
     }
+    let mut rows: Vec<sql::RequestRow> = if keys.is_empty() {
+        Vec::new()
+    } else {
+        a.analytics
+            .fetch(&sql::requests_by_keys(&a.scope, &keys))
+            .await?
+    };
     let more = rows.len() as u64 > limit;
     rows.truncate(limit as usize);
     let next_cursor = if more {
@@ -1111,7 +1118,9 @@ struct ProjectFigures {
 }
 
 impl ProjectFigures {
-    async fn load(a: &Ask) -> Result<ProjectFigures, ApiError> {
+    /// With `p95`, each project's 95th percentile latency too (a costlier
+    /// read).
+    async fn load(a: &Ask, p95: bool) -> Result<ProjectFigures, ApiError> {
         if sql::rollup_answers(&a.filters) {
             let rows: Vec<sql::RolledProjectRow> = a
                 .analytics
@@ -1119,6 +1128,7 @@ impl ProjectFigures {
                     &a.peers,
                     &a.range,
                     a.filters.environment.as_deref(),
+                    p95,
                 ))
                 .await?;
             return Ok(ProjectFigures {
@@ -1248,7 +1258,7 @@ pub async fn widget_cost_per_mtok(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let figures = ProjectFigures::load(&a).await?;
+    let figures = ProjectFigures::load(&a, false).await?;
     // Micro-USD per token is USD per million tokens.
     Ok(Json(
         figures.compare(project, |r| (r.cost_micro_usd as f64, r.tokens)),
@@ -1273,7 +1283,7 @@ pub async fn widget_latency(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let figures = ProjectFigures::load(&a).await?;
+    let figures = ProjectFigures::load(&a, false).await?;
     Ok(Json(figures.compare(project, |r| {
         (r.latency_sum_ms as f64, r.requests)
     })))
@@ -1297,7 +1307,7 @@ pub async fn widget_quality(
 ) -> Result<Json<Comparison>, ApiError> {
     let project = selected(&q)?;
     let a = ask(&state, &caller, org, &q).await?;
-    let figures = ProjectFigures::load(&a).await?;
+    let figures = ProjectFigures::load(&a, false).await?;
     Ok(Json(figures.compare(project, |r| (r.score_sum, r.ratings))))
 }
 
@@ -1396,7 +1406,7 @@ pub async fn widget_rank(
         })?,
     };
     let a = ask(&state, &caller, org, &q).await?;
-    let figures = ProjectFigures::load(&a).await?;
+    let figures = ProjectFigures::load(&a, false).await?;
     let values = metric_values(&figures, metric);
     let id = project.to_string();
     let value = values.iter().find(|(p, _)| *p == id).map(|(_, v)| *v);
@@ -1570,7 +1580,7 @@ pub async fn projects(
     QueryParams(q): QueryParams<AnalyticsQuery>,
 ) -> Result<Json<Breakdown>, ApiError> {
     let a = ask(&state, &caller, org, &q).await?;
-    let figures = ProjectFigures::load(&a).await?;
+    let figures = ProjectFigures::load(&a, true).await?;
     let names: HashMap<String, String> = state
         .db()
         .await?
