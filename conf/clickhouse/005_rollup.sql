@@ -1,14 +1,14 @@
 -- The hourly rollup of request_logs (with each request's last score), the
 -- analytics' fast path: the widgets, the all-projects table, cost by
--- environment and the time series read it for whole hours and the raw
--- rows only for the partial hours at the ends of their range.
+-- environment and the time series read it, counting whole UTC hours (their
+-- range rounded out to the hour), the current hour as of the last run.
 --
 -- floopy-control keeps it (crates/control/src/analytics/rollup.rs): every
 -- few seconds one replica finds the (org, hour) pairs that received request
 -- logs or scores since its last run (their inserted_at), recomputes each
 -- such hour from request_logs FINAL (so a replayed record counts once) and
 -- inserts the hour's rows with a newer version; ReplacingMergeTree keeps
--- the newest, and readers read FINAL. An hour's latencies are kept as a
+-- the newest, and readers take each row's newest version (argMax). An hour's latencies are kept as a
 -- histogram (each distinct latency in ms and its count), from which the
 -- exact percentiles of any set of hours are read.
 CREATE TABLE IF NOT EXISTS request_rollup

@@ -679,29 +679,10 @@ pub fn insert_feedback(
 
 const HOUR_MS: u64 = 3_600_000;
 
-/// A range split at whole hours: the epoch hours `[first, end)` wholly in
-/// it (read from the rollup), and the partial hours at its ends (read from
-/// the raw rows).
-pub fn split_hours(range: &Range) -> (Option<(u64, u64)>, Vec<Range>) {
-    let first = range.from_ms.div_ceil(HOUR_MS);
-    let end = range.to_ms / HOUR_MS;
-    if first >= end {
-        return (None, vec![*range]);
-    }
-    let mut edges = Vec::new();
-    if range.from_ms < first * HOUR_MS {
-        edges.push(Range {
-            from_ms: range.from_ms,
-            to_ms: first * HOUR_MS,
-        });
-    }
-    if end * HOUR_MS < range.to_ms {
-        edges.push(Range {
-            from_ms: end * HOUR_MS,
-            to_ms: range.to_ms,
-        });
-    }
-    (Some((first, end)), edges)
+/// The epoch hours `[first, end)` a range touches: the range rounded out
+/// to whole hours, as the rollup counts it.
+pub fn hours_covering(range: &Range) -> (u64, u64) {
+    (range.from_ms / HOUR_MS, range.to_ms.div_ceil(HOUR_MS))
 }
 
 /// Whether the rollup can answer under `filters`: it is kept by project
@@ -713,9 +694,9 @@ pub fn rollup_answers(filters: &Filters) -> bool {
     } == Filters::default()
 }
 
-/// The requests of `scope` in `range` (and `environment`), by epoch hour,
-/// project and environment, with their scores: whole hours from the
-/// rollup, the partial hours at the ends from the raw rows. Columns:
+/// The requests of `scope` in the hours `range` touches (and
+/// `environment`), by epoch hour, project and environment, with their
+/// scores, from the rollup (the newest version of each row). Columns:
 /// u_hour, u_project, u_env, u_requests, u_prompt, u_completion, u_cost,
 /// u_errors, u_latency, u_values, u_counts, u_ratings, u_score.
 fn hourly(scope: &Scope, range: &Range, environment: Option<&str>, latencies: bool) -> String {
@@ -724,62 +705,27 @@ fn hourly(scope: &Scope, range: &Range, environment: Option<&str>, latencies: bo
         .unwrap_or_default();
     // The latency histograms are as big as the rows they count: read only
     // where a percentile is asked for.
-    let (rolled, raw) = if latencies {
-        (
-            "argMax(latency_values, version) AS u_values, \
-             argMax(latency_counts, version) AS u_counts",
-            "tupleElement(sumMap([latency_ms], [toUInt64(1)]), 1) AS u_values, \
-             tupleElement(sumMap([latency_ms], [toUInt64(1)]), 2) AS u_counts",
-        )
+    let histograms = if latencies {
+        "argMax(latency_values, version) AS u_values, \
+         argMax(latency_counts, version) AS u_counts"
     } else {
-        (
-            "emptyArrayUInt64() AS u_values, emptyArrayUInt64() AS u_counts",
-            "emptyArrayUInt64() AS u_values, emptyArrayUInt64() AS u_counts",
-        )
+        "emptyArrayUInt64() AS u_values, emptyArrayUInt64() AS u_counts"
     };
-    let (whole, edges) = split_hours(range);
-    let mut parts = Vec::new();
-    if let Some((first, end)) = whole {
-        // The newest version of each row (what FINAL reads, without its
-        // cost on ClickHouse 18.16).
-        parts.push(format!(
-            "SELECT hour AS u_hour, project_id AS u_project, environment AS u_env, \
-             argMax(requests, version) AS u_requests, argMax(prompt_tokens, version) AS u_prompt, \
-             argMax(completion_tokens, version) AS u_completion, \
-             argMax(cost_micro_usd, version) AS u_cost, argMax(errors, version) AS u_errors, \
-             argMax(latency_sum_ms, version) AS u_latency, {rolled}, \
-             argMax(ratings, version) AS u_ratings, argMax(score_sum, version) AS u_score \
-             FROM request_rollup \
-             WHERE {} AND hour >= {first} AND hour < {end}{env} \
-             GROUP BY u_hour, u_project, u_env",
-            scope.condition()
-        ));
-    }
-    for edge in edges {
-        // A partial hour's raw rows, each request once (a replayed record
-        // is the same row twice).
-        parts.push(format!(
-            "SELECT toUInt32(intDiv(ts_ms, 3600000)) AS u_hour, project_id AS u_project, \
-             environment AS u_env, toUInt64(count()) AS u_requests, \
-             toUInt64(sum(prompt_tokens)) AS u_prompt, \
-             toUInt64(sum(completion_tokens)) AS u_completion, \
-             toUInt64(sum(cost_micro_usd)) AS u_cost, toUInt64(countIf(status >= 400)) AS u_errors, \
-             toUInt64(sum(latency_ms)) AS u_latency, {raw}, \
-             toUInt64(sum(scored)) AS u_ratings, toFloat64(sum(last_score)) AS u_score \
-             FROM (SELECT request_id, ts_ms, project_id, environment, prompt_tokens, \
-                   completion_tokens, cost_micro_usd, status, latency_ms \
-                   FROM request_logs WHERE {} AND {}{env} LIMIT 1 BY request_id) AS edge_requests \
-             ANY LEFT JOIN \
-             (SELECT request_id, argMax(score, ts_ms) AS last_score, toUInt8(1) AS scored \
-              FROM feedback WHERE org_id = {} GROUP BY request_id) AS edge_scores \
-             USING request_id \
-             GROUP BY u_hour, u_project, u_env",
-            scope.condition(),
-            edge.condition(),
-            quote(&scope.org.to_string())
-        ));
-    }
-    format!("({})", parts.join(" UNION ALL "))
+    let (first, end) = hours_covering(range);
+    // The newest version of each row: what FINAL reads, without its cost on
+    // ClickHouse 18.16.
+    format!(
+        "(SELECT hour AS u_hour, project_id AS u_project, environment AS u_env, \
+         argMax(requests, version) AS u_requests, argMax(prompt_tokens, version) AS u_prompt, \
+         argMax(completion_tokens, version) AS u_completion, \
+         argMax(cost_micro_usd, version) AS u_cost, argMax(errors, version) AS u_errors, \
+         argMax(latency_sum_ms, version) AS u_latency, {histograms}, \
+         argMax(ratings, version) AS u_ratings, argMax(score_sum, version) AS u_score \
+         FROM request_rollup \
+         WHERE {} AND hour >= {first} AND hour < {end}{env} \
+         GROUP BY u_hour, u_project, u_env)",
+        scope.condition()
+    )
 }
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
@@ -877,24 +823,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_range_splits_at_whole_hours() {
+    fn a_range_is_rounded_out_to_whole_hours() {
         let h = HOUR_MS;
         let r = |a, b| Range {
             from_ms: a,
             to_ms: b,
         };
-        assert_eq!(
-            split_hours(&r(10 * h + 5, 13 * h + 7)),
-            (
-                Some((11, 13)),
-                vec![r(10 * h + 5, 11 * h), r(13 * h, 13 * h + 7)]
-            )
-        );
-        assert_eq!(split_hours(&r(10 * h, 12 * h)), (Some((10, 12)), vec![]));
-        assert_eq!(
-            split_hours(&r(10 * h + 5, 11 * h + 5)),
-            (None, vec![r(10 * h + 5, 11 * h + 5)])
-        );
+        assert_eq!(hours_covering(&r(10 * h + 5, 13 * h + 7)), (10, 14));
+        assert_eq!(hours_covering(&r(10 * h, 12 * h)), (10, 12));
+        assert_eq!(hours_covering(&r(10 * h + 5, 10 * h + 6)), (10, 11));
     }
 
     #[test]

@@ -10,11 +10,10 @@
 //! the hour's rows with a newer version and `computed_at` T. The first run
 //! (an empty rollup) computes every hour.
 //!
-//! So the rollup is exact for every hour as of the last run: a row inserted
-//! since (a live request of the hour that just ended, a replay into an old
-//! hour) counts from the next run, a few seconds later. Readers take whole
-//! hours from the rollup and the partial hours at the ends of their range
-//! (the current one included) from the raw rows.
+//! So the rollup is exact for every hour, the current one included, as of
+//! the last run: a row inserted since (a live request, a replay into an old
+//! hour) counts from the next run, a few seconds later. Its readers count
+//! whole UTC hours: their range rounded out to the hour.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

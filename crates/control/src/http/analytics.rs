@@ -8,6 +8,13 @@
 //! date; `to` excluded; default the last 30 days), the request filters, and
 //! where they apply `interval`, `metric`, `limit`, `cursor`.
 //!
+//! The widgets, the all-projects table, cost by environment and the time
+//! series read the hourly rollup when the only filter is the environment
+//! (`crate::analytics::rollup`): they count whole UTC hours, the range
+//! rounded out to the hour, the current hour as of the rollup's last run
+//! (every `clickhouse.rollup_interval_ms`). With other filters they read the
+//! raw rows, to the millisecond.
+//!
 //! What a caller sees: an org owner or admin, the whole org (requests
 //! refused before their project was known included); anyone else, only the
 //! projects they are a member of. The org-wide comparisons of the widgets
