@@ -246,8 +246,8 @@ impl Inserter {
         all
     }
 
-    /// Inserts the oldest closed spool segment, and deletes it once every
-    /// record in it is in ClickHouse.
+    /// Inserts the oldest closed spool segment, and deletes it once each of
+    /// its records is in ClickHouse or spooled again.
     fn replay_step(&mut self) {
         if !self.healthy() || !has_segments(&self.spool_dir) {
             return;
