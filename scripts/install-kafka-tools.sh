@@ -8,8 +8,9 @@
 #   carries a librdkafka new enough to talk to tansu (ClickHouse 18.16 loads
 #   it through LD_LIBRARY_PATH), and chdb (the current ClickHouse engine
 #   in-process, to check the SQL on a modern ClickHouse), schemathesis
-#   (floopy-control's API against its OpenAPI document) and the openai
-#   client (the gateway's HTTPS listener).
+#   (floopy-control's API against its OpenAPI document), the openai
+#   client (the gateway's HTTPS listener) and playwright (the dashboard's
+#   browser test, in Debian's chromium).
 # Prints the environment the tests read (FLOOPY_TANSU, FLOOPY_CH_LIBS,
 # FLOOPY_PYTHON) as `export` lines.
 set -euo pipefail
@@ -35,12 +36,15 @@ venv="$cache/venv"
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv" >&2
 fi
-if ! "$venv/bin/python" -c 'import confluent_kafka, chdb, schemathesis, openai' >/dev/null 2>&1; then
-  echo "install-kafka-tools: installing confluent-kafka, chdb, schemathesis and openai into $venv" >&2
+if ! "$venv/bin/python" -c 'import confluent_kafka, chdb, schemathesis, openai, playwright' >/dev/null 2>&1; then
+  echo "install-kafka-tools: installing confluent-kafka, chdb, schemathesis, openai and playwright into $venv" >&2
   # schemathesis 3.39 needs a Hypothesis from before 6.131.15. openai: the
-  # HTTPS listener's test with the official client.
+  # HTTPS listener's test with the official client. playwright: the
+  # dashboard's browser test, driving Debian's chromium (no browser is
+  # downloaded).
   "$venv/bin/pip" install -q "confluent-kafka>=2.4,<3" "chdb>=3" \
-    "schemathesis==3.39.16" "hypothesis<=6.131.14" "openai>=1.50,<3" >&2
+    "schemathesis==3.39.16" "hypothesis<=6.131.14" "openai>=1.50,<3" \
+    "playwright>=1.50,<2" >&2
 fi
 
 # ClickHouse 18.16 links librdkafka.so.1: point it at the wheel's copy.

@@ -103,6 +103,7 @@ pub fn pool(config: &Config) -> anyhow::Result<Pool> {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(crate::http::routes())
+        .merge(crate::dashboard::routes())
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -18,8 +18,9 @@
 //! function of caller, action and object), `http` (a module per resource),
 //! `audit`, `openapi` (the document, generated from the handlers), `app`
 //! (the router and the server), `budgets` (the evaluator of budgets and
-//! alert rules), `webhooks` (alert delivery from the outbox) and `analytics`
-//! (the ClickHouse queries behind `http::analytics`).
+//! alert rules), `webhooks` (alert delivery from the outbox), `analytics`
+//! (the ClickHouse queries behind `http::analytics`) and `dashboard` (the
+//! web page at `/`, a client of the API).
 
 pub mod analytics;
 pub mod app;
@@ -27,6 +28,7 @@ pub mod audit;
 pub mod auth;
 pub mod budgets;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod http;
 pub mod openapi;

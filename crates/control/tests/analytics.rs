@@ -1249,17 +1249,7 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
     let provider = floopy_fake_provider::FakeProvider::start("127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
-    let spool = tempfile::tempdir().unwrap();
-    let gateway = Gateway::start_with(
-        &db,
-        &provider,
-        &format!(
-            "{{kind: clickhouse, url: \"{}\", spool_dir: \"{}\"}}",
-            ch.http.trim_end_matches('/'),
-            spool.path().display()
-        ),
-    )
-    .await;
+    let gateway = Gateway::start_into_clickhouse(&db, &provider, &ch).await;
     // The key reaches the gateway within a second.
     let started = std::time::Instant::now();
     let mut ids = Vec::new();

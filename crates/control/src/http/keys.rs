@@ -39,6 +39,9 @@ pub struct KeyView {
     pub revoked: bool,
     pub created_at: String,
     pub revoked_at: Option<String>,
+    /// The budget whose breach revoked the key (restored through
+    /// `POST .../budgets/{budget}/restore`).
+    pub revoked_by_budget: Option<Uuid>,
 }
 
 const COLUMNS: &str = concat!(
@@ -46,7 +49,8 @@ const COLUMNS: &str = concat!(
     "revoked_at IS NOT NULL, ",
     rfc3339!("created_at"),
     ", ",
-    rfc3339!("revoked_at")
+    rfc3339!("revoked_at"),
+    ", revoked_by_budget"
 );
 
 fn view(row: &tokio_postgres::Row) -> KeyView {
@@ -62,6 +66,7 @@ fn view(row: &tokio_postgres::Row) -> KeyView {
         revoked: row.get(7),
         created_at: row.get(8),
         revoked_at: row.get(9),
+        revoked_by_budget: row.get(10),
     }
 }
 

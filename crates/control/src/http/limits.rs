@@ -24,6 +24,10 @@ pub struct LimitsView {
     pub rpm: Option<i32>,
     /// The monthly cost cap in USD, exact to the micro-dollar.
     pub monthly_cost_usd: Option<String>,
+    /// In the list: the org's spend in the environment this UTC month, as
+    /// the gateways enforce it against the cap (their settled spend).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub month_to_date_usd: Option<String>,
 }
 
 fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
@@ -33,6 +37,7 @@ fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
         environment: Environment::parse(&environment)?,
         rpm: row.get(1),
         monthly_cost_usd: cost.map(|c| format_usd(u64::try_from(c).unwrap_or(0))),
+        month_to_date_usd: None,
     })
 }
 
@@ -56,12 +61,27 @@ pub async fn list(
     authorize(&m, Action::ReadLimits)?;
     let rows = db
         .query(
-            "SELECT environment::text, rpm, monthly_cost_micro_usd FROM environment_limits
-              WHERE org_id = $1 ORDER BY environment",
+            "SELECT l.environment::text, l.rpm, l.monthly_cost_micro_usd,
+                    COALESCE((SELECT sum(u.settled_micro_usd) FROM replica_usage u
+                               WHERE u.org_id = l.org_id AND u.environment = l.environment
+                                 AND u.month = to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int),
+                             0)::bigint
+               FROM environment_limits l
+              WHERE l.org_id = $1 ORDER BY l.environment",
             &[&org],
         )
         .await?;
-    Ok(Json(rows.iter().filter_map(view).collect()))
+    Ok(Json(
+        rows.iter()
+            .filter_map(|row| {
+                let spent: i64 = row.get(3);
+                view(row).map(|v| LimitsView {
+                    month_to_date_usd: Some(format_usd(u64::try_from(spent).unwrap_or(0))),
+                    ..v
+                })
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

@@ -22,7 +22,7 @@ use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
-use crate::roles::{authorize, Action, OrgRole};
+use crate::roles::{authorize, project_role, Action, OrgRole, ProjectRole};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
@@ -37,6 +37,10 @@ pub struct ProjectView {
     /// The Default project (the zero UUID): requests without attribution.
     pub is_default: bool,
     pub created_at: String,
+    /// In a list or a read: the caller's role on the project (org owners
+    /// and admins are admins of every project, or its owner if listed so).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<ProjectRole>,
 }
 
 const COLUMNS: &str = concat!(
@@ -57,6 +61,7 @@ fn view(row: &tokio_postgres::Row) -> ProjectView {
         archived: row.get(7),
         is_default: id == DEFAULT_PROJECT_ID,
         created_at: row.get(8),
+        role: None,
     }
 }
 
@@ -153,7 +158,16 @@ pub async fn list(
             &[&org, &after, &(limit + 1), &all, &caller.user_id],
         )
         .await?;
-    let items = rows.iter().map(view).collect();
+    let items = rows
+        .iter()
+        .map(|row| {
+            let v = view(row);
+            ProjectView {
+                role: project_role(&m, v.id),
+                ..v
+            }
+        })
+        .collect();
     Ok(Json(Page::new(items, limit, |p| p.id)))
 }
 
@@ -256,7 +270,11 @@ pub async fn read(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadProject(project))?;
-    read_project(&db, org, project).await.map(Json)
+    let v = read_project(&db, org, project).await?;
+    Ok(Json(ProjectView {
+        role: project_role(&m, project),
+        ..v
+    }))
 }
 
 /// Applies `change` to a project the caller may `action`, in one

@@ -183,6 +183,9 @@ pub struct Me {
     pub email: String,
     pub name: Option<String>,
     pub orgs: Vec<MyOrg>,
+    /// Signed in with the session cookie: the session's CSRF token, so a
+    /// page reloaded in the browser can go on changing state.
+    pub csrf_token: Option<String>,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -223,11 +226,22 @@ pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me
             role: row.get(2),
         })
         .collect();
+    let csrf_token = match &caller.credential {
+        Credential::Session { token_hash } => db
+            .query_opt(
+                "SELECT csrf_token FROM sessions WHERE token_hash = $1",
+                &[token_hash],
+            )
+            .await?
+            .map(|row| row.get(0)),
+        Credential::Token { .. } => None,
+    };
     Ok(Json(Me {
         id: caller.user_id,
         email: user.get(0),
         name: user.get(1),
         orgs,
+        csrf_token,
     }))
 }
 

@@ -355,6 +355,7 @@ pub struct Gateway {
     pub admin: String,
     pub log: std::path::PathBuf,
     _dir: tempfile::TempDir,
+    _spool: Option<tempfile::TempDir>,
 }
 
 impl Gateway {
@@ -424,7 +425,30 @@ log_sink: {}
             admin: format!("http://127.0.0.1:{admin}"),
             log,
             _dir: dir,
+            _spool: None,
         }
+    }
+
+    /// With the direct ClickHouse sink into `ch` (its spool in a directory
+    /// of the gateway's own).
+    pub async fn start_into_clickhouse(
+        db: &TestDb,
+        provider: &FakeProvider,
+        ch: &clickhouse::ClickHouse,
+    ) -> Gateway {
+        let spool = tempfile::tempdir().unwrap();
+        let mut gateway = Self::start_with(
+            db,
+            provider,
+            &format!(
+                "{{kind: clickhouse, url: \"{}\", spool_dir: \"{}\"}}",
+                ch.http.trim_end_matches('/'),
+                spool.path().display()
+            ),
+        )
+        .await;
+        gateway._spool = Some(spool);
+        gateway
     }
 
     /// The sum of `cost_micro_usd` of the logged requests of `project`.
