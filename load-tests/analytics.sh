@@ -12,9 +12,12 @@
 # after 3 warm-up calls, and prints p50 and p95 in milliseconds (target:
 # p95 under 100 ms); twice: right after the load, and with the rollup's row
 # versions merged (OPTIMIZE ... FINAL, what ClickHouse's background merges
-# reach). Loopback only; about 4 minutes.
+# reach). Then times the dashboard's pages: each page's data requests sent
+# together, as the page sends them (p50 and p95 of the slowest). Loopback
+# only; about 4 minutes, and the pages as many again.
 #
 # Knobs: ROWS (10000000), ORGS (1: every row in the benchmarked org), SAMPLES (30),
+# PAGES (1; 0 skips the pages),
 # HOLD (seconds to keep everything running afterwards, to look around).
 set -uo pipefail
 
@@ -174,11 +177,62 @@ print(f"worst p95: {worst:.1f} ms (target 100 ms)")
 PY
 }
 
+# The dashboard's pages as it loads them: each page's analytics requests
+# sent together (the page waits for the slowest), over its default range
+# (the last 7 days), SAMPLES times after 3 warm-up loads.
+time_pages() {
+python3 - "$URL" "$TOKEN" "$ORG" "$P1" "$SAMPLES" <<'PY'
+import sys, time, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+url, token, org, project, samples = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
+def page_range():
+    to = int(time.time() * 1000)
+    return f"from={to - 7 * 86400000}&to={to + 1}"
+one = f"project={project}&"
+pages = [
+    ("overview, one project", [f"widgets/cost-per-mtok?{one}", f"widgets/quality?{one}", f"widgets/latency?{one}",
+                               f"widgets/rank?{one}metric=requests&", f"widgets/cost-by-environment?{one}",
+                               f"timeseries?{one}interval=day&"]),
+    ("overview, all projects", ["projects?", "timeseries?interval=day&"]),
+    ("requests, one project", [f"requests?{one}limit=50&"]),
+    ("requests, all projects", ["requests?limit=50&"]),
+    ("sessions", ["sessions?limit=50&"]),
+    ("users", ["users?limit=50&"]),
+    ("properties", ["properties?limit=50&"]),
+    ("cache", ["cache?"]),
+    ("rate limits", ["rate-limits?interval=day&"]),
+    ("security", ["security?interval=day&"]),
+    ("evaluations", ["evaluations?"]),
+]
+def fetch(path):
+    req = urllib.request.Request(f"{url}/v1/orgs/{org}/analytics/{path}{page_range()}",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        body = resp.read()
+        assert resp.status == 200, body
+print(f"{'page (its data requests together)':40} {'p50 ms':>8} {'p95 ms':>8}")
+with ThreadPoolExecutor(max_workers=8) as pool:
+    for name, paths in pages:
+        times = []
+        for i in range(samples + 3):
+            t = time.perf_counter()
+            list(pool.map(fetch, paths))
+            if i >= 3:
+                times.append((time.perf_counter() - t) * 1000)
+        times.sort()
+        p50 = times[len(times) // 2]
+        p95 = times[min(len(times) - 1, int(0.95 * len(times)))]
+        print(f"{name:40} {p50:8.1f} {p95:8.1f}")
+PY
+}
+
 lt_log "timing, just after the load (the rollup's versions not yet merged)"
 time_endpoints
 ch "OPTIMIZE TABLE request_rollup FINAL" >/dev/null
 lt_log "timing again with the rollup's versions merged, as background merges leave it: $(ch "SELECT count() FROM request_rollup") rows"
 time_endpoints
+lt_log "the dashboard's pages (PAGES=0 skips), with the rollup merged"
+[[ "${PAGES:-1}" == 1 ]] && time_pages
 
 if [[ -n "${HOLD:-}" ]]; then
     lt_log "holding: ClickHouse $CH_URL, floopy-control $URL, org $ORG, token $TOKEN, project $P1 (Ctrl-C stops)"

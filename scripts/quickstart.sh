@@ -85,6 +85,7 @@ rm -f "$jar"
 cat <<MSG
 
 floopy is running.
+  dashboard        http://127.0.0.1:8081/   (sign in with the login below)
   management API   http://127.0.0.1:8081/v1/   (OpenAPI: http://127.0.0.1:8081/openapi.json)
   login            $email / $password
   organization     $org
