@@ -29,6 +29,7 @@ pub mod project;
 pub mod proxy;
 pub mod reload;
 pub mod snapshot;
+pub mod timeline;
 pub mod tls;
 pub mod upstream;
 pub mod usage;

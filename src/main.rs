@@ -77,6 +77,7 @@ fn main() -> ExitCode {
         return check_configs(&cli.check_config);
     }
     init_tracing();
+    floopy_gateway::timeline::init_from_env();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

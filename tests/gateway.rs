@@ -1021,3 +1021,56 @@ async fn metrics_parse_as_prometheus_text_and_move_with_traffic() {
         .unwrap();
     assert_eq!(ready.status(), 200);
 }
+
+/// With `FLOOPY_TIMELINE=1` the admin listener serves the slowest requests'
+/// phase timelines, their marks in the order the phases run, and a read
+/// starts the list over; without it, the endpoint says how to turn it on.
+#[tokio::test]
+async fn the_phase_timeline_orders_each_requests_phases() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            timeline: true,
+            ..Options::default()
+        },
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(post_chat(&gw, KEY_FREE, None).await.status(), 200);
+    }
+    let url = format!("http://{}/debug/timeline", gw.admin);
+    let rows: Vec<Value> = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    let mark = |r: &Value, k: &str| r[k].as_u64().unwrap_or_else(|| panic!("{k} in {r}"));
+    for r in &rows {
+        assert_eq!(r["status"], 200);
+        let order = [
+            "request_filter_in_us",
+            "request_filter_out_us",
+            "response_header_us",
+            "body_end_us",
+            "record_in_us",
+            "record_out_us",
+            "total_us",
+        ];
+        for pair in order.windows(2) {
+            assert!(mark(r, pair[0]) <= mark(r, pair[1]), "{pair:?} in {r}");
+        }
+        assert!(mark(r, "record_in_us") > 0, "{r}");
+    }
+    let totals: Vec<u64> = rows.iter().map(|r| mark(r, "total_us")).collect();
+    assert!(
+        totals.windows(2).all(|w| w[0] >= w[1]),
+        "slowest first: {totals:?}"
+    );
+    let again: Vec<Value> = reqwest::get(&url).await.unwrap().json().await.unwrap();
+    assert!(again.is_empty(), "a read starts the list over: {again:?}");
+
+    let off = Gateway::start(&provider, Options::default()).await;
+    let resp = reqwest::get(format!("http://{}/debug/timeline", off.admin))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert!(resp.text().await.unwrap().contains("FLOOPY_TIMELINE=1"));
+}

@@ -1,6 +1,7 @@
 //! The admin listener: `GET /healthz` (the process is up), `GET /readyz`
 //! (a snapshot is loaded and the log sink accepts records), `GET /metrics`
-//! (Prometheus text). Later the management API of SPEC section 7 lives here.
+//! (Prometheus text), and with `FLOOPY_TIMELINE=1` `GET /debug/timeline`
+//! (the slowest requests' phase timelines, see `timeline`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,17 @@ impl ServeHttp for AdminApp {
             // data of a database.
             "/readyz" => self.readiness(),
             "/metrics" => reply(200, "text/plain; version=0.0.4", self.metrics_text()),
+            // The slowest requests' phase timelines since the last read.
+            "/debug/timeline" if crate::timeline::enabled() => reply(
+                200,
+                "application/json",
+                serde_json::to_string(&crate::timeline::take()).unwrap_or_default(),
+            ),
+            "/debug/timeline" => reply(
+                404,
+                "text/plain",
+                "the timeline is off: start the gateway with FLOOPY_TIMELINE=1\n".into(),
+            ),
             path => reply(404, "text/plain", format!("no admin endpoint {path}\n")),
         }
     }

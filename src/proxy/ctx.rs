@@ -52,6 +52,8 @@ pub struct RequestCtx {
     pub rpm: Option<RpmDecision>,
     /// The request's record was submitted (before the answer's last byte).
     pub logged: bool,
+    /// Its phase timeline, with `FLOOPY_TIMELINE=1` (see `timeline`).
+    pub timeline: Option<Box<crate::timeline::Marks>>,
 }
 
 impl RequestCtx {
@@ -78,6 +80,7 @@ impl RequestCtx {
             admission: None,
             rpm: None,
             logged: false,
+            timeline: crate::timeline::enabled().then(crate::timeline::Marks::start),
         }
     }
 }

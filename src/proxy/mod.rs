@@ -43,6 +43,7 @@ use crate::logs::feedback::{self, Feedback};
 use crate::logs::{LogId, LogSink};
 use crate::metrics::Metrics;
 use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::timeline;
 use crate::usage::json::ResponseCapture;
 use crate::usage::sse::SseUsageParser;
 use ctx::RequestCtx;
@@ -182,6 +183,30 @@ impl Gateway {
         respond(session, ctx, status, body).await;
     }
 
+    /// `request_filter`'s work: admission, or the gateway's own answer.
+    async fn filter_request(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let snapshot = self.store.load();
+        ctx.snapshot = Some(snapshot.clone());
+        match self.admit(session, ctx, &snapshot).await {
+            Ok(Admission::Forward) => Ok(false),
+            Ok(Admission::Answered) => Ok(true),
+            Err(e) => {
+                let body = e.body();
+                let status = e.status();
+                ctx.error = Some(e);
+                if session.is_http2() && !session.is_body_done() {
+                    // Over HTTP/2 an answer that ends the stream before the
+                    // request body is read makes the stream reset, which
+                    // clients report as a failure instead of this answer:
+                    // read the rest first, for a bounded time.
+                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.drain_request_body()).await;
+                }
+                self.respond(session, ctx, status, body).await;
+                Ok(true)
+            }
+        }
+    }
+
     /// The end of a request: its spend settled, its record built, counted
     /// and submitted; once. Called before the answer's last byte goes to
     /// the client, so that an answered request's record outlives a crash
@@ -191,6 +216,17 @@ impl Gateway {
         if std::mem::replace(&mut ctx.logged, true) {
             return;
         }
+        if let Some(marks) = ctx.timeline.as_mut() {
+            marks.record_in_us = timeline::since(ctx.started);
+        }
+        self.submit_record(req, e, ctx);
+        if let Some(marks) = ctx.timeline.as_mut() {
+            marks.record_out_us = timeline::since(ctx.started);
+        }
+    }
+
+    /// The record of a request, its spend settled, to the sink.
+    fn submit_record(&self, req: &RequestHeader, e: Option<&Error>, ctx: &mut RequestCtx) {
         let Some(record) = record::build(req, e, ctx, &self.metrics) else {
             // An unknown key: no org, no record; still counted.
             self.metrics
@@ -247,26 +283,14 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let snapshot = self.store.load();
-        ctx.snapshot = Some(snapshot.clone());
-        match self.admit(session, ctx, &snapshot).await {
-            Ok(Admission::Forward) => Ok(false),
-            Ok(Admission::Answered) => Ok(true),
-            Err(e) => {
-                let body = e.body();
-                let status = e.status();
-                ctx.error = Some(e);
-                if session.is_http2() && !session.is_body_done() {
-                    // Over HTTP/2 an answer that ends the stream before the
-                    // request body is read makes the stream reset, which
-                    // clients report as a failure instead of this answer:
-                    // read the rest first, for a bounded time.
-                    let _ = tokio::time::timeout(DRAIN_TIMEOUT, session.drain_request_body()).await;
-                }
-                self.respond(session, ctx, status, body).await;
-                Ok(true)
-            }
+        if let Some(marks) = ctx.timeline.as_mut() {
+            marks.request_filter_in_us = timeline::since(ctx.started);
         }
+        let answered = self.filter_request(session, ctx).await;
+        if let Some(marks) = ctx.timeline.as_mut() {
+            marks.request_filter_out_us = timeline::since(ctx.started);
+        }
+        answered
     }
 
     async fn upstream_peer(
@@ -319,6 +343,9 @@ impl ProxyHttp for Gateway {
         ctx.status = Some(status);
         ctx.upstream_status = Some(status);
         ctx.first_byte_at.get_or_insert_with(Instant::now);
+        if let Some(marks) = ctx.timeline.as_mut() {
+            marks.response_header_us = timeline::since(ctx.started);
+        }
         let mut framing = Framing::Unchanged;
         if let Some(provider) = ctx
             .provider
@@ -375,6 +402,9 @@ impl ProxyHttp for Gateway {
             capture.push(chunk);
         }
         if end_of_stream {
+            if let Some(marks) = ctx.timeline.as_mut() {
+                marks.body_end_us = timeline::since(ctx.started);
+            }
             // The last bytes go to the client after this returns.
             self.complete(session.req_header(), None, ctx);
         }
@@ -434,5 +464,9 @@ impl ProxyHttp for Gateway {
             self.metrics.ttfb.observe(first_byte - ctx.started);
         }
         self.complete(session.req_header(), e, ctx);
+        if let Some(marks) = ctx.timeline.take() {
+            let status = ctx.status.unwrap_or(0);
+            timeline::finish(*marks, ctx.started, ctx.request_id, status, ctx.stream);
+        }
     }
 }

@@ -133,6 +133,8 @@ pub struct Options {
     pub extra_server: String,
     /// More `limits` fields, indented 2 spaces.
     pub extra_limits: String,
+    /// `FLOOPY_TIMELINE=1`: the per-request phase timeline on.
+    pub timeline: bool,
 }
 
 impl Default for Options {
@@ -148,6 +150,7 @@ impl Default for Options {
             log_sink: None,
             extra_server: String::new(),
             extra_limits: String::new(),
+            timeline: false,
         }
     }
 }
@@ -171,6 +174,7 @@ pub struct Gateway {
     pub upstream: String,
     pub dead_port: u16,
     stderr_path: PathBuf,
+    timeline: bool,
 }
 
 /// Renders the configuration for these ports and options.
@@ -222,10 +226,11 @@ pub fn render_config(
 }
 
 /// The gateway binary on `config`, with the tests' provider keys.
-fn spawn_gateway(config: &Path, stderr: std::fs::File) -> Child {
+fn spawn_gateway(config: &Path, stderr: std::fs::File, timeline: bool) -> Child {
     Command::new(env!("CARGO_BIN_EXE_floopy-gateway"))
         .arg("--config")
         .arg(config)
+        .env("FLOOPY_TIMELINE", if timeline { "1" } else { "0" })
         .env("FLOOPY_TEST_OPENAI_KEY", "sk-test-openai")
         .env("FLOOPY_TEST_ANTHROPIC_KEY", "sk-test-anthropic")
         .env("FLOOPY_LOG", "info")
@@ -261,7 +266,11 @@ impl Gateway {
         )
         .unwrap();
         let stderr_path = dir.path().join("stderr.log");
-        let child = spawn_gateway(&config_path, std::fs::File::create(&stderr_path).unwrap());
+        let child = spawn_gateway(
+            &config_path,
+            std::fs::File::create(&stderr_path).unwrap(),
+            options.timeline,
+        );
         let mut gateway = Gateway {
             child,
             addr,
@@ -272,6 +281,7 @@ impl Gateway {
             upstream,
             dead_port,
             stderr_path,
+            timeline: options.timeline,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
@@ -303,7 +313,7 @@ impl Gateway {
             .append(true)
             .open(&self.stderr_path)
             .unwrap();
-        self.child = spawn_gateway(&self.config_path, stderr);
+        self.child = spawn_gateway(&self.config_path, stderr, self.timeline);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {

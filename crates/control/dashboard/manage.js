@@ -755,7 +755,19 @@ export async function budgets(main) {
         "New budget",
       )
     : null;
-  main.append(pageHead("Budgets & alerts", create), budgetsEl, h("h2", {}, "Alert history"), alertsEl);
+  const rulesEl = h("div");
+  const newRule = may
+    ? h("button", { type: "button", class: "secondary", on: { click: () => ruleDialog(() => loadRules()) } }, "New alert rule")
+    : null;
+  main.append(
+    pageHead("Budgets & alerts", create),
+    budgetsEl,
+    h("div", { class: "page-head" }, h("h2", {}, "Alert rules"), h("div", { class: "actions" }, newRule)),
+    h("p", { class: "sub" }, "A rule posts to its webhook once per period when the scope's spend crosses its amount."),
+    rulesEl,
+    h("h2", {}, "Alert history"),
+    alertsEl,
+  );
   const inScope = (x) => !ctx.project || x.project_id === ctx.project;
   let budgetList = [];
   const sourceName = (a) => {
@@ -787,7 +799,7 @@ export async function budgets(main) {
               cell: (b) => {
                 const manages = runsTheOrg() || (b.project_id && adminProjects().some((p) => p.id === b.project_id));
                 if (!manages) return null;
-                const amount = h("input", { type: "number", min: "0", step: "0.01", value: b.amount_usd, "aria-label": `New amount of ${b.name}`, class: "narrow" });
+                const amount = h("input", { type: "number", min: "0", step: "0.01", value: String(Number(b.amount_usd)), "aria-label": `New amount of ${b.name}`, class: "narrow" });
                 return h(
                   "div",
                   { class: "row-actions" },
@@ -822,9 +834,14 @@ export async function budgets(main) {
               label: "Delivery",
               cell: (a) =>
                 h(
-                  "span",
-                  { class: `badge ${a.state === "delivered" ? "good" : a.state === "failed" ? "bad" : "muted"}` },
-                  a.webhook_url ? `${a.state}${a.attempts ? ` after ${a.attempts} attempt(s)` : ""}${a.last_error ? `: ${a.last_error}` : ""}` : "listed (no webhook)",
+                  "div",
+                  {},
+                  h(
+                    "span",
+                    { class: `badge ${a.state === "delivered" ? "good" : a.state === "failed" ? "bad" : "muted"}` },
+                    a.webhook_url ? `${a.state}${a.attempts ? ` after ${a.attempts} attempt(s)` : ""}` : "listed (no webhook)",
+                  ),
+                  a.last_error ? h("p", { class: "sub small-text" }, a.last_error) : null,
                 ),
             },
           ],
@@ -833,8 +850,80 @@ export async function budgets(main) {
         ),
       "Loading the alerts",
     );
+  const loadRules = () =>
+    section(
+      rulesEl,
+      async () => (await all(O("/alert-rules"))).filter(inScope),
+      (list) =>
+        table(
+          [
+            { key: "name", label: "Rule" },
+            { key: "project_id", label: "Scope", cell: (r) => projectBadge(r.project_id ? projectById(r.project_id) || { name: short(r.project_id) } : null) },
+            { key: "threshold_usd", label: "Fires at", cell: (r) => usdText(r.threshold_usd) },
+            { key: "period", label: "Period" },
+            { key: "webhook_url", label: "Webhook", cell: (r) => h("code", {}, r.webhook_url) },
+            {
+              key: "actions",
+              label: "",
+              cell: (r) =>
+                runsTheOrg() || (r.project_id && adminProjects().some((p) => p.id === r.project_id))
+                  ? h("button", { type: "button", class: "danger small", on: { click: async () => (await confirmDialog(`Delete ${r.name}?`, "Its alerts stay in the history.", "Delete rule", () => del(O(`/alert-rules/${r.id}`)))) && loadRules() } }, "Delete")
+                  : null,
+            },
+          ],
+          list,
+          { emptyText: "No alert rule." },
+        ),
+      "Loading the alert rules",
+    );
   await loadBudgets();
-  await loadAlerts();
+  await Promise.all([loadRules(), loadAlerts()]);
+}
+
+// A new alert rule; its webhook secret is shown once.
+function ruleDialog(onSaved) {
+  const inputs = {
+    name: h("input", { name: "name", autocomplete: "off" }),
+    threshold_usd: h("input", { name: "threshold_usd", type: "number", min: "0", step: "0.01" }),
+    period: select("period", [["month", "Calendar month (UTC)"], ["week", "Week (UTC)"], ["day", "Day (UTC)"]], "month"),
+    project_id: select("project_id", scopeOptions(), ctx.project || ""),
+    webhook_url: h("input", { name: "webhook_url", type: "url", placeholder: "https://…" }),
+  };
+  const fields = {
+    name: field("Name", inputs.name),
+    threshold_usd: field("Fires at (USD)", inputs.threshold_usd),
+    period: field("Period", inputs.period),
+    project_id: field("Scope", inputs.project_id),
+    webhook_url: field("Webhook URL", inputs.webhook_url, "Alerts are POSTed here, signed (floopy-signature) with the rule's secret."),
+  };
+  const form = h(
+    "form",
+    {
+      class: "stack",
+      on: {
+        submit: async (e) => {
+          e.preventDefault();
+          try {
+            const rule = await post(O("/alert-rules"), {
+              name: inputs.name.value.trim(),
+              threshold_usd: Number(inputs.threshold_usd.value),
+              period: inputs.period.value,
+              project_id: inputs.project_id.value || null,
+              webhook_url: inputs.webhook_url.value.trim(),
+            });
+            clear(form, rule.webhook_secret ? secretBox("The rule's webhook secret", rule.webhook_secret, "Receivers verify floopy-signature with this secret; it is shown only now.") : h("p", {}, "Rule created."));
+            onSaved();
+          } catch (err) {
+            showErrors(form, fields, err);
+          }
+        },
+      },
+    },
+    Object.values(fields),
+    errorLine(),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create rule")),
+  );
+  dialog("New alert rule", form);
 }
 
 // Settings ----------------------------------------------------------------------------

@@ -435,6 +435,30 @@ def main():
         eventually(lambda: chat(key, 100)[0] == 200, "the gateway serves the restored key", 10)
         step(page, "key-restored")
 
+        # An alert rule below the spend, to a webhook nobody answers: it
+        # fires, its secret is shown once, and the history shows the
+        # delivery being retried.
+        nav(page, "Budgets & alerts")
+        page.get_by_role("button", name="New alert rule").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Name").fill("support spend")
+        dialog.get_by_label("Fires at (USD)").fill("0.01")
+        dialog.get_by_label("Scope").select_option(label="Support Bot")
+        dialog.get_by_label("Webhook URL").fill("http://127.0.0.1:9/hook")
+        dialog.get_by_role("button", name="Create rule").click()
+        expect(page.locator("#secret-value")).to_have_value(re.compile(".{16,}"))
+        page.keyboard.press("Escape")
+        expect(page.get_by_role("cell", name="support spend")).to_be_visible()
+
+        def rule_alert():
+            page.reload()
+            row = page.locator("main table").last.get_by_role("row").filter(has_text="alert rule")
+            expect(row).to_contain_text("attempt", timeout=2000)
+            return True
+
+        eventually(rule_alert, "the rule's alert is listed with its delivery attempts")
+        step(page, "alert-rule")
+
         # Sign out: the session ends.
         page.get_by_role("button", name="Sign out").click()
         expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
