@@ -302,11 +302,11 @@ impl Wal {
             (retired, dirty, current.spare.is_none())
         };
         for (segment, used) in retired {
-            segment.map.flush_range(0, used)?;
+            flush_yielding(&segment.map, 0, used)?;
             segment.release();
         }
         if let Some((segment, (from, len))) = dirty {
-            segment.map.flush_range(from, len)?;
+            flush_yielding(&segment.map, from, len)?;
         }
         if spare_missing {
             let spare = self.create_segment()?;
@@ -403,6 +403,28 @@ impl Wal {
             pending: AtomicUsize::new(1),
         }))
     }
+}
+
+/// Bytes written back per `msync`: the disk's work comes in slices of
+/// this, and between two the thread yields, so that a request waiting for
+/// the same core (a worker pinned with it) runs between two slices instead
+/// of after the whole sync.
+const SYNC_SLICE: usize = 64 * 1024;
+
+/// `map.flush_range(from, len)` in slices of `SYNC_SLICE`, yielding the
+/// core between two.
+fn flush_yielding(map: &MmapRaw, from: usize, len: usize) -> io::Result<()> {
+    let end = from + len;
+    let mut at = from;
+    while at < end {
+        let n = SYNC_SLICE.min(end - at);
+        map.flush_range(at, n)?;
+        at += n;
+        if at < end {
+            std::thread::yield_now();
+        }
+    }
+    Ok(())
 }
 
 /// The records of a segment's bytes that are not done, appended to `out`;
