@@ -75,7 +75,7 @@ export function score(x) {
 
 export function when(value) {
   if (value === null || value === undefined || value === "") return "–";
-  const d = typeof value === "number" ? new Date(value) : new Date(value);
+  const d = new Date(value);
   if (Number.isNaN(d.getTime())) return String(value);
   return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
@@ -238,6 +238,36 @@ export function showErrors(form, fields, err) {
   }
   const general = form.querySelector(".form-error");
   if (general) general.textContent = shown ? "" : err.message;
+}
+
+// A form of labelled `fields` (from `field`) with one submit button:
+// `action(form)` runs on submit, the button disabled meanwhile; an API
+// error shows under its fields, or in the form's own message.
+export function apiForm(fields, submitLabel, action) {
+  const submit = h("button", { type: "submit" }, submitLabel);
+  const form = h(
+    "form",
+    {
+      class: "stack",
+      on: {
+        submit: async (e) => {
+          e.preventDefault();
+          submit.disabled = true;
+          try {
+            await action(form);
+          } catch (err) {
+            showErrors(form, fields, err);
+          } finally {
+            submit.disabled = false;
+          }
+        },
+      },
+    },
+    Object.values(fields),
+    h("p", { class: "form-error", role: "alert" }),
+    h("div", { class: "actions" }, submit),
+  );
+  return form;
 }
 
 // Dialogs --------------------------------------------------------------------

@@ -4,7 +4,7 @@
 // all the same.
 
 import { get, post, patch, put, del, all } from "./api.js";
-import { h, clear, section, table, empty, field, select, showErrors, dialog, confirmDialog, toast, usdText, pct, when, short, projectBadge, ICONS } from "./dom.js";
+import { h, clear, section, table, empty, field, select, showErrors, apiForm, dialog, confirmDialog, toast, usdText, pct, when, short, projectBadge, ICONS } from "./dom.js";
 import { progress } from "./charts.js";
 import { ctx, link, runsTheOrg, canCreateProjects, adminProjects, projectById, reloadProjects } from "./app.js";
 
@@ -274,36 +274,15 @@ function keyForm(onCreated) {
     project_id: field("Lock to project", inputs.project_id, "Every request of a locked key goes to this project."),
     default_project_id: field("Default project", inputs.default_project_id, "For requests that name no project."),
   };
-  const error = errorLine();
-  const submit = h("button", { type: "submit" }, "Create key");
-  const form = h(
-    "form",
-    {
-      class: "stack",
-      on: {
-        submit: async (e) => {
-          e.preventDefault();
-          submit.disabled = true;
-          try {
-            const created = await post(O("/keys"), {
-              name: inputs.name.value.trim(),
-              environment: inputs.environment.value,
-              project_id: inputs.project_id.value || null,
-              default_project_id: inputs.default_project_id.value || null,
-            });
-            onCreated(created);
-          } catch (err) {
-            showErrors(form, fields, err);
-            submit.disabled = false;
-          }
-        },
-      },
-    },
-    Object.values(fields),
-    error,
-    h("div", { class: "actions" }, submit),
-  );
-  return form;
+  return apiForm(fields, "Create key", async () => {
+    const created = await post(O("/keys"), {
+      name: inputs.name.value.trim(),
+      environment: inputs.environment.value,
+      project_id: inputs.project_id.value || null,
+      default_project_id: inputs.default_project_id.value || null,
+    });
+    onCreated(created);
+  });
 }
 
 // A secret shown once, with a copy button.
@@ -476,28 +455,12 @@ export async function members(main) {
               const email = h("input", { type: "email", name: "email" });
               const role = select("role", ORG_ROLES.map((r) => [r, r]), "member");
               const fields = { email: field("Email", email), role: field("Organization role", role) };
-              const form = h(
-                "form",
-                {
-                  class: "stack",
-                  on: {
-                    submit: async (e) => {
-                      e.preventDefault();
-                      try {
-                        const inv = await post(O("/invitations"), { email: email.value.trim(), role: role.value });
-                        const url = `${location.origin}/#/accept?token=${encodeURIComponent(inv.token)}`;
-                        clear(form, secretBox("The invitation link", url, `Send this one-time link to ${inv.email}; it is shown only now and expires ${when(inv.expires_at)}.`));
-                        loadInvites();
-                      } catch (err) {
-                        showErrors(form, fields, err);
-                      }
-                    },
-                  },
-                },
-                Object.values(fields),
-                errorLine(),
-                h("div", { class: "actions" }, h("button", { type: "submit" }, "Create invitation")),
-              );
+              const form = apiForm(fields, "Create invitation", async () => {
+                const inv = await post(O("/invitations"), { email: email.value.trim(), role: role.value });
+                const url = `${location.origin}/#/accept?token=${encodeURIComponent(inv.token)}`;
+                clear(form, secretBox("The invitation link", url, `Send this one-time link to ${inv.email}; it is shown only now and expires ${when(inv.expires_at)}.`));
+                loadInvites();
+              });
               dialog("Invite a member", form);
             },
           },
@@ -687,38 +650,20 @@ function budgetForm(onSaved) {
     webhook_url: field("Webhook URL", inputs.webhook_url, "Optional: alerts are POSTed here, signed with the secret."),
     webhook_secret: field("Webhook secret", inputs.webhook_secret, "Optional."),
   };
-  const submit = h("button", { type: "submit" }, "Create budget");
-  const form = h(
-    "form",
-    {
-      class: "stack",
-      on: {
-        submit: async (e) => {
-          e.preventDefault();
-          const thresholds = inputs.thresholds.value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
-          try {
-            await post(O("/budgets"), {
-              name: inputs.name.value.trim(),
-              amount_usd: Number(inputs.amount_usd.value),
-              period: inputs.period.value,
-              project_id: inputs.project_id.value || null,
-              thresholds,
-              action: inputs.action.value,
-              webhook_url: inputs.webhook_url.value.trim() || null,
-              webhook_secret: inputs.webhook_secret.value || null,
-            });
-            onSaved();
-          } catch (err) {
-            showErrors(form, fields, err);
-          }
-        },
-      },
-    },
-    Object.values(fields),
-    errorLine(),
-    h("div", { class: "actions" }, submit),
-  );
-  return form;
+  return apiForm(fields, "Create budget", async () => {
+    const thresholds = inputs.thresholds.value.split(",").map((s) => s.trim()).filter(Boolean).map(Number);
+    await post(O("/budgets"), {
+      name: inputs.name.value.trim(),
+      amount_usd: Number(inputs.amount_usd.value),
+      period: inputs.period.value,
+      project_id: inputs.project_id.value || null,
+      thresholds,
+      action: inputs.action.value,
+      webhook_url: inputs.webhook_url.value.trim() || null,
+      webhook_secret: inputs.webhook_secret.value || null,
+    });
+    onSaved();
+  });
 }
 
 // A breach stays recorded for the period until its keys are restored; a
@@ -896,33 +841,17 @@ function ruleDialog(onSaved) {
     project_id: field("Scope", inputs.project_id),
     webhook_url: field("Webhook URL", inputs.webhook_url, "Alerts are POSTed here, signed (floopy-signature) with the rule's secret."),
   };
-  const form = h(
-    "form",
-    {
-      class: "stack",
-      on: {
-        submit: async (e) => {
-          e.preventDefault();
-          try {
-            const rule = await post(O("/alert-rules"), {
-              name: inputs.name.value.trim(),
-              threshold_usd: Number(inputs.threshold_usd.value),
-              period: inputs.period.value,
-              project_id: inputs.project_id.value || null,
-              webhook_url: inputs.webhook_url.value.trim(),
-            });
-            clear(form, rule.webhook_secret ? secretBox("The rule's webhook secret", rule.webhook_secret, "Receivers verify floopy-signature with this secret; it is shown only now.") : h("p", {}, "Rule created."));
-            onSaved();
-          } catch (err) {
-            showErrors(form, fields, err);
-          }
-        },
-      },
-    },
-    Object.values(fields),
-    errorLine(),
-    h("div", { class: "actions" }, h("button", { type: "submit" }, "Create rule")),
-  );
+  const form = apiForm(fields, "Create rule", async () => {
+    const rule = await post(O("/alert-rules"), {
+      name: inputs.name.value.trim(),
+      threshold_usd: Number(inputs.threshold_usd.value),
+      period: inputs.period.value,
+      project_id: inputs.project_id.value || null,
+      webhook_url: inputs.webhook_url.value.trim(),
+    });
+    clear(form, rule.webhook_secret ? secretBox("The rule's webhook secret", rule.webhook_secret, "Receivers verify floopy-signature with this secret; it is shown only now.") : h("p", {}, "Rule created."));
+    onSaved();
+  });
   dialog("New alert rule", form);
 }
 
