@@ -110,7 +110,11 @@ impl Provider {
         peer.options.total_connection_timeout = Some(timeouts.connect * 2);
         peer.options.read_timeout = Some(timeouts.read);
         peer.options.write_timeout = Some(timeouts.write);
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // No idle timeout: Pingora's pool watches every idle connection for
+        // the provider's close (and evicts the least recently used beyond
+        // its size), so a timeout adds nothing but a timer registered each
+        // time a connection goes back to the pool, once per request.
+        peer.options.idle_timeout = None;
         peer.options.ca = endpoint.ca.clone();
         // Pingora's connection pool key leaves out the trusted CAs: without
         // a group per provider, a connection verified under one provider's
