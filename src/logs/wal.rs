@@ -337,11 +337,35 @@ impl Wal {
 
     /// The writer thread's periodic work, called at every turn: at most
     /// every `SYNC_INTERVAL`, `sync`.
+    /// A spare taken by an append is replaced at once, not at the next sync.
     pub fn tick(&self) -> io::Result<()> {
-        if lock(&self.current).last_sync.elapsed() < SYNC_INTERVAL {
-            return Ok(());
+        let (due, spare_missing) = {
+            let current = lock(&self.current);
+            (
+                current.last_sync.elapsed() >= SYNC_INTERVAL,
+                current.spare.is_none(),
+            )
+        };
+        if due {
+            return self.sync();
         }
-        self.sync()
+        if spare_missing {
+            self.make_spare()?;
+        }
+        Ok(())
+    }
+
+    /// Makes the spare segment, faulted in.
+    fn make_spare(&self) -> io::Result<()> {
+        let spare = self.create_segment()?;
+        spare.prefault();
+        let mut current = lock(&self.current);
+        match current.spare {
+            None => current.spare = Some(spare),
+            // Only the writer thread makes spares; kept for safety.
+            Some(_) => spare.release(),
+        }
+        Ok(())
     }
 
     /// Syncs what was appended since the last sync (group commit),
@@ -363,17 +387,19 @@ impl Wal {
             };
             (retired, dirty, current.spare.is_none())
         };
+        // The spare first: at a high rate a segment fills within a few
+        // syncs, and one made after the flushes (which yield the core to
+        // the workers) came too late often enough that workers made their
+        // own, faulting every page in on the request path.
+        if spare_missing {
+            self.make_spare()?;
+        }
         for (segment, used) in retired {
             flush_yielding(&segment.map, 0, used)?;
             segment.release();
         }
         if let Some((segment, (from, len))) = dirty {
             flush_yielding(&segment.map, from, len)?;
-        }
-        if spare_missing {
-            let spare = self.create_segment()?;
-            spare.prefault();
-            lock(&self.current).spare = Some(spare);
         }
         Ok(())
     }
@@ -677,6 +703,27 @@ mod tests {
         );
         drop(records);
         drop(first);
+    }
+
+    #[test]
+    fn a_spare_taken_by_an_append_is_replaced_at_the_next_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path()).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 1, "the spare");
+        let record = wal.append(br#"{"n":1}"#).unwrap();
+        assert_eq!(
+            segment_files(dir.path()).len(),
+            1,
+            "the spare became current"
+        );
+        // Well within SYNC_INTERVAL of the sync: no sync, but a new spare.
+        wal.tick().unwrap();
+        assert_eq!(segment_files(dir.path()).len(), 2);
+        assert!(lock(&wal.current).spare.is_some());
+        record.done();
+        wal.close().unwrap();
+        assert!(segment_files(dir.path()).is_empty());
     }
 
     #[test]
