@@ -147,6 +147,8 @@ impl Provider {
     /// The header is rebuilt without Pingora's case-preserving name map, as
     /// the gateway's response headers are (see `proxy::add_gateway_headers`);
     /// the request target is kept byte for byte.
+    // Out of line: load-tests/instructions.sh reports its cost (one call).
+    #[inline(never)]
     pub fn prepare_request(
         &self,
         req: &mut RequestHeader,

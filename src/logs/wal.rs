@@ -246,6 +246,8 @@ impl Wal {
     /// log cannot be written (a full disk) the record goes on in memory:
     /// counted in `log_write_errors`, and `failing` says so until an append
     /// succeeds again.
+    // Out of line: load-tests/instructions.sh reports its cost (one call).
+    #[inline(never)]
     pub fn write(&self, record: &RequestLog, metrics: &Metrics) -> Pending {
         self.write_with(|json| record.write_json(json), metrics)
     }

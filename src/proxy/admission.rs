@@ -71,6 +71,8 @@ fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
 /// Step 1, from the request header: the key (401), the route (404), the
 /// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
 /// `ctx.project_id`.
+// Out of line: load-tests/instructions.sh reports its cost (one call).
+#[inline(never)]
 pub fn admit_header(
     snapshot: &Snapshot,
     req: &RequestHeader,

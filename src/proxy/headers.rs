@@ -39,6 +39,8 @@ pub enum Framing {
 /// the cost of these inserts. Header names are case-insensitive (RFC 9110,
 /// section 5.1); Pingora still writes the common ones in title case. Status,
 /// version, reason phrase and extensions are kept.
+// Out of line: load-tests/instructions.sh reports its cost (one call).
+#[inline(never)]
 pub fn add_gateway_headers(
     resp: &mut ResponseHeader,
     ctx: &RequestCtx,

@@ -212,6 +212,8 @@ impl Gateway {
     /// the client, so that an answered request's record outlives a crash
     /// (the sink's write-ahead log holds it from here); `logging` calls it
     /// for the requests that ended otherwise (a failure, a client gone).
+    // Out of line: load-tests/instructions.sh reports its cost (one call).
+    #[inline(never)]
     fn complete(&self, req: &RequestHeader, e: Option<&Error>, ctx: &mut RequestCtx) {
         if std::mem::replace(&mut ctx.logged, true) {
             return;

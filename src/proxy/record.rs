@@ -18,6 +18,8 @@ use crate::usage::Usage;
 /// The record, or `None` for a request with no known key (it has no org).
 /// Called once, at the end of the request: what the record keeps is taken
 /// from the context.
+// Out of line: load-tests/instructions.sh reports its cost (one call).
+#[inline(never)]
 pub fn build(
     req: &RequestHeader,
     e: Option<&Error>,
