@@ -24,7 +24,8 @@
 # listener included); wrk (-t1), the latency generator, the fake provider
 # and the Kafka broker run on LOAD_CPU (0). Every target is measured in each
 # of ROUNDS rounds, and the table gives min / median / max over the rounds
-# for req/s and CPU per request, the medians of p50 and p99. PINNED=0 is the
+# for req/s and CPU per request, the medians of p50, p99 and of the
+# process's minor page faults per request. PINNED=0 is the
 # earlier shared mode (everything on every core, 2 threads each).
 #
 # Peers, when installed by load-tests/install-peers.sh: (5) LiteLLM's proxy
@@ -172,6 +173,17 @@ cpu_ticks() {
     echo "$total"
 }
 
+# Minor page faults so far of a process and its children (all threads).
+minor_faults() {
+    local total=0 pid fields
+    for pid in "$@" $(pgrep -P "$1" 2>/dev/null); do
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
+        # After "pid (comm) ", minflt is the 8th field.
+        total=$((total + $(awk '{print $8}' <<<"$fields")))
+    done
+    echo "$total"
+}
+
 # wrk latency "231.00us" / "1.23ms" / "1.02s" / "2.00m" -> milliseconds.
 to_ms() {
     awk -v v="$1" 'BEGIN {
@@ -180,18 +192,20 @@ to_ms() {
         printf "%.3f", n }'
 }
 
-declare -A RPS P50 P99 ERRS CPU_US
+declare -A RPS P50 P99 ERRS CPU_US FAULTS
 # measure NAME ADDR PID: warm-up, then the measured wrk run; fills the tables above.
 measure() {
-    local name=$1 addr=$2 pid=$3 out="$TMP/wrk-$1.txt" before after reqs base=${1%%#*}
+    local name=$1 addr=$2 pid=$3 out="$TMP/wrk-$1.txt" before after faults reqs base=${1%%#*}
     # A peer's own key and headers (wrk/chat.lua reads them).
     local -x FLOOPY_KEY="${TARGET_KEY[$base]:-$FLOOPY_KEY}" FLOOPY_EXTRA_HEADERS="${TARGET_HEADERS[$base]:-}"
     lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
         "http://$addr$PATH_CHAT" >/dev/null 2>&1
     before=$(cpu_ticks "$pid")
+    faults=$(minor_faults "$pid")
     lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency \
         -s "$LT_ROOT/load-tests/wrk/chat.lua" "http://$addr$PATH_CHAT" >"$out" 2>&1
     after=$(cpu_ticks "$pid")
+    faults=$(($(minor_faults "$pid") - faults))
     RPS[$name]=$(awk '/^Requests\/sec:/ {printf "%.0f", $2}' "$out")
     P50[$name]=$(to_ms "$(awk '$1 == "50%" {print $2}' "$out")")
     P99[$name]=$(to_ms "$(awk '$1 == "99%" {print $2}' "$out")")
@@ -202,6 +216,7 @@ measure() {
     ERRS[$name]=$((${non2xx:-0} + ${sockerr:-0}))
     CPU_US[$name]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v n="${reqs:-0}" \
         'BEGIN { if (n > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+    FAULTS[$name]=$(awk -v f="$faults" -v n="${reqs:-0}" 'BEGIN { if (n > 0) printf "%.3f", f / n; else print "-" }')
     if [[ -z "${RPS[$name]}" ]]; then
         cat "$out" >&2
         lt_die "could not read wrk's output for $name"
@@ -225,10 +240,10 @@ if ((PINNED)); then
     # for it below (half of the gateway's median peak for the latency).
     for target in "${TARGETS[@]}"; do
         read -r name _ <<<"$target"
-        rps=() cpu=() p50=() p99=() errs=0
+        rps=() cpu=() p50=() p99=() faults=() errs=0
         for ((round = 1; round <= ROUNDS; round++)); do
             rps+=("${RPS[$name#$round]}") cpu+=("${CPU_US[$name#$round]}")
-            p50+=("${P50[$name#$round]}") p99+=("${P99[$name#$round]}")
+            p50+=("${P50[$name#$round]}") p99+=("${P99[$name#$round]}") faults+=("${FAULTS[$name#$round]}")
             errs=$((errs + ${ERRS[$name#$round]}))
         done
         SPREAD_RPS[$name]=$(lt_spread "${rps[@]}")
@@ -237,6 +252,7 @@ if ((PINNED)); then
         read -r _ "CPU_US[$name]" _ <<<"${SPREAD_CPU[$name]}"
         read -r _ "P50[$name]" _ <<<"$(lt_spread "${p50[@]}")"
         read -r _ "P99[$name]" _ <<<"$(lt_spread "${p99[@]}")"
+        read -r _ "FAULTS[$name]" _ <<<"$(lt_spread "${faults[@]}")"
         ERRS[$name]=$errs
     done
 else
@@ -260,15 +276,15 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f", 100 * a / b
 echo
 if ((PINNED)); then
     echo "== peak throughput, pinned (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop; min / median / max over $ROUNDS rounds)"
-    printf '%-34s %-22s %-22s %9s %9s %7s\n' target "req/s" "proxy CPU us/req" "p50 ms" "p99 ms" errors
+    printf '%-34s %-22s %-22s %9s %9s %7s %10s\n' target "req/s" "proxy CPU us/req" "p50 ms" "p99 ms" errors "faults/req"
     row() {
-        printf '%-34s %-22s %-22s %9s %9s %7s\n' "$1" "${SPREAD_RPS[$2]// / / }" "${SPREAD_CPU[$2]// / / }" \
-            "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}"
+        printf '%-34s %-22s %-22s %9s %9s %7s %10s\n' "$1" "${SPREAD_RPS[$2]// / / }" "${SPREAD_CPU[$2]// / / }" \
+            "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${FAULTS[$2]}"
     }
 else
     echo "== peak throughput (wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION, closed loop)"
-    printf '%-34s %10s %10s %10s %8s %14s\n' target "req/s" "p50 ms" "p99 ms" errors "proxy CPU us/req"
-    row() { printf '%-34s %10s %10s %10s %8s %14s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${CPU_US[$2]}"; }
+    printf '%-34s %10s %10s %10s %8s %14s %10s\n' target "req/s" "p50 ms" "p99 ms" errors "proxy CPU us/req" "faults/req"
+    row() { printf '%-34s %10s %10s %10s %8s %14s %10s\n' "$1" "${RPS[$2]}" "${P50[$2]}" "${P99[$2]}" "${ERRS[$2]}" "${CPU_US[$2]}" "${FAULTS[$2]}"; }
 fi
 row "(1) direct to the fake provider" direct
 row "(2) nginx proxy_pass" nginx
@@ -282,6 +298,7 @@ for peer in "${PEERS[@]}"; do
     esac
 done
 echo "(proxy CPU us/req: CPU time of that target's own process (all its threads) per request; for (1) the fake provider's)"
+echo "(faults/req: that process's minor page faults per request, the median over the rounds when pinned)"
 if ((PINNED)); then
     echo "(p50 and p99: the medians over the rounds)"
     RCPU=$(awk -v a="${CPU_US[floopy]}" -v b="${CPU_US[reference]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')
