@@ -183,6 +183,8 @@ struct Current {
     retired: Vec<(Arc<Segment>, usize)>,
     /// Created ahead by the writer thread, so an append rarely opens a file.
     spare: Option<Arc<Segment>>,
+    /// The last try to make a spare failed: the next is at the next sync.
+    spare_failed: bool,
     last_sync: Instant,
 }
 
@@ -234,6 +236,7 @@ impl Wal {
                 synced: 0,
                 retired: Vec::new(),
                 spare: None,
+                spare_failed: false,
                 last_sync: Instant::now(),
             }),
             prefix: format!("wal-{started}-{}-", std::process::id()),
@@ -338,14 +341,15 @@ impl Wal {
     }
 
     /// The writer thread's periodic work, called at every turn: at most
-    /// every `SYNC_INTERVAL`, `sync`.
-    /// A spare taken by an append is replaced at once, not at the next sync.
+    /// every `SYNC_INTERVAL`, `sync`; between two, a spare an append took is
+    /// replaced at once (a spare that could not be made is tried again at
+    /// the next sync, not at every turn).
     pub fn tick(&self) -> io::Result<()> {
         let (due, spare_missing) = {
             let current = lock(&self.current);
             (
                 current.last_sync.elapsed() >= SYNC_INTERVAL,
-                current.spare.is_none(),
+                current.spare.is_none() && !current.spare_failed,
             )
         };
         if due {
@@ -359,7 +363,11 @@ impl Wal {
 
     /// Makes the spare segment, faulted in.
     fn make_spare(&self) -> io::Result<()> {
-        let spare = self.create_segment()?;
+        let made = self.create_segment();
+        let mut current = lock(&self.current);
+        current.spare_failed = made.is_err();
+        let spare = made?;
+        drop(current);
         spare.prefault();
         let mut current = lock(&self.current);
         match current.spare {
@@ -392,10 +400,13 @@ impl Wal {
         // The spare first: at a high rate a segment fills within a few
         // syncs, and one made after the flushes (which yield the core to
         // the workers) came too late often enough that workers made their
-        // own, faulting every page in on the request path.
-        if spare_missing {
-            self.make_spare()?;
-        }
+        // own, faulting every page in on the request path. A spare that
+        // cannot be made (a full disk) does not stop the flushes.
+        let spare = if spare_missing {
+            self.make_spare()
+        } else {
+            Ok(())
+        };
         for (segment, used) in retired {
             flush_yielding(&segment.map, 0, used)?;
             segment.release();
@@ -403,7 +414,7 @@ impl Wal {
         if let Some((segment, (from, len))) = dirty {
             flush_yielding(&segment.map, from, len)?;
         }
-        Ok(())
+        spare
     }
 
     /// At shutdown, after the sink delivered everything: the current
@@ -726,6 +737,34 @@ mod tests {
         record.done();
         wal.close().unwrap();
         assert!(segment_files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_spare_that_cannot_be_made_does_not_stop_the_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal_dir = dir.path().join("wal");
+        let wal = Wal::open(&wal_dir).unwrap();
+        let big = vec![b'x'; SEGMENT_BYTES / 2];
+        let a = wal.append(&big).unwrap();
+        let b = wal.append(&big).unwrap(); // a new segment; the first retired
+                                           // No spare can be made now (as on a full disk).
+        std::fs::remove_dir_all(&wal_dir).unwrap();
+        assert!(wal.sync().is_err(), "the spare's failure is reported");
+        {
+            let current = lock(&wal.current);
+            assert!(current.retired.is_empty(), "the retired segment was synced");
+            assert_eq!(current.synced, current.used, "the current one too");
+            assert!(current.spare.is_none() && current.spare_failed);
+        }
+        // Not tried again at every turn, only at the next sync.
+        assert!(wal.tick().is_ok());
+        std::fs::create_dir_all(&wal_dir).unwrap();
+        lock(&wal.current).last_sync -= SYNC_INTERVAL;
+        wal.tick().unwrap();
+        assert!(lock(&wal.current).spare.is_some());
+        assert!(!lock(&wal.current).spare_failed);
+        a.done();
+        b.done();
     }
 
     #[test]
