@@ -245,8 +245,8 @@ impl LogSink for KafkaSink {
 /// code uses mimalloc). glibc's defaults hand a thread's freed memory back
 /// to the kernel as soon as 128 KiB lie free at the top of its heap, so the
 /// producer's threads, which allocate and free a batch's buffers many
-/// times a second, page-faulted the same memory back in each time: 0.1
-/// to 0.25 page faults per request on the broker thread at the pinned peak
+/// times a second, page-faulted the same memory back in each time: about
+/// 0.1 page faults per request on the broker thread at the pinned peak
 /// (`load-tests/compare.sh` prints faults per request). Fixed values keep
 /// up to `TRIM_THRESHOLD` of free memory in each heap and serve buffers up
 /// to `MMAP_THRESHOLD` from the heap rather than from a fresh mapping each.

@@ -11,9 +11,11 @@
 //!   most that.
 //! - Each record is a spool line (`crc32 SP json LF`, see `spool`). Once
 //!   the sink has delivered it (Kafka acknowledged it, the file took it, or
-//!   it went to the spool) its bit in the segment's done map is set: the
-//!   n-th line of a segment is done when bit n of the map, which follows
-//!   the `SEGMENT_BYTES` of lines in the same file, is one. The map is
+//!   it went to the spool) its bit in the segment's done map is set: a
+//!   line starting at offset o is done when bit o / 8 of the map, which
+//!   follows the `SEGMENT_BYTES` of lines in the same file, is one (a line
+//!   is longer than 8 bytes, so no two lines share a bit, and a damaged
+//!   line moves no other line's bit). The map is
 //!   never synced by the log (a done bit lost to a power cut costs a
 //!   duplicate, which consumers remove): marking a record done in the line
 //!   itself wrote into a page the group commit had just synced, which the
@@ -50,10 +52,9 @@ use crate::metrics::Metrics;
 
 /// The bytes of lines a segment holds, reserved on disk when it is made.
 pub const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
-/// Lines a segment holds at most: one bit each in its done map.
-const MAX_LINES: usize = SEGMENT_BYTES / 64;
-/// The done map's size, after the lines in the segment's file.
-const DONE_MAP_BYTES: usize = MAX_LINES / 8;
+/// The done map's size, after the lines in the segment's file: a bit for
+/// every 8 bytes of lines.
+const DONE_MAP_BYTES: usize = SEGMENT_BYTES / 8 / 8;
 /// A segment file's size: its lines, then its done map.
 const FILE_BYTES: usize = SEGMENT_BYTES + DONE_MAP_BYTES;
 /// The first byte of a delivered line, in a segment written before the
@@ -107,8 +108,6 @@ pub struct WalRecord {
     segment: Arc<Segment>,
     offset: usize,
     len: usize,
-    /// Its line's number in the segment: its bit in the done map.
-    line: usize,
 }
 
 impl WalRecord {
@@ -126,19 +125,15 @@ impl WalRecord {
 
     /// The record was delivered: it will not be recovered after a crash.
     pub fn done(self) {
-        // SAFETY: `line < MAX_LINES` (checked at append), so the byte lies
-        // in the done map, inside the mapping, which lives as long as the
-        // segment this record holds. Records of other lines share the
-        // byte, so it is only changed atomically.
+        let bit = self.offset / 8;
+        // SAFETY: `offset < SEGMENT_BYTES`, so the byte lies in the done
+        // map, inside the mapping, which lives as long as the segment this
+        // record holds. Other lines' bits share the byte, so it is only
+        // changed atomically.
         let byte = unsafe {
-            AtomicU8::from_ptr(
-                self.segment
-                    .map
-                    .as_mut_ptr()
-                    .add(SEGMENT_BYTES + self.line / 8),
-            )
+            AtomicU8::from_ptr(self.segment.map.as_mut_ptr().add(SEGMENT_BYTES + bit / 8))
         };
-        byte.fetch_or(1 << (self.line % 8), Ordering::Release);
+        byte.fetch_or(1 << (bit % 8), Ordering::Release);
         self.segment.release();
     }
 }
@@ -175,8 +170,6 @@ thread_local! {
 struct Current {
     segment: Option<Arc<Segment>>,
     used: usize,
-    /// Lines in the current segment.
-    lines: usize,
     /// Bytes of the current segment already synced.
     synced: usize,
     /// Segments replaced since the last sync, with what they hold.
@@ -232,7 +225,6 @@ impl Wal {
             current: Mutex::new(Current {
                 segment: None,
                 used: 0,
-                lines: 0,
                 synced: 0,
                 retired: Vec::new(),
                 spare: None,
@@ -298,10 +290,7 @@ impl Wal {
         }
         let crc = line_prefix(json);
         let mut current = lock(&self.current);
-        if current.segment.is_none()
-            || current.used + len > SEGMENT_BYTES
-            || current.lines == MAX_LINES
-        {
+        if current.segment.is_none() || current.used + len > SEGMENT_BYTES {
             let next = match current.spare.take() {
                 Some(spare) => spare,
                 None => self.create_segment()?,
@@ -311,11 +300,9 @@ impl Wal {
                 cur.retired.push((old, cur.used));
             }
             cur.used = 0;
-            cur.lines = 0;
             cur.synced = 0;
         }
         let offset = current.used;
-        let line = current.lines;
         let Some(segment) = current.segment.clone() else {
             unreachable!("a segment was just made current");
         };
@@ -329,14 +316,12 @@ impl Wal {
             *at.add(len - 1) = b'\n';
         }
         current.used += len;
-        current.lines += 1;
         drop(current);
         segment.pending.fetch_add(1, Ordering::AcqRel);
         Ok(WalRecord {
             segment,
             offset,
             len,
-            line,
         })
     }
 
@@ -540,11 +525,10 @@ fn flush_yielding(map: &MmapRaw, from: usize, len: usize) -> io::Result<()> {
 /// returns the number of corrupt lines. `done` is the segment's done map
 /// (`None` for a segment written before it existed, whose done lines begin
 /// with `-`). Zero bytes (the unwritten rest of the segment, or a write the
-/// crash cut short) separate nothing; a cut line still counts as a line.
+/// crash cut short) separate nothing.
 pub fn read_records(bytes: &[u8], done: Option<&[u8]>, out: &mut Vec<Vec<u8>>) -> u64 {
     let mut corrupt = 0;
     let mut at = 0;
-    let mut number = 0;
     while at < bytes.len() {
         if bytes[at] == 0 {
             at += 1;
@@ -554,11 +538,11 @@ pub fn read_records(bytes: &[u8], done: Option<&[u8]>, out: &mut Vec<Vec<u8>>) -
         let end = memchr::memchr2(b'\n', 0, rest).unwrap_or(rest.len());
         let complete = rest.get(end) == Some(&b'\n');
         let line = &rest[..end + usize::from(complete)];
+        let bit = at / 8;
         at += line.len();
         let marked = done
-            .and_then(|map| map.get(number / 8))
-            .is_some_and(|byte| byte & (1 << (number % 8)) != 0);
-        number += 1;
+            .and_then(|map| map.get(bit / 8))
+            .is_some_and(|byte| byte & (1 << (bit % 8)) != 0);
         if marked || line[0] == DONE {
             continue;
         }
@@ -625,19 +609,21 @@ mod tests {
             .collect();
         let lines_before =
             std::fs::read(&segment_files(dir.path())[0]).unwrap()[..SEGMENT_BYTES].to_vec();
+        let mut expected_map = vec![0u8; DONE_MAP_BYTES];
         let mut kept = Vec::new();
         for (n, record) in records.into_iter().enumerate() {
             if n % 3 == 0 {
                 kept.push(record);
             } else {
+                let bit = record.offset / 8;
+                expected_map[bit / 8] |= 1 << (bit % 8);
                 record.done();
             }
         }
         let file = std::fs::read(&segment_files(dir.path())[0]).unwrap();
         assert_eq!(file.len(), FILE_BYTES);
         assert_eq!(&file[..SEGMENT_BYTES], &lines_before[..], "no line changed");
-        // Lines 1, 2, 4, 5, 7, 8, ... are done: bits 0b1011_0110, ...
-        assert_eq!(file[SEGMENT_BYTES], 0b1011_0110);
+        assert_eq!(&file[SEGMENT_BYTES..], &expected_map[..]);
         // The process dies with the kept records not done.
         drop(kept);
         drop(wal);
@@ -648,6 +634,37 @@ mod tests {
             .collect();
         assert_eq!(recovered.records, expected);
         assert_eq!(recovered.corrupt, 0);
+    }
+
+    #[test]
+    fn a_damaged_line_moves_no_other_lines_done_bit() {
+        let good = |json: &str| format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
+        let mut lines = Vec::new();
+        let mut starts = Vec::new();
+        for n in 0..6 {
+            starts.push(lines.len());
+            lines.extend_from_slice(good(&format!(r#"{{"n":{n}}}"#)).as_bytes());
+        }
+        // Line 2 is torn by a run of zeros in its middle (a sector that
+        // never reached the disk), which makes two fragments of it.
+        let torn = starts[2] + 12;
+        lines[torn..torn + 3].fill(0);
+        let mut map = vec![0u8; 64];
+        for n in [1, 4] {
+            let bit = starts[n] / 8;
+            map[bit / 8] |= 1 << (bit % 8);
+        }
+        let mut out = Vec::new();
+        assert_eq!(
+            read_records(&lines, Some(&map), &mut out),
+            2,
+            "two fragments"
+        );
+        let expected: Vec<Vec<u8>> = [0, 3, 5]
+            .iter()
+            .map(|n| format!(r#"{{"n":{n}}}"#).into_bytes())
+            .collect();
+        assert_eq!(out, expected);
     }
 
     #[test]
@@ -667,26 +684,6 @@ mod tests {
             recovered.records,
             vec![br#"{"n":1}"#.to_vec(), br#"{"n":3}"#.to_vec()]
         );
-    }
-
-    #[test]
-    fn a_segment_holds_at_most_max_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let wal = Wal::open(dir.path()).unwrap();
-        let records: Vec<WalRecord> = (0..=MAX_LINES)
-            .map(|_| wal.append(b"{}").unwrap())
-            .collect();
-        assert_eq!(
-            segment_files(dir.path()).len(),
-            2,
-            "the last line opened a second segment"
-        );
-        assert_eq!(records[MAX_LINES].line, 0);
-        for record in records {
-            record.done();
-        }
-        wal.close().unwrap();
-        assert!(segment_files(dir.path()).is_empty());
     }
 
     /// Minor page faults of the calling thread so far.
