@@ -106,34 +106,41 @@ fuzz_target!(|data: &[u8]| {
         *b = with;
     }
     wal.extend_from_slice(&[0; 64]);
-    let live: Vec<Vec<u8>> = payloads
-        .iter()
-        .zip(&spans)
-        .enumerate()
-        .filter(|(i, (_, span))| !done(*i) && !touched(&marked, span))
-        .map(|(_, (p, _))| p.clone())
-        .collect();
-    let mut records = Vec::new();
-    read_records(&wal, None, &mut records);
-    assert!(
-        in_order(&live, &records),
-        "the write-ahead log lost an undamaged line"
-    );
-    // A record marked done is never read, unless the same bytes are also
-    // a record not done or one in a damaged line (the damage can undo the
-    // mark).
-    let may_be_read = |p: &Vec<u8>| {
-        payloads
+    // Every line neither done nor touched is read, in order; a record
+    // done is never read, unless the same bytes are also a record not done
+    // or one in a damaged line (the damage can undo a `-` mark). `original`:
+    // the bytes before the damage.
+    let check = |original: &[u8], records: &[Vec<u8>], format: &str| {
+        let live: Vec<Vec<u8>> = payloads
             .iter()
             .zip(&spans)
             .enumerate()
-            .any(|(j, (q, span))| q == p && (!done(j) || touched(&marked, span)))
-    };
-    for (i, p) in payloads.iter().enumerate() {
-        if done(i) && !may_be_read(p) {
-            assert!(!records.contains(p), "a record marked done was read");
+            .filter(|(i, (_, span))| !done(*i) && !touched(original, span))
+            .map(|(_, (p, _))| p.clone())
+            .collect();
+        assert!(
+            in_order(&live, records),
+            "the write-ahead log ({format}) lost an undamaged line"
+        );
+        let may_be_read = |p: &Vec<u8>| {
+            payloads
+                .iter()
+                .zip(&spans)
+                .enumerate()
+                .any(|(j, (q, span))| q == p && (!done(j) || touched(original, span)))
+        };
+        for (i, p) in payloads.iter().enumerate() {
+            if done(i) && !may_be_read(p) {
+                assert!(
+                    !records.contains(p),
+                    "a record marked done was read ({format})"
+                );
+            }
         }
-    }
+    };
+    let mut records = Vec::new();
+    read_records(&wal, None, &mut records);
+    check(&marked, &records, "marks");
 
     // The current format: the lines unmarked, with a done map after them
     // (the bit of the line starting at offset o is o / 8).
@@ -145,34 +152,7 @@ fuzz_target!(|data: &[u8]| {
             map[span.start / 64] |= 1 << (span.start / 8 % 8);
         }
     }
-    let live: Vec<Vec<u8>> = payloads
-        .iter()
-        .zip(&spans)
-        .enumerate()
-        .filter(|(i, (_, span))| !done(*i) && !touched(&segment, span))
-        .map(|(_, (p, _))| p.clone())
-        .collect();
     let mut records = Vec::new();
     read_records(&lines, Some(&map), &mut records);
-    assert!(
-        in_order(&live, &records),
-        "the write-ahead log (done map) lost an undamaged line"
-    );
-    // A record whose bit is set is never read, unless the same bytes are
-    // also a record not done or in a damaged line.
-    let may_be_read = |p: &Vec<u8>| {
-        payloads
-            .iter()
-            .zip(&spans)
-            .enumerate()
-            .any(|(j, (q, span))| q == p && (!done(j) || touched(&segment, span)))
-    };
-    for (i, p) in payloads.iter().enumerate() {
-        if done(i) && !may_be_read(p) {
-            assert!(
-                !records.contains(p),
-                "a record marked done in the map was read"
-            );
-        }
-    }
+    check(&segment, &records, "done map");
 });
