@@ -162,27 +162,23 @@ grep -qi '^floopy-request-id:' "$TMP/probe-floopy.headers" || lt_die "the gatewa
 
 # --- peak throughput with wrk ------------------------------------------------
 
-# CPU time (clock ticks) used so far by a process and its children's threads (nginx's worker).
-cpu_ticks() {
-    local total=0 pid fields
+# The sum, over a process and its children (nginx's worker), of an awk
+# expression of the fields of /proc/PID/stat after "pid (comm) " (all threads).
+proc_stat_sum() {
+    local fields_expr=$1 total=0 pid fields
+    shift
     for pid in "$@" $(pgrep -P "$1" 2>/dev/null); do
         fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        # After "pid (comm) ", utime and stime are the 12th and 13th fields.
-        total=$((total + $(awk '{print $12 + $13}' <<<"$fields")))
+        total=$((total + $(awk "{print $fields_expr}" <<<"$fields")))
     done
     echo "$total"
 }
 
-# Minor page faults so far of a process and its children (all threads).
-minor_faults() {
-    local total=0 pid fields
-    for pid in "$@" $(pgrep -P "$1" 2>/dev/null); do
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null) || continue
-        # After "pid (comm) ", minflt is the 8th field.
-        total=$((total + $(awk '{print $8}' <<<"$fields")))
-    done
-    echo "$total"
-}
+# CPU time (clock ticks) used so far: utime and stime, fields 12 and 13.
+cpu_ticks() { proc_stat_sum '$12 + $13' "$@"; }
+
+# Minor page faults so far: minflt, field 8.
+minor_faults() { proc_stat_sum '$8' "$@"; }
 
 # wrk latency "231.00us" / "1.23ms" / "1.02s" / "2.00m" -> milliseconds.
 to_ms() {

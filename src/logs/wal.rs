@@ -743,8 +743,9 @@ mod tests {
         let wal = Wal::open(&wal_dir).unwrap();
         let big = vec![b'x'; SEGMENT_BYTES / 2];
         let a = wal.append(&big).unwrap();
-        let b = wal.append(&big).unwrap(); // a new segment; the first retired
-                                           // No spare can be made now (as on a full disk).
+        // A new segment; the first is retired.
+        let b = wal.append(&big).unwrap();
+        // No spare can be made now (as on a full disk).
         std::fs::remove_dir_all(&wal_dir).unwrap();
         assert!(wal.sync().is_err(), "the spare's failure is reported");
         {
