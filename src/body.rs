@@ -84,8 +84,10 @@ pub fn parse_request(body: &[u8]) -> Result<RequestFields, GatewayError> {
 fn scan_request(body: &[u8]) -> ScanResult<Result<RequestFields, GatewayError>> {
     // JSON between systems is UTF-8 (RFC 8259 8.1), in skipped strings too:
     // a provider's strict parser refuses what the scanner would let pass.
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(Scanner::at(body, e.valid_up_to()).error("invalid UTF-8"));
+    if simdutf8::basic::from_utf8(body).is_err() {
+        // Where: std's check says, on this rare path.
+        let valid = std::str::from_utf8(body).map_or_else(|e| e.valid_up_to(), str::len);
+        return Err(Scanner::at(body, valid).error("invalid UTF-8"));
     }
     let mut s = Scanner::new(body);
     let mut model = None;

@@ -13,6 +13,7 @@
 //! these modules together.
 
 pub mod admin;
+pub mod alloc;
 pub mod auth;
 pub mod body;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod locks;
 pub mod logs;
 pub mod metrics;
 pub mod pricing;
+pub mod priority;
 pub mod project;
 pub mod proxy;
 pub mod reload;

@@ -2,7 +2,7 @@
 //! server with its services. Wiring only.
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: floopy_gateway::alloc::Allocator = floopy_gateway::alloc::Allocator;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

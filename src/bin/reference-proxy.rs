@@ -10,7 +10,7 @@
 //! difference measured between the two is the cost of the gateway's own work.
 
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: floopy_gateway::alloc::Allocator = floopy_gateway::alloc::Allocator;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
