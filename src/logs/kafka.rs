@@ -172,7 +172,18 @@ impl KafkaSink {
         })?;
         let wal = Arc::new(wal);
         shared.spool.recover(&wal);
-        let producer = create_producer(config, &shared)?;
+        // Made on a thread below the workers' priority: librdkafka's
+        // threads and the polling thread inherit it (`priority`). A
+        // replacement is made on the forwarder's thread, which has it too.
+        let producer = std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    crate::priority::lower_current_thread();
+                    create_producer(config, &shared)
+                })
+                .join()
+                .unwrap_or_else(|_| Err("the kafka producer's creation panicked".into()))
+        })?;
         let forwarder = Forwarder {
             wal: wal.clone(),
             config: config.clone(),
@@ -530,5 +541,84 @@ mod tests {
         RequestLog::default().write_json(&mut json);
         assert_eq!(project_key(&json), b"");
         assert_eq!(project_key(b"{}"), b"");
+    }
+
+    /// The nice value and name of each of this process's threads.
+    fn threads() -> Vec<(u32, String, i32)> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+            let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+            // "tid (name) state ppid ..."; nice is the 19th field.
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            let fields: Vec<&str> = stat[close + 2..].split(' ').collect();
+            out.push((
+                stat[..open].trim().parse().unwrap_or(0),
+                stat[open + 1..close].to_string(),
+                fields.get(16).and_then(|n| n.parse().ok()).unwrap_or(0),
+            ));
+        }
+        out
+    }
+
+    /// The producer's threads (librdkafka's and the polling one) and the
+    /// forwarder run below the workers' priority; the caller's thread does
+    /// not change. No broker is needed: nothing is sent.
+    #[test]
+    fn the_sinks_threads_run_below_the_workers_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let before: Vec<u32> = threads().into_iter().map(|t| t.0).collect();
+        let workers = crate::priority::current_nice();
+        let sink = KafkaSink::start(
+            &KafkaSinkConfig {
+                brokers: "127.0.0.1:9".into(),
+                topic: "t".into(),
+                feedback_topic: "f".into(),
+                queue_capacity: 16,
+                spool_dir: dir.path().to_path_buf(),
+                linger_ms: 5,
+                compression: Compression::default(),
+                message_timeout_ms: 1_000,
+                idempotence: true,
+            },
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        // A new thread names itself once it runs: wait for the names. Other
+        // tests of this process may start threads meanwhile: only the
+        // sink's are looked at.
+        let expected_names = ["rdk:main", "producer pollin", "floopy-kafka-fo"];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let started = loop {
+            let started: Vec<_> = threads()
+                .into_iter()
+                .filter(|t| !before.contains(&t.0))
+                .filter(|t| {
+                    ["rdk:", "floopy-kafka", "producer"]
+                        .iter()
+                        .any(|p| t.1.starts_with(p))
+                })
+                .collect();
+            let named = expected_names
+                .iter()
+                .all(|name| started.iter().any(|t| t.1 == *name));
+            if named || Instant::now() > deadline {
+                break started;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        sink.shutdown();
+        let expected = (workers + crate::priority::BACKGROUND_NICE).min(19);
+        for name in expected_names {
+            assert!(
+                started.iter().any(|t| t.1 == name),
+                "{name} among {started:?}"
+            );
+        }
+        for (_, name, nice) in &started {
+            assert_eq!(*nice, expected, "{name}: {started:?}");
+        }
+        assert_eq!(crate::priority::current_nice(), workers);
     }
 }

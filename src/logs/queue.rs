@@ -71,7 +71,8 @@ pub struct LogQueue<T> {
 }
 
 impl<T: Send + 'static> LogQueue<T> {
-    /// Starts the writer thread `thread_name`, handing batches to `writer`.
+    /// Starts the writer thread `thread_name`, handing batches to `writer`,
+    /// below the workers' priority (`priority`).
     pub fn start(
         thread_name: &str,
         capacity: usize,
@@ -88,7 +89,10 @@ impl<T: Send + 'static> LogQueue<T> {
         };
         let handle = std::thread::Builder::new()
             .name(thread_name.into())
-            .spawn(move || drain.run(writer))?;
+            .spawn(move || {
+                crate::priority::lower_current_thread();
+                drain.run(writer)
+            })?;
         Ok(LogQueue {
             tx,
             queued,
@@ -294,5 +298,37 @@ mod tests {
         }
         queue.shutdown();
         assert_eq!(lock(&written).len(), 100, "no record skipped");
+    }
+
+    /// Remembers the nice value of the thread that writes.
+    struct Nice(Arc<std::sync::atomic::AtomicI32>);
+
+    impl BatchWriter<u64> for Nice {
+        fn write_batch(&mut self, batch: &mut Vec<u64>) {
+            batch.clear();
+            self.0
+                .store(crate::priority::current_nice(), Ordering::Relaxed);
+        }
+
+        fn finish(&mut self) {}
+    }
+
+    #[test]
+    fn the_writer_runs_below_the_workers_priority() {
+        let nice = Arc::new(std::sync::atomic::AtomicI32::new(i32::MIN));
+        let queue = LogQueue::start(
+            "test-log-writer",
+            4,
+            Arc::new(Metrics::default()),
+            Nice(nice.clone()),
+        )
+        .unwrap();
+        queue.submit(1);
+        queue.shutdown();
+        let workers = crate::priority::current_nice();
+        assert_eq!(
+            nice.load(Ordering::Relaxed),
+            (workers + crate::priority::BACKGROUND_NICE).min(19)
+        );
     }
 }
