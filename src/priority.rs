@@ -14,13 +14,18 @@
 /// workers): 10, so 0 becomes 10. At most 19, the nicest there is.
 pub const BACKGROUND_NICE: i32 = 10;
 
+/// The nice value of a background thread started by a thread at `nice`.
+pub fn background_nice(nice: i32) -> i32 {
+    (nice + BACKGROUND_NICE).min(19)
+}
+
 /// Lowers the calling thread's priority by `BACKGROUND_NICE`. Threads it
 /// starts afterwards inherit it. On failure (a kernel that refuses) the
 /// thread goes on at its priority; a debug line says so.
 pub fn lower_current_thread() {
     #[cfg(target_os = "linux")]
     {
-        let nice = (current_nice() + BACKGROUND_NICE).min(19);
+        let nice = background_nice(current_nice());
         // SAFETY: gettid and setpriority take and return plain integers;
         // on Linux a thread id names that thread alone.
         let result = unsafe {
@@ -65,7 +70,8 @@ mod tests {
         })
         .join()
         .unwrap();
-        assert_eq!(own, (before + BACKGROUND_NICE).min(19));
+        assert_eq!(own, background_nice(before));
+        assert!(own > before || before == 19, "{own} after {before}");
         assert_eq!(child, own, "a thread inherits its creator's priority");
         assert_eq!(current_nice(), before, "the caller's thread is unchanged");
     }

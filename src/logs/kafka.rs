@@ -609,7 +609,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         };
         sink.shutdown();
-        let expected = (workers + crate::priority::BACKGROUND_NICE).min(19);
+        let expected = crate::priority::background_nice(workers);
         for name in expected_names {
             assert!(
                 started.iter().any(|t| t.1 == name),

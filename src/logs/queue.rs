@@ -328,7 +328,7 @@ mod tests {
         let workers = crate::priority::current_nice();
         assert_eq!(
             nice.load(Ordering::Relaxed),
-            (workers + crate::priority::BACKGROUND_NICE).min(19)
+            crate::priority::background_nice(workers)
         );
     }
 }
