@@ -11,7 +11,7 @@
 # table gives req/s, p50 and p99, and the ratios (4)/(3) and (4)/(2).
 # Then (1), (3) and (4) are driven at half of (4)'s peak rate, at a constant
 # arrival rate, and the p50 and p99 that (4) (and (3)) add over (1) are
-# printed. The open-loop generator is oha (`cargo install oha --locked`,
+# printed, with (3)'s and (4)'s CPU per request at that same rate. The open-loop generator is oha (`cargo install oha --locked`,
 # `-q RATE --latency-correction`) when it is installed: it holds that rate on
 # two shared cores. Otherwise k6 (constant-arrival-rate,
 # load-tests/k6/latency.js), which needs some fifteen times wrk's CPU per
@@ -46,20 +46,7 @@ set -uo pipefail
 # shellcheck source=load-tests/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PINNED=${PINNED:-auto}
-if [[ "$PINNED" == auto ]]; then
-    if (($(nproc) >= 2)); then PINNED=1; else PINNED=0; fi
-fi
-PROXY_CPU=${PROXY_CPU:-1}
-LOAD_CPU=${LOAD_CPU:-0}
-LOAD=()
-if ((PINNED)); then
-    command -v taskset >/dev/null || lt_die "taskset is missing (apt-get install -y util-linux)"
-    WRK_THREADS=${WRK_THREADS:-1}
-    export LT_GATEWAY_THREADS=1 LT_REFERENCE_THREADS=1
-    LOAD=(taskset -c "$LOAD_CPU")
-fi
-WRK_THREADS=${WRK_THREADS:-2}
+lt_choose_pinning
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 WRK_DURATION=${WRK_DURATION:-15s}
 WARMUP=${WARMUP:-3s}
@@ -362,8 +349,21 @@ EOF
 )
     lt_log "$name at $rate req/s: p50 ${K50[$id]} ms, p99 ${K99[$id]} ms (achieved ${KRATE[$id]} req/s, not sent ${KDROP[$id]}, oha)"
 }
+# latency_at NAME URL RATE [PID]: the open-loop run; with PID, also that
+# process's CPU per request over the run (EQ_CPU[NAME@RATE]): at the same
+# rate for every target, so a slower proxy's fewer requests per wake-up do
+# not count against it as they do at each one's own peak.
+declare -A EQ_CPU
 latency_at() {
-    if [[ "$LATENCY_TOOL" == oha ]]; then oha_at "$@"; else k6_at "$@"; fi
+    local before after seconds
+    [[ -n "${4:-}" ]] && before=$(cpu_ticks "$4")
+    if [[ "$LATENCY_TOOL" == oha ]]; then oha_at "$1" "$2" "$3"; else k6_at "$1" "$2" "$3"; fi
+    if [[ -n "${4:-}" ]]; then
+        after=$(cpu_ticks "$4")
+        seconds=$(awk -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print n }')
+        EQ_CPU[$1@$3]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="${KRATE[$1@$3]}" -v s="$seconds" \
+            'BEGIN { if (r * s > 0) printf "%.1f", t / hz * 1e6 / (r * s); else print "-" }')
+    fi
 }
 # latency_pair RATE TITLE: (1), (3) then (4) at RATE; prints the table and
 # sets ADD50 / ADD99 (what (4) adds over (1)).
@@ -371,8 +371,8 @@ latency_pair() {
     local rate=$1 title=$2 tool ref50 ref99
     lt_log "latency at $rate req/s for $K6_DURATION each ($LATENCY_TOOL)"
     latency_at direct "http://$FAKE_ADDR" "$rate"
-    latency_at reference "http://$REF_ADDR" "$rate"
-    latency_at floopy "http://$GW_ADDR" "$rate"
+    latency_at reference "http://$REF_ADDR" "$rate" "$REF_PID"
+    latency_at floopy "http://$GW_ADDR" "$rate" "$GW_PID"
     ADD50=$(awk -v a="${K50[floopy@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
     ADD99=$(awk -v a="${K99[floopy@$rate]}" -v b="${K99[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
     ref50=$(awk -v a="${K50[reference@$rate]}" -v b="${K50[direct@$rate]}" 'BEGIN { printf "%+.3f", a - b }')
@@ -391,6 +391,7 @@ latency_pair() {
     printf '%-34s %10s %10s %12s %8s %8s\n' "(4) floopy-gateway, all features" "${K50[floopy@$rate]}" "${K99[floopy@$rate]}" "${KRATE[floopy@$rate]}" "${KDROP[floopy@$rate]}" "${KFAIL[floopy@$rate]}"
     echo "added by floopy-gateway over direct: p50 ${ADD50} ms, p99 ${ADD99} ms"
     echo "added by the reference proxy over direct: p50 ${ref50} ms, p99 ${ref99} ms"
+    echo "proxy CPU us/req at this rate: reference ${EQ_CPU[reference@$rate]}, floopy-gateway ${EQ_CPU[floopy@$rate]} ($(awk -v a="${EQ_CPU[floopy@$rate]}" -v b="${EQ_CPU[reference@$rate]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') times)"
     local name planned
     planned=$(awk -v r="$rate" -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; printf "%d", r * n }')
     for name in direct reference floopy; do

@@ -302,6 +302,29 @@ lt_stop() {
     return 0
 }
 
+# lt_choose_pinning: the pinned mode of compare.sh and profile.sh. Sets
+# PINNED (from the environment; auto: on with 2 cores or more), PROXY_CPU
+# (1), LOAD_CPU (0), LOAD (the command prefix that puts a load generator on
+# LOAD_CPU; empty when not pinned) and WRK_THREADS (1 pinned, else 2,
+# unless set); pinned, the proxies get one worker thread each.
+# shellcheck disable=SC2034 # the variables are the calling script's
+lt_choose_pinning() {
+    PINNED=${PINNED:-auto}
+    if [[ "$PINNED" == auto ]]; then
+        if (($(nproc) >= 2)); then PINNED=1; else PINNED=0; fi
+    fi
+    PROXY_CPU=${PROXY_CPU:-1}
+    LOAD_CPU=${LOAD_CPU:-0}
+    LOAD=()
+    if ((PINNED)); then
+        command -v taskset >/dev/null || lt_die "taskset is missing (apt-get install -y util-linux)"
+        WRK_THREADS=${WRK_THREADS:-1}
+        export LT_GATEWAY_THREADS=1 LT_REFERENCE_THREADS=1
+        LOAD=(taskset -c "$LOAD_CPU")
+    fi
+    WRK_THREADS=${WRK_THREADS:-2}
+}
+
 # lt_pin CPU PID...: binds every thread of each PID, and of its descendants
 # (nginx's worker, LiteLLM's workers), to CPU; threads and processes
 # started later inherit it.

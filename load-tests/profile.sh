@@ -10,13 +10,22 @@
 # (`perf record -e cpu-clock`) of each process while wrk runs, divided by the
 # requests wrk completed, split into categories (scheduling and wake-ups in
 # the kernel, the network stack, allocation, Pingora, tokio, the gateway's
-# own code...). ROUNDS (5) rounds of the three in turn; every figure is the
-# median of the rounds, in microseconds of CPU per request.
+# own code...) and, for the two Pingora proxies, by thread (the workers,
+# the request log's writer/forwarder, the Kafka client's threads). ROUNDS
+# (5) rounds of the three in turn; every figure is the median of the
+# rounds, in microseconds of CPU per request.
+#
+# Pinned as compare.sh pins (PINNED=1, the default on 2 cores or more):
+# each proxy alone on PROXY_CPU (1) with one worker thread, everything the
+# gateway runs beside its worker on that core too; wrk, the fake provider,
+# the Kafka broker and perf on LOAD_CPU (0). PINNED=0 lets every process
+# run anywhere with two worker threads.
 #
 # Knobs: ROUNDS (5), DURATION (10, seconds measured per target and round),
-# WARMUP (3s), WRK_THREADS (2), WRK_CONNECTIONS (64), FREQ (999, samples per
-# second per CPU), TOP (15, symbols listed), KEEP_TMP=1 keeps the perf data
-# (open it with `perf report -i FILE`).
+# WARMUP (3s), WRK_THREADS (2; 1 pinned), WRK_CONNECTIONS (64), FREQ (999,
+# samples per second per CPU), TOP (15, symbols listed), PINNED, PROXY_CPU,
+# LOAD_CPU, KEEP_TMP=1 keeps the perf data (open it with
+# `perf report -i FILE`).
 set -uo pipefail
 
 # shellcheck source=load-tests/lib.sh
@@ -25,7 +34,7 @@ source "$(dirname "$0")/lib.sh"
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3s}
-WRK_THREADS=${WRK_THREADS:-2}
+lt_choose_pinning
 WRK_CONNECTIONS=${WRK_CONNECTIONS:-64}
 FREQ=${FREQ:-999}
 TOP=${TOP:-15}
@@ -42,8 +51,19 @@ lt_start_fake_provider "$TMP"
 lt_start_nginx "$TMP" "$FAKE_ADDR"
 lt_start_reference "$TMP" "$FAKE_ADDR"
 SINK="file sink"
-lt_start_kafka "$TMP" && SINK="Kafka sink (tansu)"
+KAFKA_PID=""
+if lt_start_kafka "$TMP"; then
+    SINK="Kafka sink (tansu)"
+    KAFKA_PID=${LT_PIDS[-1]}
+fi
 lt_start_gateway "$TMP" "$FAKE_ADDR"
+MODE="shared: every process on any CPU, two worker threads"
+if ((PINNED)); then
+    # shellcheck disable=SC2086 # KAFKA_PID is empty or one pid
+    lt_pin "$LOAD_CPU" "$FAKE_PID" $KAFKA_PID
+    lt_pin "$PROXY_CPU" "$NGINX_PID" "$REF_PID" "$GW_PID"
+    MODE="pinned: each proxy alone on CPU $PROXY_CPU with one worker thread; wrk, the fake provider, the broker and perf on CPU $LOAD_CPU"
+fi
 export FLOOPY_KEY="$LT_KEY_PROD" FLOOPY_PROJECT="$LT_PROJECT_ID"
 
 # switches PIDS: "voluntary involuntary" context switches so far, summed over
@@ -62,13 +82,13 @@ switches() {
 # TMP/NAME.ROUND.switches (context switches during the run, before and after).
 sample() {
     local name=$1 addr=$2 pids=$3 round=$4 url="http://$2/v1/chat/completions" perf_pid requests
-    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" "$url" >/dev/null 2>&1
-    perf record -e cpu-clock -F "$FREQ" -p "$pids" -o "$TMP/$name.$round.data" -- sleep "$DURATION" \
+    lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WARMUP" -s "$LT_ROOT/load-tests/wrk/chat.lua" "$url" >/dev/null 2>&1
+    "${LOAD[@]}" perf record -e cpu-clock -F "$FREQ" -p "$pids" -o "$TMP/$name.$round.data" -- sleep "$DURATION" \
         >"$TMP/$name.$round.perf.out" 2>&1 &
     perf_pid=$!
     LT_PIDS+=("$perf_pid")
     switches "$pids" >"$TMP/$name.$round.switches"
-    lt_run wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
+    lt_run "${LOAD[@]}" wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"${DURATION}s" -s "$LT_ROOT/load-tests/wrk/chat.lua" \
         "$url" >"$TMP/$name.$round.wrk" 2>&1
     switches "$pids" >>"$TMP/$name.$round.switches"
     wait "$perf_pid" || { cat "$TMP/$name.$round.perf.out" >&2; lt_die "perf record failed on $name"; }
@@ -77,7 +97,8 @@ sample() {
     requests=$(awk '/requests in/ {print $1}' "$TMP/$name.$round.wrk")
     [[ -n "$requests" ]] || lt_die "no request count from wrk for $name"
     echo "$requests" >"$TMP/$name.$round.requests"
-    perf report -i "$TMP/$name.$round.data" --stdio --no-children --sort dso,sym \
+    # '|' between the fields: thread names hold spaces, symbols commas.
+    perf report -i "$TMP/$name.$round.data" --stdio --no-children --sort comm,dso,sym -t '|' \
         >"$TMP/$name.$round.report" 2>/dev/null || lt_die "perf report failed on $name"
     lt_log "$name round $round: $requests requests in ${DURATION}s"
 }
@@ -93,6 +114,7 @@ done
 
 echo
 echo "== CPU per request by category, µs (perf cpu-clock; median of $ROUNDS rounds; gateway with the $SINK)"
+echo "$MODE"
 python3 - "$TMP" "$ROUNDS" "$TOP" <<'EOF'
 import re
 import statistics
@@ -134,29 +156,40 @@ def category(dso, sym):
     return "other user space"
 
 
+def thread_group(comm):
+    """A thread's name without its number (tokio's and librdkafka's threads
+    are numbered)."""
+    return re.sub(r"[-_]?\d+$", "", comm.strip()) or "?"
+
+
 def load(name, r):
     requests = int(open(f"{tmp}/{name}.{r}.requests").read())
-    cats, syms, total_ns = {}, {}, None
+    cats, syms, threads, total_ns = {}, {}, {}, None
     for line in open(f"{tmp}/{name}.{r}.report", errors="replace"):
         m = re.match(r"# Event count \(approx\.\): (\d+)", line)
         if m:
             total_ns = int(m.group(1))
             continue
-        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*\S)", line)
-        if not m or total_ns is None:
+        # "  12.34% |comm |dso |[.] symbol"
+        fields = line.split("|", 3)
+        m = re.match(r"\s*([\d.]+)%\s*$", fields[0])
+        if not m or len(fields) < 4 or total_ns is None:
             continue
         us = float(m.group(1)) / 100 * total_ns / requests / 1000
-        dso, sym = m.group(2), m.group(4)
+        comm, dso = fields[1].strip(), fields[2].strip()
+        sym = re.sub(r"^\[.\]\s*", "", fields[3].strip())
         cat = category(dso, sym)
         cats[cat] = cats.get(cat, 0.0) + us
         syms[sym] = syms.get(sym, 0.0) + us
+        group = thread_group(comm)
+        threads[group] = threads.get(group, 0.0) + us
     if total_ns is None:
         sys.exit(f"no samples in {tmp}/{name}.{r}.report")
     cats["total"] = total_ns / requests / 1000
     before, after = (list(map(int, line.split())) for line in open(f"{tmp}/{name}.{r}.switches"))
     switches = {"voluntary": (after[0] - before[0]) / requests,
                 "involuntary": (after[1] - before[1]) / requests}
-    return cats, syms, switches
+    return cats, syms, switches, threads
 
 
 def medians(name, index):
@@ -180,6 +213,14 @@ print("context switches per request (all threads):")
 for label, name in (("(2) nginx", "nginx"), ("(3) ref", "reference"), ("(4) gw", "floopy")):
     sw = medians(name, 2)
     print(f"  {label:10} voluntary {sw['voluntary']:.3f}, involuntary {sw['involuntary']:.3f}")
+
+ref_t, gw_t = medians("reference", 3), medians("floopy", 3)
+print("\n== CPU per request by thread, µs (median; a thread's number left out)")
+print(f"{'thread':34}{'(3) ref':>11}{'(4) gw':>11}{'(4)-(3)':>9}")
+for k in sorted(set(ref_t) | set(gw_t), key=lambda k: -max(gw_t.get(k, 0), ref_t.get(k, 0))):
+    r, g = ref_t.get(k, 0.0), gw_t.get(k, 0.0)
+    if max(r, g) >= 0.05:
+        print(f"{k:34}{r:11.1f}{g:11.1f}{g - r:+9.1f}")
 
 ref_s, gw_s = medians("reference", 1), medians("floopy", 1)
 print(f"\n== the {top} symbols that grew most from (3) to (4), µs per request (median)")
