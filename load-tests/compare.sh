@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# load-tests/compare.sh: the side-by-side benchmark, loopback only, about 6 minutes.
+# load-tests/compare.sh: the side-by-side benchmark, loopback only, about 9 minutes pinned (12 with the peers).
 #
 # One fake provider (release build) is the common upstream of:
 #   (1) direct       wrk -> fake provider
