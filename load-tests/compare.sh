@@ -11,7 +11,8 @@
 # table gives req/s, p50 and p99, and the ratios (4)/(3) and (4)/(2).
 # Then (1), (3) and (4) are driven at half of (4)'s peak rate, at a constant
 # arrival rate, and the p50 and p99 that (4) (and (3)) add over (1) are
-# printed, with (3)'s and (4)'s CPU per request at that same rate. The open-loop generator is oha (`cargo install oha --locked`,
+# printed, with (3)'s and (4)'s CPU per request at that same rate. The
+# open-loop generator is oha (`cargo install oha --locked`,
 # `-q RATE --latency-correction`) when it is installed: it holds that rate on
 # two shared cores. Otherwise k6 (constant-arrival-rate,
 # load-tests/k6/latency.js), which needs some fifteen times wrk's CPU per
