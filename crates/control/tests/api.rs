@@ -1057,7 +1057,9 @@ async fn lists_page_with_a_cursor_and_other_fields_are_checked_too() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
     let db = TestDb::create().await;
-    let mut control = Control::start(&db, "").await;
+    // The grace period is longer than the login's hash (about a second in
+    // a debug build on a loaded machine), so the request must finish.
+    let mut control = Control::start(&db, "shutdown_grace_seconds: 30\n").await;
     let (_, owner) = control.bootstrap("Acme", "pro", "owner@acme.test");
     let token = token_for(&db, owner).await;
     let http = reqwest::Client::new();
@@ -1084,8 +1086,9 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
         })
     };
     // Long enough for the request to reach the server on a busy machine,
-    // well within the hash (hundreds of milliseconds).
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    // well within the hash (hundreds of milliseconds in a release build,
+    // about a second in a debug one).
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let pid = control.child.id().to_string();
     assert!(std::process::Command::new("kill")
         .args(["-TERM", &pid])

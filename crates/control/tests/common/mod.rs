@@ -109,10 +109,16 @@ impl Control {
     pub async fn start_at(db_url: &str, extra: &str) -> Control {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("control.yaml");
+        // A short grace period unless the test sets its own.
+        let grace = if extra.contains("shutdown_grace_seconds") {
+            ""
+        } else {
+            "shutdown_grace_seconds: 1\n"
+        };
         std::fs::write(
             &config,
             format!(
-                "listen: \"127.0.0.1:0\"\ndatabase:\n  url: \"{db_url}\"\nsessions:\n  secure_cookie: false\nshutdown_grace_seconds: 1\n{extra}"
+                "listen: \"127.0.0.1:0\"\ndatabase:\n  url: \"{db_url}\"\nsessions:\n  secure_cookie: false\n{grace}{extra}"
             ),
         )
         .unwrap();
