@@ -350,6 +350,8 @@ EOF
 )
     lt_log "$name at $rate req/s: p50 ${K50[$id]} ms, p99 ${K99[$id]} ms (achieved ${KRATE[$id]} req/s, not sent ${KDROP[$id]}, oha)"
 }
+# K6_DURATION ("15s", "2m") in seconds.
+latency_seconds() { awk -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print n }'; }
 # latency_at NAME URL RATE [PID]: the open-loop run; with PID, also that
 # process's CPU per request over the run (EQ_CPU[NAME@RATE]): at the same
 # rate for every target, so a slower proxy's fewer requests per wake-up do
@@ -361,7 +363,7 @@ latency_at() {
     if [[ "$LATENCY_TOOL" == oha ]]; then oha_at "$1" "$2" "$3"; else k6_at "$1" "$2" "$3"; fi
     if [[ -n "${4:-}" ]]; then
         after=$(cpu_ticks "$4")
-        seconds=$(awk -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; print n }')
+        seconds=$(latency_seconds)
         EQ_CPU[$1@$3]=$(awk -v t=$((after - before)) -v hz="$CLK_TCK" -v r="${KRATE[$1@$3]}" -v s="$seconds" \
             'BEGIN { if (r * s > 0) printf "%.1f", t / hz * 1e6 / (r * s); else print "-" }')
     fi
@@ -394,7 +396,7 @@ latency_pair() {
     echo "added by the reference proxy over direct: p50 ${ref50} ms, p99 ${ref99} ms"
     echo "proxy CPU us/req at this rate: reference ${EQ_CPU[reference@$rate]}, floopy-gateway ${EQ_CPU[floopy@$rate]} ($(awk -v a="${EQ_CPU[floopy@$rate]}" -v b="${EQ_CPU[reference@$rate]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }') times)"
     local name planned
-    planned=$(awk -v r="$rate" -v d="$K6_DURATION" 'BEGIN { n = d + 0; if (d ~ /m$/) n *= 60; printf "%d", r * n }')
+    planned=$(awk -v r="$rate" -v s="$(latency_seconds)" 'BEGIN { printf "%d", r * s }')
     for name in direct reference floopy; do
         if ((${KDROP[$name@$rate]} * 100 > planned)); then
             echo "warning: $LATENCY_TOOL dropped ${KDROP[$name@$rate]} of $planned requests against $name (> 1%): the load generator, sharing the cores, could not hold the rate; these latencies include its own saturation"
