@@ -8,7 +8,8 @@
 #     127.0.0.1:PORT (default 8123), native TCP on CH_TCP_PORT (default
 #     PORT+10877: 19000) and the interserver port on CH_INTERSERVER_PORT
 #     (default PORT+10886);
-#   - applies the SQL (every statement is CREATE ... IF NOT EXISTS).
+#   - applies the SQL (every statement is CREATE ... IF NOT EXISTS), and
+#     the upgrade/ files of the columns an older table lacks.
 # When a ClickHouse already answers on PORT, only the SQL is applied.
 # Prints the server's PID ("-" when it was already running) and URL.
 #
@@ -80,5 +81,18 @@ for f in conf/clickhouse/*.sql; do
       curl -fsS "$url" --data-binary "$statement" >/dev/null ||
         { echo "start-clickhouse: $f refused" >&2; exit 1; }
     done
+done
+# Columns added since a table was first made (ClickHouse 18.16 has no ADD
+# COLUMN IF NOT EXISTS): upgrade/TABLE.COLUMN.sql runs when the column is
+# missing.
+for f in conf/clickhouse/upgrade/*.sql; do
+  name=$(basename "$f" .sql)
+  table=${name%%.*} column=${name#*.}
+  have=$(curl -fsS "$url" --data-binary \
+    "SELECT count() FROM system.columns WHERE database = currentDatabase() AND table = '$table' AND name = '$column'")
+  if [ "$have" = "0" ]; then
+    grep -v '^\s*--' "$f" | curl -fsS "$url" --data-binary @- >/dev/null ||
+      { echo "start-clickhouse: $f refused" >&2; exit 1; }
+  fi
 done
 echo "${pid:--} $url"

@@ -33,6 +33,9 @@ pub enum GatewayError {
         param: &'static str,
         message: String,
     },
+    /// A feedback body's `request_id` is no request of the key's org.
+    #[error("request {0} is not a request of this API key's organization")]
+    UnknownRequest(uuid::Uuid),
     #[error("the model {0:?} does not exist or is not served by this gateway")]
     UnknownModel(String),
     #[error("the model {model:?} is not served on {path}")]
@@ -78,6 +81,7 @@ impl GatewayError {
             GatewayError::HeadersTooLarge { .. } => 431,
             GatewayError::MissingModel => 400,
             GatewayError::InvalidFeedback { .. } => 400,
+            GatewayError::UnknownRequest(_) => 404,
             GatewayError::UnknownModel(_) => 404,
             GatewayError::ModelPathMismatch { .. } => 400,
             GatewayError::RateLimited { .. } | GatewayError::AuthThrottled => 429,
@@ -107,6 +111,7 @@ impl GatewayError {
             GatewayError::HeadersTooLarge { .. } => "request_headers_too_large",
             GatewayError::MissingModel => "missing_model",
             GatewayError::InvalidFeedback { .. } => "invalid_feedback",
+            GatewayError::UnknownRequest(_) => "request_not_found",
             GatewayError::UnknownModel(_) => "model_not_found",
             GatewayError::ModelPathMismatch { .. } => "model_path_mismatch",
             GatewayError::RateLimited { .. } => "rate_limit_exceeded",
@@ -134,6 +139,7 @@ impl GatewayError {
             | GatewayError::HeadersTooLarge { .. }
             | GatewayError::MissingModel
             | GatewayError::InvalidFeedback { .. }
+            | GatewayError::UnknownRequest(_)
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. }
             | GatewayError::BodyRead(_) => "invalid_request_error",
@@ -151,6 +157,7 @@ impl GatewayError {
         match self {
             GatewayError::Project(ProjectError::InvalidProjectId) => Some("floopy-project-id"),
             GatewayError::InvalidFeedback { param, .. } => Some(param),
+            GatewayError::UnknownRequest(_) => Some("request_id"),
             GatewayError::MissingModel
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelPathMismatch { .. } => Some("model"),

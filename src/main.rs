@@ -4,6 +4,7 @@
 #[global_allocator]
 static ALLOCATOR: floopy_gateway::alloc::Allocator = floopy_gateway::alloc::Allocator;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ use floopy_gateway::reload::{install_sighup_handler, Reloader, RunningTls};
 use floopy_gateway::snapshot::{ConfigParts, SnapshotStore};
 use floopy_gateway::tls::{CertificateSet, CertificateWatch, Certificates};
 use floopy_model::ControlData;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// floopy-gateway: an LLM API gateway. Authenticates every request by its
 /// API key, attributes it to a project, enforces its environment's limits,
@@ -166,10 +169,13 @@ fn init_tracing() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
+    let failures = floopy_gateway::log_noise::HandshakeFailures::default();
     if std::env::var("FLOOPY_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
+        builder.json().finish().with(failures).init();
     } else {
-        builder.init();
+        // Colour only on a terminal: files and pipes get plain text.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(ansi).finish().with(failures).init();
     }
 }
 

@@ -14,6 +14,10 @@ use rustc_hash::{FxHashMap, FxHasher};
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
+/// TLS handshakes that failed, counted by the log layer that sees them
+/// (`log_noise`), which runs before `Metrics` exists.
+pub static TLS_HANDSHAKE_FAILURES: Counter = Counter(AtomicU64::new(0));
+
 impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
@@ -342,8 +346,13 @@ impl Metrics {
             ),
             (
                 "floopy_tls_reload_failures_total",
-                "TLS certificate reloads refused; the running certificates stayed.",
+                "TLS certificate reloads refused (once per change of the files); the running certificates stayed.",
                 &self.tls_reloads_failed,
+            ),
+            (
+                "floopy_tls_handshake_failures_total",
+                "TLS handshakes that failed: a client that closed before or during one (a health check, a port scan) or spoke plain HTTP; one a minute is logged.",
+                &TLS_HANDSHAKE_FAILURES,
             ),
         ];
         for (name, help, counter) in counters {

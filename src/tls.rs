@@ -386,8 +386,9 @@ impl BackgroundService for CertificateWatch {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A file that stays broken is reported once per change.
-        let mut reported = None;
+        // Files that stay broken are tried, logged and counted in
+        // `floopy_tls_reload_failures_total` once per change, not per tick.
+        let mut failed = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -396,19 +397,21 @@ impl BackgroundService for CertificateWatch {
             let Some(stamps) = self.certificates.changed_on_disk() else {
                 continue;
             };
+            if failed.as_ref() == Some(&stamps) {
+                continue;
+            }
             let config = self.config.load();
             match self.certificates.reload(&config) {
                 Ok(()) => {
                     tracing::info!("TLS certificates changed on disk: reloaded");
-                    reported = None;
+                    failed = None;
                 }
-                Err(errors) if reported.as_ref() != Some(&stamps) => {
+                Err(errors) => {
                     for e in &errors {
                         tracing::error!(path = %e.path, error = %e.message, "TLS certificates changed on disk but are not valid; the running ones keep serving");
                     }
-                    reported = Some(stamps);
+                    failed = Some(stamps);
                 }
-                Err(_) => {}
             }
         }
     }

@@ -33,7 +33,20 @@ CREATE TABLE IF NOT EXISTS request_logs
     gateway_id        String,
     -- When the row reached ClickHouse: the hourly rollup (005_rollup.sql)
     -- recomputes the hours that received rows since its last run.
-    inserted_at       DateTime DEFAULT now()
+    inserted_at       DateTime DEFAULT now(),
+    -- The kind of request, from its path: `llm` for a call to a model,
+    -- `feedback` for a score (POST /v1/feedback), `models` for a model
+    -- listing (GET /v1/models), `other` for a path the gateway serves
+    -- nothing on. The analytics count `llm` unless asked (`kind=`). An
+    -- ALIAS, computed when read: every row has it however it arrived (the
+    -- Kafka and direct sides' views insert no kind, and ClickHouse 18.16
+    -- refuses a view's insert that lacks a stored column). A table made
+    -- before it: upgrade/request_logs.kind.sql.
+    kind              String ALIAS multiIf(
+        path = '/v1/feedback', 'feedback',
+        path = '/v1/models', 'models',
+        path IN ('/v1/chat/completions', '/v1/completions', '/v1/embeddings', '/v1/messages'), 'llm',
+        'other')
 )
 ENGINE = ReplacingMergeTree()
 PARTITION BY toYYYYMM(ts)

@@ -20,6 +20,7 @@ use crate::error::GatewayError;
 use crate::limits::{LimitRefusal, Limiter};
 use crate::pricing::estimate_cost;
 use crate::project::resolve_project;
+use crate::request_id;
 use crate::snapshot::Snapshot;
 
 /// The largest request header block accepted (HTTP/1.x): an API client
@@ -86,11 +87,13 @@ pub fn admit_header(
         Ok(principal) => principal,
         Err(AuthError::Revoked(principal)) => {
             // A revoked key still names its org: the attempt is logged.
+            ctx.request_id = request_id::tagged(ctx.request_id, principal.org_id);
             ctx.principal = Some(principal.clone());
             return Err(AuthError::Revoked(principal).into());
         }
         Err(e) => return Err(e.into()),
     };
+    ctx.request_id = request_id::tagged(ctx.request_id, principal.org_id);
     let principal = ctx.principal.insert(principal);
 
     let route =

@@ -42,6 +42,7 @@ use crate::limits::Limiter;
 use crate::logs::feedback::{self, Feedback};
 use crate::logs::{LogId, LogSink};
 use crate::metrics::Metrics;
+use crate::request_id;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::timeline;
 use crate::usage::json::ResponseCapture;
@@ -153,6 +154,9 @@ impl Gateway {
             .principal
             .as_ref()
             .ok_or_else(|| GatewayError::Internal("feedback before authentication".into()))?;
+        if !request_id::belongs_to(fields.request_id, key.org_id) {
+            return Err(GatewayError::UnknownRequest(fields.request_id));
+        }
         let feedback_id = uuid::Uuid::now_v7();
         self.sink.submit_feedback(&Feedback {
             feedback_id: LogId(Some(feedback_id)),

@@ -42,7 +42,10 @@ pub fn build(
         request_id: LogId(Some(ctx.request_id)),
         ts_ms: epoch_ms(ctx.started, now),
         org_id: LogId(Some(org_id)),
-        project_id: LogId(ctx.project_id),
+        // A refusal before the project was resolved (a revoked key, a
+        // project mismatch) belongs to the project the key is locked to,
+        // else its default project, so that project's Security page has it.
+        project_id: LogId(ctx.project_id.or(key.project_id).or(key.default_project_id)),
         api_key_id: LogId(Some(api_key_id)),
         environment: environment.map_or("", |e| e.as_str()),
         provider: ctx

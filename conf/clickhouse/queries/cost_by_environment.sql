@@ -5,6 +5,6 @@ SELECT
     sum(cost_micro_usd) / 1000000 AS cost_usd,
     uniqExact(request_id) AS requests
 FROM request_logs FINAL
-WHERE org_id = '{{ORG_ID}}' AND ts >= toStartOfMonth(now())
+WHERE org_id = '{{ORG_ID}}' AND ts >= toStartOfMonth(now()) AND kind = 'llm'
 GROUP BY environment
 ORDER BY environment;

@@ -8,6 +8,6 @@ SELECT
     if(tokens = 0, 0, cost_usd * 1000000 / tokens) AS cost_per_mtok,
     avg(latency_ms) AS avg_latency_ms
 FROM request_logs FINAL
-WHERE org_id = '{{ORG_ID}}' AND ts >= toStartOfMonth(now())
+WHERE org_id = '{{ORG_ID}}' AND ts >= toStartOfMonth(now()) AND kind = 'llm'
 GROUP BY project_id
 ORDER BY cost_usd DESC;

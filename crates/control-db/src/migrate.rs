@@ -16,6 +16,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (4, "budgets", include_str!("../migrations/0004_budgets.sql")),
     (5, "alerts", include_str!("../migrations/0005_alerts.sql")),
+    (
+        6,
+        "revocations",
+        include_str!("../migrations/0006_revocations.sql"),
+    ),
 ];
 
 /// An arbitrary constant naming the migration lock.

@@ -3,7 +3,7 @@
 // (#/page?org=…&project=…&range=…), so a view can be shared by its link.
 
 import { api, get, post, all, setCsrf, onSignedOut, ApiError } from "./api.js";
-import { h, clear, field, failure, loading } from "./dom.js";
+import { h, append, clear, field, failure, loading } from "./dom.js";
 import * as pages from "./pages.js";
 import * as manage from "./manage.js";
 
@@ -280,8 +280,10 @@ async function render() {
   if (!ctx.org) {
     return clear(root, h("main", { id: "main", class: "center" }, h("div", { class: "card" }, h("h1", {}, "No organization"), h("p", {}, "You are not a member of any organization yet. Ask an owner for an invitation link."))));
   }
-  ctx.project = params.get("project") || "";
-  if (ctx.project && !projectById(ctx.project)) ctx.project = "";
+  // A project the list does not have may be one made since it was loaded.
+  const wanted = params.get("project") || "";
+  if (wanted && !projectById(wanted)) await reloadProjects().catch(() => {});
+  ctx.project = projectById(wanted) ? wanted : "";
   ctx.range = RANGES.some((r) => r[0] === params.get("range")) ? params.get("range") : "7d";
   ctx.params = params;
   const routes = [...ANALYTICS.map(([r, l, f]) => [r, l, f, true]), ...manageRoutes()];
@@ -289,18 +291,29 @@ async function render() {
   const main = h("main", { id: "main", tabindex: "-1" });
   clear(root, header(), h("div", { class: "body" }, nav(route ? route[0] : ""), main));
   if (!route) {
-    main.append(h("h1", {}, "Not found"), h("p", {}, "There is no such page. "), h("a", { href: link("overview") }, "Go to the overview"));
+    append(main, h("h1", {}, "Not found"), h("p", {}, "There is no such page. "), h("a", { href: link("overview") }, "Go to the overview"));
     return;
   }
   if (!route[3]) {
-    main.append(h("h1", {}, route[1]), failure(new ApiError(403, { error: { message: "only the organization's owners and admins see this page" } })));
+    append(main, h("h1", {}, route[1]), failure(new ApiError(403, { error: { message: "only the organization's owners and admins see this page" } })));
+    return;
+  }
+  // A link to a project the caller does not see says so, rather than
+  // showing every project as if that had been asked for.
+  if (wanted && !ctx.project) {
+    append(
+      main,
+      h("h1", {}, route[1]),
+      failure(new ApiError(404, { error: { message: "this project does not exist, or you may not see it" } })),
+      h("p", {}, h("a", { href: link(route[0]) }, `${route[1]} of all your projects`)),
+    );
     return;
   }
   document.title = `${route[1]} · floopy`;
   try {
     await route[2](main);
   } catch (err) {
-    main.append(failure(err, render));
+    append(main, failure(err, render));
   }
 }
 

@@ -20,22 +20,28 @@ export function h(tag, attrs, ...children) {
       el.setAttribute(k, v === true ? "" : String(v));
     }
   }
-  append(el, children);
-  return el;
+  return append(el, ...children);
 }
 
-function append(el, children) {
+// Adds `children` to `el` and returns it: nodes as they are, arrays
+// flattened, null, undefined and false left out (so `cond ? node : null`
+// and lists of nodes work), anything else as text. Pages add to an element
+// only through this, `h` and `clear`, never with the DOM's own
+// `Element.append`, which writes an array or a null as text
+// ("[object HTMLHeadingElement],[object HTMLDivElement]", "null"); the
+// browser test checks the pages' scripts for it.
+export function append(el, ...children) {
   for (const c of children) {
     if (c === undefined || c === null || c === false) continue;
-    if (Array.isArray(c)) append(el, c);
+    if (Array.isArray(c)) append(el, ...c);
     else el.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
+  return el;
 }
 
 export function clear(el, ...children) {
   el.replaceChildren();
-  append(el, children);
-  return el;
+  return append(el, ...children);
 }
 
 // Formats ------------------------------------------------------------------
@@ -54,10 +60,24 @@ export function usd(micro) {
   return `$${dollars.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: digits })}`;
 }
 
-// A decimal USD string from the API ("12.345678").
+// A decimal USD string from the API, exact to the micro-dollar
+// ("5.000000"), as `usd` shows it ("$5.00"): every amount the dashboard
+// shows goes through `usd`.
 export function usdText(text) {
-  if (text === null || text === undefined) return "–";
+  if (text === null || text === undefined || text === "") return "–";
   return usd(Math.round(Number(text) * 1e6));
+}
+
+// The same string as the value of an amount's input: what a person types,
+// with no dollar sign or separators, and exact, so saving the form again
+// keeps the amount ("5.000000" is 5.00, "0.001500" is 0.0015,
+// "123.456789" stays whole). Empty for none.
+export function usdInput(text) {
+  if (text === null || text === undefined || text === "") return "";
+  const m = /^(-?\d+)(?:\.(\d*))?$/.exec(String(text).trim());
+  if (!m) return String(text);
+  const frac = (m[2] || "").replace(/0+$/, "").padEnd(2, "0");
+  return `${m[1]}.${frac}`;
 }
 
 export function pct(x, digits = 1) {
@@ -80,8 +100,24 @@ export function when(value) {
   return d.toISOString().replace("T", " ").slice(0, 19) + " UTC";
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+// The part of an id that tells it from its neighbours, for a table cell
+// (put the whole id in the cell's title). A UUID v7 starts with its time,
+// so ids made in the same minute share their first characters, and a
+// request id ends with a tag of its org, so an org's requests share their
+// last eight: the eight hex digits between (`89ab-cdef`, the counter and
+// random bits after the time) differ from one id to the next.
 export function short(id) {
-  return id ? String(id).slice(0, 8) : "–";
+  if (!id) return "–";
+  const s = String(id);
+  if (UUID.test(s)) return `…${s.slice(19, 28)}…`;
+  return s.length > 12 ? `…${s.slice(-8)}` : s;
+}
+
+// An id shortened by `short`, with the whole id as its title.
+export function shortId(id) {
+  return h("span", { class: "id", title: id || null }, short(id));
 }
 
 // States ---------------------------------------------------------------------
@@ -333,10 +369,20 @@ export function confirmDialog(title, message, confirmLabel, action) {
   });
 }
 
-// A short message at the bottom of the page.
+// How many messages `toast` keeps on the screen at once.
+const TOASTS_SHOWN = 4;
+
+// A short message at the bottom of the page, for four seconds. Messages
+// shown in a row stack, the newest at the bottom, so each stays readable.
 export function toast(message) {
+  let stack = document.getElementById("toasts");
+  if (!stack) {
+    stack = h("div", { id: "toasts", class: "toasts" });
+    document.body.append(stack);
+  }
   const t = h("div", { class: "toast", role: "status" }, message);
-  document.body.append(t);
+  stack.append(t);
+  while (stack.childElementCount > TOASTS_SHOWN) stack.firstElementChild.remove();
   setTimeout(() => t.remove(), 4000);
 }
 

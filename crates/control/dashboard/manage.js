@@ -4,7 +4,7 @@
 // all the same.
 
 import { get, post, patch, put, del, all } from "./api.js";
-import { h, clear, section, table, empty, field, select, showErrors, apiForm, dialog, confirmDialog, toast, usdText, pct, when, short, projectBadge, ICONS } from "./dom.js";
+import { h, append, clear, section, table, empty, field, select, showErrors, apiForm, dialog, confirmDialog, toast, usdText, usdInput, pct, when, short, projectBadge, ICONS } from "./dom.js";
 import { progress } from "./charts.js";
 import { ctx, link, runsTheOrg, canCreateProjects, adminProjects, projectById, reloadProjects } from "./app.js";
 
@@ -15,6 +15,13 @@ const COLOR = /^#[0-9a-fA-F]{6}$/;
 
 function pageHead(title, ...actions) {
   return h("div", { class: "page-head" }, h("h1", {}, title), h("div", { class: "actions" }, ...actions));
+}
+
+// A part of a page under its own heading, a landmark named by it.
+let regionCounter = 0;
+function region(title, ...children) {
+  const heading = h("h2", { id: `r${++regionCounter}` }, title);
+  return h("section", { "aria-labelledby": heading.id }, heading, ...children);
 }
 
 function errorLine() {
@@ -155,7 +162,7 @@ export async function projects(main) {
         "New project",
       )
     : null;
-  main.append(
+  append(main, 
     pageHead("Projects", newButton),
     org && runsTheOrg() ? h("p", { class: "quota" + (atLimit ? " bad" : "") }, max === null ? `${used} projects (the ${org.plan} plan has no limit).` : `${used} of ${max} projects on the ${org.plan} plan${atLimit ? ": the limit is reached; archive does not free a place, deleting does." : "."}`) : null,
     listEl,
@@ -352,7 +359,7 @@ export async function keys(main) {
         "New API key",
       )
     : null;
-  main.append(pageHead("API keys", create), listEl);
+  append(main, pageHead("API keys", create), listEl);
   let budgets = [];
   const load = () =>
     section(
@@ -468,7 +475,13 @@ export async function members(main) {
         "Invite member",
       )
     : null;
-  main.append(pageHead("Members", invite), h("h2", {}, "Organization"), orgEl, runsTheOrg() ? [h("h2", {}, "Pending invitations"), invitesEl] : null, h("h2", {}, "Project members"), projectEl);
+  append(
+    main,
+    pageHead("Members", invite),
+    region("Organization", orgEl),
+    runsTheOrg() ? region("Pending invitations", h("p", { class: "sub" }, "Invitations not yet accepted; revoking one makes its link stop working."), invitesEl) : null,
+    region("Project members", projectEl),
+  );
   let orgMembers = [];
   const loadOrg = () =>
     section(
@@ -535,7 +548,34 @@ export async function members(main) {
             { key: "email", label: "Email" },
             { key: "role", label: "Role" },
             { key: "expires_at", label: "Expires", cell: (i) => when(i.expires_at) },
-            { key: "actions", label: "", cell: (i) => h("button", { type: "button", class: "secondary small", on: { click: async () => { await del(O(`/invitations/${i.id}`)); loadInvites(); } } }, "Revoke") },
+            {
+              key: "actions",
+              label: "",
+              cell: (i) =>
+                h(
+                  "button",
+                  {
+                    type: "button",
+                    class: "danger small",
+                    "aria-label": `Revoke the invitation of ${i.email}`,
+                    on: {
+                      click: async () => {
+                        const ok = await confirmDialog(
+                          `Revoke the invitation of ${i.email}?`,
+                          "Its link stops working at once. You can invite them again.",
+                          "Revoke invitation",
+                          () => del(O(`/invitations/${i.id}`)),
+                        );
+                        if (ok) {
+                          toast(`The invitation of ${i.email} is revoked.`);
+                          loadInvites();
+                        }
+                      },
+                    },
+                  },
+                  "Revoke",
+                ),
+            },
           ],
           list,
           { emptyText: "No pending invitation." },
@@ -549,7 +589,8 @@ export async function members(main) {
 async function projectMembers(el, orgMembers) {
   const visible = ctx.projects;
   if (!visible.length) return clear(el, empty("No project."));
-  const chosen = ctx.project || (ctx.params.get("members_of") ?? "") || visible[0].id;
+  // The picker's choice, else the header's project, else the first.
+  const chosen = ctx.params.get("members_of") || ctx.project || visible[0].id;
   const project = projectById(chosen) || visible[0];
   const picker = field(
     "Project",
@@ -704,7 +745,7 @@ export async function budgets(main) {
   const newRule = may
     ? h("button", { type: "button", class: "secondary", on: { click: () => ruleDialog(() => loadRules()) } }, "New alert rule")
     : null;
-  main.append(
+  append(main, 
     pageHead("Budgets & alerts", create),
     budgetsEl,
     h("div", { class: "page-head" }, h("h2", {}, "Alert rules"), h("div", { class: "actions" }, newRule)),
@@ -744,7 +785,7 @@ export async function budgets(main) {
               cell: (b) => {
                 const manages = runsTheOrg() || (b.project_id && adminProjects().some((p) => p.id === b.project_id));
                 if (!manages) return null;
-                const amount = h("input", { type: "number", min: "0", step: "0.01", value: String(Number(b.amount_usd)), "aria-label": `New amount of ${b.name}`, class: "narrow" });
+                const amount = h("input", { type: "number", min: "0", step: "0.01", value: usdInput(b.amount_usd), "aria-label": `New amount of ${b.name}`, class: "narrow" });
                 return h(
                   "div",
                   { class: "row-actions" },
@@ -860,7 +901,7 @@ function ruleDialog(onSaved) {
 export async function settings(main) {
   const orgEl = h("div", { class: "card" });
   const limitsEl = h("div");
-  main.append(pageHead("Settings"), h("h2", {}, "Organization"), orgEl, h("h2", { id: "limits" }, "Limits"), h("p", { class: "sub" }, "Per environment, for every key of the organization together; each gateway enforces them within a second of a change."), limitsEl);
+  append(main, pageHead("Settings"), h("h2", {}, "Organization"), orgEl, h("h2", { id: "limits" }, "Limits"), h("p", { class: "sub" }, "Per environment, for every key of the organization together; each gateway enforces them within a second of a change."), limitsEl);
   await section(
     orgEl,
     () => get(O()),
@@ -884,7 +925,7 @@ export async function settings(main) {
   const load = () =>
     section(
       limitsEl,
-      () => get(O("/limits")),
+      async () => (await get(O("/limits"))).data,
       (list) =>
         table(
           [
@@ -894,10 +935,11 @@ export async function settings(main) {
             {
               key: "spend",
               label: "This month",
+              // The spend is given for every environment, capped or not.
               cell: (l) =>
                 l.monthly_cost_usd
-                  ? progress(Number(l.month_to_date_usd || 0), Number(l.monthly_cost_usd), `${usdText(l.month_to_date_usd)} of ${usdText(l.monthly_cost_usd)}`)
-                  : l.month_to_date_usd !== undefined
+                  ? progress(Number(l.month_to_date_usd || 0), Number(l.monthly_cost_usd), `${usdText(l.month_to_date_usd || "0")} of ${usdText(l.monthly_cost_usd)}`)
+                  : l.month_to_date_usd !== undefined && l.month_to_date_usd !== null
                     ? `${usdText(l.month_to_date_usd)}, no cap`
                     : "–",
             },
@@ -915,7 +957,7 @@ function limitInput(l, key) {
     type: "number",
     min: key === "rpm" ? "1" : "0",
     step: key === "rpm" ? "1" : "0.01",
-    value: l[key] ?? "",
+    value: key === "rpm" ? l.rpm ?? "" : usdInput(l.monthly_cost_usd),
     placeholder: "no limit",
     class: "narrow",
     "aria-label": `${key === "rpm" ? "Requests per minute" : "Monthly cap in USD"} of ${l.environment}`,

@@ -4,7 +4,7 @@
 // selected project and time range.
 
 import { get, post } from "./api.js";
-import { h, clear, section, table, empty, loading, failure, field, dialog, toast, int, usd, pct, ms, score, when, short, projectBadge } from "./dom.js";
+import { h, append, clear, section, table, empty, loading, failure, field, dialog, toast, int, usd, pct, ms, score, when, short, projectBadge } from "./dom.js";
 import { lineChart, legend, bars, stackedBars, progress, PALETTE } from "./charts.js";
 import { ctx, scope, rangeInterval, link, go, projectById } from "./app.js";
 
@@ -42,11 +42,11 @@ const projectName = (id) => {
 // Overview ---------------------------------------------------------------------
 
 export async function overview(main) {
-  main.append(heading("Overview"));
+  append(main, heading("Overview"));
   if (ctx.project) return projectOverview(main);
   const tableEl = h("div");
   const seriesEl = h("div", { class: "card" });
-  main.append(h("section", { "aria-label": "Cost over time" }, seriesEl), h("h2", {}, "Projects"), tableEl);
+  append(main, h("section", { "aria-label": "Cost over time" }, seriesEl), h("h2", {}, "Projects"), tableEl);
   await Promise.all([
     series(seriesEl),
     section(
@@ -114,9 +114,9 @@ async function projectOverview(main) {
   const latencyEl = h("section", { class: "card", "aria-label": "Latency" });
   const rankEl = h("section", { class: "card", "aria-label": "Rank among projects" });
   const envEl = h("section", { class: "card wide", "aria-label": "Cost by environment" });
-  widgets.append(costEl, qualityEl, latencyEl, rankEl, envEl);
+  append(widgets, costEl, qualityEl, latencyEl, rankEl, envEl);
   const seriesEl = h("div", { class: "card" });
-  main.append(widgets, seriesEl);
+  append(main, widgets, seriesEl);
   const q = scope();
   const stat = (title, value, sub) => [h("h2", {}, title), h("p", { class: "value" }, value), h("p", { class: "sub" }, sub)];
   const money = (v) => (v === null || v === undefined ? "–" : `$${Number(v).toFixed(2)}`);
@@ -234,7 +234,7 @@ export async function requests(main) {
     h("div", { class: "actions" }, h("button", { type: "submit" }, "Apply"), h("a", { class: "button secondary", href: link("requests", Object.fromEntries(FILTERS.map(([k]) => [k, null]))) }, "Clear")),
   );
   const list = h("div");
-  main.append(heading("Requests"), h("details", { class: "card", open: Object.keys(values).length > 0 }, h("summary", {}, `Filters${Object.keys(values).length ? ` (${Object.keys(values).length})` : ""}`), form), list);
+  append(main, heading("Requests"), h("details", { class: "card", open: Object.keys(values).length > 0 }, h("summary", {}, `Filters${Object.keys(values).length ? ` (${Object.keys(values).length})` : ""}`), form), list);
   await pagedTable(
     list,
     (cursor) => get(A("requests"), scope({ ...values, cursor, limit: 50 })),
@@ -276,6 +276,14 @@ async function pagedTable(el, load, columns, emptyText) {
   await next();
 }
 
+// A request's key as the key list shows it, "name (fpk_12345678…)"; its id
+// when the key is not in the org any more.
+function keyName(r) {
+  const prefix = r.api_key_prefix ? `${r.api_key_prefix}…` : null;
+  if (r.api_key_name) return prefix ? `${r.api_key_name} (${prefix})` : r.api_key_name;
+  return prefix || r.api_key_id || "–";
+}
+
 async function requestDetail(id) {
   const body = h("div", { class: "detail" }, loading("Loading the request"));
   dialog("Request", body);
@@ -286,7 +294,9 @@ async function requestDetail(id) {
       ["Time", when(r.ts_ms)],
       ["Project", projectName(r.project_id)],
       ["Environment", r.environment || "–"],
-      ["API key", r.api_key_id || "–"],
+      ["API key", keyName(r)],
+      ["Path", r.path || "–"],
+      ...(r.kind ? [["Kind", r.kind]] : []),
       ["Provider / model", `${r.provider || "–"} / ${r.model || "–"}`],
       ["Status", `${r.status}${r.error_code ? ` ${r.error_code}` : ""}`],
       ["Stream", r.stream ? "yes" : "no"],
@@ -345,7 +355,7 @@ async function requestDetail(id) {
 function groupPage(title, path, filterName, what) {
   return async (main) => {
     const list = h("div");
-    main.append(heading(title), list);
+    append(main, heading(title), list);
     await pagedTable(
       list,
       (cursor) => get(A(path), scope({ cursor, limit: 50 })),
@@ -369,7 +379,7 @@ export const users = groupPage("Users", "users", "user", "User");
 
 export async function properties(main) {
   const list = h("div");
-  main.append(heading("Properties"), list);
+  append(main, heading("Properties"), list);
   await pagedTable(
     list,
     (cursor) => get(A("properties"), scope({ cursor, limit: 50 })),
@@ -388,7 +398,7 @@ export async function properties(main) {
 
 export async function cache(main) {
   const el = h("div");
-  main.append(heading("Cache"), el);
+  append(main, heading("Cache"), el);
   await section(
     el,
     () => get(A("cache"), scope()),
@@ -435,7 +445,7 @@ function bucketSeries(data, keyOf, valueOf) {
 
 export async function rateLimits(main) {
   const el = h("div");
-  main.append(heading("Rate limits"), el);
+  append(main, heading("Rate limits"), el);
   await section(
     el,
     () => get(A("rate-limits"), scope({ interval: rangeInterval() })),
@@ -467,7 +477,7 @@ export async function rateLimits(main) {
 
 export async function security(main) {
   const el = h("div");
-  main.append(heading("Security"), el);
+  append(main, heading("Security"), el);
   await section(
     el,
     () => get(A("security"), scope({ interval: rangeInterval() })),
@@ -507,7 +517,7 @@ export async function security(main) {
 
 export async function evaluations(main) {
   const el = h("div");
-  main.append(heading("Evaluations"), el);
+  append(main, heading("Evaluations"), el);
   await section(
     el,
     () => get(A("evaluations"), scope()),
@@ -540,7 +550,7 @@ export async function evaluations(main) {
         table(
           [
             { key: "scored_at", label: "Scored", cell: (s) => when(s.scored_at) },
-            { key: "request_id", label: "Request", cell: (s) => h("a", { href: link("requests", { request: s.request_id }) }, short(s.request_id)) },
+            { key: "request_id", label: "Request", cell: (s) => h("a", { href: link("requests", { request: s.request_id }), title: s.request_id }, short(s.request_id)) },
             { key: "project", label: "Project", cell: (s) => projectName(s.project_id) },
             { key: "score", label: "Score", numeric: true, cell: (s) => score(s.score) },
             { key: "comment", label: "Comment", cell: (s) => s.comment || "" },

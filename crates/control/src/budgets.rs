@@ -7,7 +7,8 @@
 //! fires an alert: a row in `alerts`, unique per (budget or rule, period,
 //! threshold), which `webhooks` delivers. A breached `alert_and_revoke`
 //! budget revokes the keys of its scope: a project's keys locked to it or
-//! defaulting to it, an org's every key. The revocation reaches every
+//! defaulting to it, an org's every key; each revocation fires an alert of
+//! its own (`budget.keys_revoked`), a second breach in the period included. The revocation reaches every
 //! gateway through the database's change notification, like any other.
 //! Everything one evaluation decides commits in one transaction, so a
 //! database cut mid-way fires nothing twice: the next tick starts over.
@@ -169,6 +170,7 @@ pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, ApiErr
             source_id: id,
             period: first,
             threshold: 100,
+            revocation: 0,
             webhook: true,
         };
         done.alerts_fired += u64::from(alert.fire(&tx, now_ms, body).await?);
@@ -244,7 +246,7 @@ impl Budget {
         if breach && self.action == "alert_and_revoke" {
             let n = tx
                 .execute(
-                    "UPDATE api_keys SET revoked_at = now(), revoked_by_budget = $1
+                    "UPDATE api_keys SET revoked_at = now(), revoked_by_budget = $1, revoked_by_a_budget = true
                       WHERE org_id = $2 AND revoked_at IS NULL
                         AND ($3::uuid IS NULL OR project_id = $3 OR default_project_id = $3)",
                     &[&self.id, &self.org, &self.project],
@@ -294,11 +296,60 @@ impl Budget {
                 source_id: self.id,
                 period: first,
                 threshold,
+                revocation: 0,
                 webhook: self.webhook,
             };
             done.alerts_fired += u64::from(alert.fire(tx, now_ms, body).await?);
         }
+        if let Some(n) = revoked.filter(|n| *n > 0) {
+            done.alerts_fired += u64::from(self.announce_revocation(tx, now_ms, n).await?);
+        }
         Ok(())
+    }
+
+    /// Every revocation is announced by an alert of its own
+    /// (`budget.keys_revoked`), numbered in its period: a budget raised,
+    /// restored and breached again in the same period revokes again, and
+    /// says so again, though its thresholds fired already.
+    async fn announce_revocation(
+        &self,
+        tx: &Transaction<'_>,
+        now_ms: u64,
+        keys: u64,
+    ) -> Result<bool, ApiError> {
+        let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
+        let revocation: i32 = tx
+            .query_one(
+                "UPDATE budget_periods SET revocations = revocations + 1
+                  WHERE budget_id = $1 AND period = $2 RETURNING revocations",
+                &[&self.id, &first],
+            )
+            .await?
+            .try_get("revocations")?;
+        let body = serde_json::json!({
+            "type": "budget.keys_revoked",
+            "org_id": self.org,
+            "project_id": self.project,
+            "budget": {
+                "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
+                "action": self.action,
+            },
+            "period": period_json(kind, first, next),
+            "revocation": revocation,
+            "keys_revoked": keys,
+            "spent_usd": usd(self.spent),
+        });
+        let alert = Alert {
+            org: self.org,
+            project: self.project,
+            source: "budget",
+            source_id: self.id,
+            period: first,
+            threshold: 100,
+            revocation,
+            webhook: self.webhook,
+        };
+        alert.fire(tx, now_ms, body).await
     }
 
     async fn record(
@@ -331,6 +382,8 @@ struct Alert {
     source_id: Uuid,
     period: i32,
     threshold: i32,
+    /// The revocation's number in the period; 0 for a threshold alert.
+    revocation: i32,
     /// Whether there is a webhook to deliver it to.
     webhook: bool,
 }
@@ -350,9 +403,10 @@ impl Alert {
         let state = if self.webhook { "pending" } else { "recorded" };
         let n = tx
             .execute(
-                "INSERT INTO alerts (id, org_id, project_id, source, source_id, period, threshold, body, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8::text::jsonb, $9)
-                 ON CONFLICT (source_id, period, threshold) DO NOTHING",
+                "INSERT INTO alerts (id, org_id, project_id, source, source_id, period, threshold,
+                                     revocation, body, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $8::text::jsonb, $9)
+                 ON CONFLICT (source_id, period, threshold, revocation) DO NOTHING",
                 &[
                     &id,
                     &self.org,
@@ -363,6 +417,7 @@ impl Alert {
                     &self.threshold,
                     &body.to_string(),
                     &state,
+                    &self.revocation,
                 ],
             )
             .await?;

@@ -1,6 +1,6 @@
 //! The floopy-control binary: command line and wiring only.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -116,7 +116,9 @@ fn init_tracing() {
     if std::env::var("FLOOPY_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();
     } else {
-        builder.init();
+        // Colour only on a terminal: files and pipes get plain text.
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        builder.with_ansi(ansi).init();
     }
 }
 

@@ -137,6 +137,7 @@ impl Modify for Security {
         http::keys::read,
         http::keys::rename,
         http::keys::revoke,
+        http::keys::restore,
         http::limits::list,
         http::limits::set,
         http::limits::remove,
@@ -222,6 +223,6 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), n, "duplicate operation ids");
-        assert_eq!(n, 64, "every operation is documented");
+        assert_eq!(n, 65, "every operation is documented");
     }
 }

@@ -290,14 +290,18 @@ async fn thresholds_fire_exactly_at_their_percent_and_a_breach_revokes_the_scope
     }
     f.spend("r1", f.project, now, 1_000_000).await;
     let done = f.evaluate(now).await;
-    assert_eq!((done.alerts_fired, done.keys_revoked), (1, 2));
+    assert_eq!(
+        (done.alerts_fired, done.keys_revoked),
+        (2, 2),
+        "the 100 % threshold and the revocation"
+    );
     let mut expected = vec![(locked, Some(budget)), (defaulting, Some(budget))];
     expected.sort();
     assert_eq!(f.revoked().await, expected);
     let body: serde_json::Value =
         f.db.client
             .query_one(
-                "SELECT body::text FROM alerts WHERE source_id = $1 AND threshold = 100",
+                "SELECT body::text FROM alerts WHERE source_id = $1 AND threshold = 100 AND revocation = 0",
                 &[&budget],
             )
             .await
@@ -310,7 +314,10 @@ async fn thresholds_fire_exactly_at_their_percent_and_a_breach_revokes_the_scope
     assert_eq!(body["fired_at"], "2026-11-15T12:00:00.000Z");
     assert_eq!(
         f.db.client
-            .query_one("SELECT state FROM alerts WHERE threshold = 100", &[])
+            .query_one(
+                "SELECT state FROM alerts WHERE threshold = 100 AND revocation = 0",
+                &[],
+            )
             .await
             .unwrap()
             .get::<_, String>(0),
@@ -788,4 +795,198 @@ async fn an_alert_never_answered_is_marked_failed_once_its_retries_run_out() {
     assert_eq!(again[0]["attempts"], attempts);
     drop(control);
     db.drop_db().await;
+}
+
+/// The revocation alerts of `budget`: (revocation number, keys revoked).
+async fn revocations(db: &TestDb, budget: Uuid) -> Vec<(i32, i64)> {
+    db.client
+        .query(
+            "SELECT revocation, body::text FROM alerts
+              WHERE source_id = $1 AND revocation > 0 ORDER BY revocation",
+            &[&budget],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let body: serde_json::Value = r.get::<_, String>(1).parse().unwrap();
+            assert_eq!(body["type"], "budget.keys_revoked", "{body}");
+            (r.get(0), body["keys_revoked"].as_i64().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_revocation_is_announced_and_a_revoked_key_comes_back_through_itself_or_the_budget_s_deletion(
+) {
+    let f = fixture().await;
+    let control = Control::start(&f.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
+    let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
+    let token = token_for(&f.db, owner).await;
+    f.db.client
+        .execute(
+            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
+            &[&f.org, &owner],
+        )
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let api = |method: &'static str, path: String, body: Option<serde_json::Value>| {
+        let (http, token, url) = (http.clone(), token.clone(), control.url(&path));
+        async move { call(&http, method, &url, Some(&token), body).await }
+    };
+    let org = f.org;
+    let budget = f
+        .budget(
+            Some(f.project),
+            "month",
+            1_000_000,
+            "alert_and_revoke",
+            None,
+        )
+        .await;
+    let key = f.key(Some(f.project), None).await;
+    let now = floopy_control::budgets::now_ms();
+    f.spend("r1", f.project, now, 1_000_000).await;
+    assert_eq!(f.evaluate(now).await.keys_revoked, 1);
+    assert_eq!(revocations(&f.db, budget).await, [(1, 1)]);
+
+    // While the budget holds it, the key cannot come back through itself.
+    let (status, v) = api("GET", format!("/v1/orgs/{org}/keys/{key}"), None).await;
+    assert_eq!(
+        (status, &v["revoked"], &v["restorable"]),
+        (200, &json!(true), &json!(false)),
+        "{v}"
+    );
+    let (status, v) = api("POST", format!("/v1/orgs/{org}/keys/{key}/restore"), None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("budget_exceeded")),
+        "{v}"
+    );
+
+    // Raised above the spend, it no longer holds it: the key restores itself.
+    let (status, v) = api(
+        "PATCH",
+        format!("/v1/orgs/{org}/budgets/{budget}"),
+        Some(json!({"amount_usd": 1.5})),
+    )
+    .await;
+    assert_eq!((status, v["keys_revoked"].as_i64()), (200, Some(1)), "{v}");
+    let (status, v) = api("GET", format!("/v1/orgs/{org}/keys/{key}"), None).await;
+    assert_eq!((status, &v["restorable"]), (200, &json!(true)), "{v}");
+    let (status, v) = api("POST", format!("/v1/orgs/{org}/keys/{key}/restore"), None).await;
+    assert_eq!(
+        (status, &v["revoked"], &v["restorable"]),
+        (200, &json!(false), &json!(false)),
+        "{v}"
+    );
+    assert!(f.revoked().await.is_empty());
+
+    // A second breach in the same period revokes again and says so again,
+    // though the 100 % threshold fired already.
+    f.spend("r1", f.project, now, 1_500_001).await;
+    let done = f.evaluate(now).await;
+    assert_eq!((done.keys_revoked, done.alerts_fired), (1, 1), "{done:?}");
+    assert_eq!(revocations(&f.db, budget).await, [(1, 1), (2, 1)]);
+    assert_eq!(f.evaluate(now + 1_000).await.alerts_fired, 0, "once each");
+    let (status, v) = api(
+        "GET",
+        format!("/v1/orgs/{org}/alerts?source_id={budget}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    let kinds: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "revocation",
+            "revocation",
+            "threshold",
+            "threshold",
+            "threshold"
+        ],
+        "newest first: {v}"
+    );
+
+    // Deleting the budget gives its keys back, audited.
+    let (status, v) = api("DELETE", format!("/v1/orgs/{org}/budgets/{budget}"), None).await;
+    assert_eq!(status, 204, "{v}");
+    assert!(
+        f.revoked().await.is_empty(),
+        "the deleted budget's key is back"
+    );
+    let restored: serde_json::Value = f
+        .db
+        .client
+        .query_one(
+            "SELECT after::text FROM audit_log WHERE action = 'budget.restore' AND object_id = $1",
+            &[&budget.to_string()],
+        )
+        .await
+        .unwrap()
+        .get::<_, String>(0)
+        .parse()
+        .unwrap();
+    assert_eq!(restored["keys_restored"], 1, "{restored}");
+
+    // A person's revocation is final, whatever a budget did before.
+    let (status, _) = api("POST", format!("/v1/orgs/{org}/keys/{key}/revoke"), None).await;
+    assert_eq!(status, 200);
+    let (status, v) = api("POST", format!("/v1/orgs/{org}/keys/{key}/restore"), None).await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (409, Some("key_revoked_by_a_person")),
+        "{v}"
+    );
+    drop(control);
+    f.db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_a_budget_revoked_before_the_budget_was_deleted_can_be_restored() {
+    // A key stranded by a deletion (revoked_by_budget set to NULL by the
+    // foreign key), as the migration marks one found revoked at the time
+    // of a `budget.revoke` entry: restorable through itself.
+    let f = fixture().await;
+    let control = Control::start(&f.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
+    let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
+    let token = token_for(&f.db, owner).await;
+    f.db.client
+        .execute(
+            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
+            &[&f.org, &owner],
+        )
+        .await
+        .unwrap();
+    let key = f.key(None, None).await;
+    f.db.client
+        .execute(
+            "UPDATE api_keys SET revoked_at = now(), revoked_by_a_budget = true WHERE id = $1",
+            &[&key],
+        )
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let url = control.url(&format!("/v1/orgs/{}/keys/{key}/restore", f.org));
+    let (status, v) = call(&http, "POST", &url, Some(&token), None).await;
+    assert_eq!((status, &v["revoked"]), (200, &json!(false)), "{v}");
+    let audited: i64 =
+        f.db.client
+            .query_one(
+                "SELECT count(*) FROM audit_log WHERE action = 'key.restore' AND object_id = $1",
+                &[&key.to_string()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+    assert_eq!(audited, 1);
+    drop(control);
+    f.db.drop_db().await;
 }

@@ -96,6 +96,7 @@ async fn every_role_against_every_operation() {
         row("GET", "/v1/orgs/{org}/keys/{key}", None, [200, 200, 200, 404, 200, 200, 404, 404, 401]),
         row("PATCH", "/v1/orgs/{org}/keys/{key}", Some(json!({"name": "renamed"})), [200, 200, 200, 404, 200, 403, 404, 404, 401]),
         row("POST", "/v1/orgs/{org}/keys/{key}/revoke", None, [200, 200, 200, 404, 200, 403, 404, 404, 401]),
+        row("POST", "/v1/orgs/{org}/keys/{key}/restore", None, [200, 200, 200, 404, 200, 403, 404, 404, 401]),
         row("GET", "/v1/orgs/{org}/keys/{orgkey}", None, [200, 200, 404, 404, 404, 404, 404, 404, 401]),
         row("POST", "/v1/orgs/{org}/keys/{orgkey}/revoke", None, [200, 200, 404, 404, 404, 404, 404, 404, 401]),
         row("GET", "/v1/orgs/{org}/limits", None, [200, 200, 403, 403, 403, 403, 403, 404, 401]),
@@ -1241,5 +1242,125 @@ async fn two_replicas_fire_each_threshold_once_and_revoke_once() {
         "lowered below the spend: breached again"
     );
     drop((first, second));
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn project_members_of_a_project_that_is_not_the_org_s_are_not_found() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "enterprise", "owner@acme.test");
+    let (other_org, other_owner) = control.bootstrap("Other", "pro", "owner@other.test");
+    let http = reqwest::Client::new();
+    let owner_token = token_for(&db, owner).await;
+    let admin_token = token_for(&db, user_in(&db, org, "admin", &[]).await).await;
+    let theirs = create(
+        &http,
+        &control,
+        &token_for(&db, other_owner).await,
+        other_org,
+        "projects",
+        json!({"name": "Theirs", "slug": "theirs"}),
+    )
+    .await;
+    let ours = create(
+        &http,
+        &control,
+        &owner_token,
+        org,
+        "projects",
+        json!({"name": "Ours", "slug": "ours"}),
+    )
+    .await;
+    for token in [&owner_token, &admin_token] {
+        for project in [theirs, Uuid::now_v7()] {
+            let url = control.url(&format!("/v1/orgs/{org}/projects/{project}/members"));
+            let (status, v) = call(&http, "GET", &url, Some(token), None).await;
+            assert_eq!(
+                (status, v["error"]["code"].as_str()),
+                (404, Some("not_found")),
+                "{project}: {v}"
+            );
+        }
+        let url = control.url(&format!("/v1/orgs/{org}/projects/{ours}/members"));
+        let (status, v) = call(&http, "GET", &url, Some(token), None).await;
+        assert_eq!(status, 200, "{v}");
+        assert!(v["data"].is_array(), "{v}");
+    }
+    drop(control);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_list_is_a_page_of_every_environment_with_its_spend() {
+    let db = TestDb::create().await;
+    let control = Control::start(&db, "").await;
+    let (org, owner) = control.bootstrap("Acme", "enterprise", "owner@acme.test");
+    let http = reqwest::Client::new();
+    let token = token_for(&db, owner).await;
+    let url = control.url(&format!("/v1/orgs/{org}/limits/production"));
+    let (status, v) = call(
+        &http,
+        "PUT",
+        &url,
+        Some(&token),
+        Some(json!({"monthly_cost_usd": 5})),
+    )
+    .await;
+    assert_eq!(
+        (status, v["monthly_cost_usd"].as_str()),
+        (200, Some("5.000000")),
+        "{v}"
+    );
+    // Spend this month in staging, which has no limit.
+    let month: i32 = db
+        .client
+        .query_one(
+            "SELECT to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    db.client
+        .execute(
+            "INSERT INTO replica_usage (replica, org_id, environment, month, settled_micro_usd, minute, rpm_count)
+             VALUES ('r1', $1, 'staging', $2, 1234567, 0, 0)",
+            &[&org, &month],
+        )
+        .await
+        .unwrap();
+    let (status, v) = call(
+        &http,
+        "GET",
+        &control.url(&format!("/v1/orgs/{org}/limits")),
+        Some(&token),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["next_cursor"], Value::Null, "{v}");
+    let rows: Vec<(&str, &Value, &str)> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["environment"].as_str().unwrap(),
+                &l["monthly_cost_usd"],
+                l["month_to_date_usd"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("development", &Value::Null, "0.000000"),
+            ("staging", &Value::Null, "1.234567"),
+            ("production", &json!("5.000000"), "0.000000"),
+            ("other", &Value::Null, "0.000000"),
+        ]
+    );
+    drop(control);
     db.drop_db().await;
 }

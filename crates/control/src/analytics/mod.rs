@@ -190,9 +190,34 @@ pub struct Filters {
     pub user: Option<String>,
     pub property: Option<String>,
     pub property_value: Option<String>,
+    /// The kind of request (`request_logs.kind`: `llm`, `feedback`,
+    /// `models`, `other`); `None`: every kind. The API's default is `llm`.
+    pub kind: Option<String>,
+}
+
+/// The kinds of `request_logs.kind` (conf/clickhouse/006_request_kind.sql):
+/// calls to a model, scores, model listings, and requests for no endpoint.
+pub const KINDS: [&str; 4] = ["llm", "feedback", "models", "other"];
+
+/// The kind analytics count unless asked otherwise: calls to a model.
+pub const LLM: &str = "llm";
+
+/// `AND kind = 'llm'`: what the queries with no request filters (cost by
+/// environment, the rollup) count.
+pub fn llm_only() -> String {
+    format!(" AND kind = {}", quote(LLM))
 }
 
 impl Filters {
+    /// No filter but the default kind: what the API applies when the
+    /// query names none.
+    pub fn llm() -> Filters {
+        Filters {
+            kind: Some(LLM.into()),
+            ..Filters::default()
+        }
+    }
+
     fn condition(&self) -> String {
         let mut sql = String::new();
         let mut eq = |column: &str, value: &Option<String>| {
@@ -207,6 +232,7 @@ impl Filters {
         eq("session_id", &self.session);
         eq("user_id", &self.user);
         eq("api_key_id", &self.api_key.map(|k| k.to_string()));
+        eq("kind", &self.kind);
         if let Some(status) = self.status {
             let _ = write!(sql, " AND status = {status}");
         }
@@ -251,7 +277,7 @@ fn bucket(interval_secs: u64) -> String {
 pub const REQUEST_COLUMNS: &str = "request_id, ts_ms, project_id, api_key_id, environment, \
 provider, model, path, status, error_code, stream, prompt_tokens, completion_tokens, \
 cached_tokens, cost_micro_usd, latency_ms, ttfb_ms, session_id, user_id, property_keys, \
-property_values, gateway_id";
+property_values, gateway_id, kind";
 
 #[derive(Debug, Clone, PartialEq, clickhouse::Row, serde::Deserialize)]
 pub struct RequestRow {
@@ -277,6 +303,8 @@ pub struct RequestRow {
     pub property_keys: Vec<String>,
     pub property_values: Vec<String>,
     pub gateway_id: String,
+    /// `llm`, `feedback`, `models` or `other` (from the path).
+    pub kind: String,
 }
 
 /// Where a page of the request list starts: after this request (the last
@@ -631,9 +659,10 @@ pub struct EnvironmentRow {
 pub fn by_environment(scope: &Scope, range: &Range) -> String {
     format!(
         "SELECT environment, toUInt64(count()), toUInt64(sum(cost_micro_usd)) \
-         FROM request_logs FINAL WHERE {} AND {} GROUP BY environment ORDER BY environment",
+         FROM request_logs FINAL WHERE {} AND {}{} GROUP BY environment ORDER BY environment",
         scope.condition(),
-        range.condition()
+        range.condition(),
+        llm_only()
     )
 }
 
@@ -686,12 +715,12 @@ pub fn hours_covering(range: &Range) -> (u64, u64) {
 }
 
 /// Whether the rollup can answer under `filters`: it is kept by project
-/// and environment only.
+/// and environment only, and counts calls to a model only.
 pub fn rollup_answers(filters: &Filters) -> bool {
     Filters {
         environment: None,
         ..filters.clone()
-    } == Filters::default()
+    } == Filters::llm()
 }
 
 /// The requests of `scope` in the hours `range` touches (and

@@ -96,12 +96,13 @@ pub fn recompute(org: Option<(&str, &[u32])>, computed_at: u32, version: u64) ->
           toUInt64(sum(scored)) AS r_ratings, toFloat64(sum(last_score)) AS r_score \
           FROM (SELECT org_id, request_id, ts_ms, project_id, environment, prompt_tokens, \
                 completion_tokens, cost_micro_usd, status, latency_ms \
-                FROM request_logs FINAL WHERE {requests}) AS hour_requests \
+                FROM request_logs FINAL WHERE {requests}{llm}) AS hour_requests \
           ANY LEFT JOIN \
           (SELECT org_id, request_id, argMax(score, ts_ms) AS last_score, toUInt8(1) AS scored \
            FROM feedback WHERE {scores} GROUP BY org_id, request_id) AS hour_scores \
           USING (org_id, request_id) \
-          GROUP BY org_id, r_hour, project_id, environment)"
+          GROUP BY org_id, r_hour, project_id, environment)",
+        llm = super::llm_only()
     )
 }
 

@@ -477,6 +477,10 @@ pub struct AlertView {
     pub period_start: String,
     /// The budget's threshold in percent (100 for a rule).
     pub threshold_percent: i32,
+    /// `threshold` (a threshold crossed, once per period) or `revocation`
+    /// (a budget revoked its scope's keys: each time, a breach after a
+    /// restore included; the body's `keys_revoked` says how many).
+    pub kind: String,
     /// The webhook's body.
     #[schema(value_type = Object)]
     pub body: serde_json::Value,
@@ -557,7 +561,7 @@ pub async fn list_alerts(
                 rfc3339!("delivered_at"),
                 ", CASE WHEN state = 'pending' THEN ",
                 rfc3339!("next_attempt_at"),
-                " END
+                " END, revocation
                    FROM alerts
                   WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2)
                     AND ($4 OR project_id = ANY($5))
@@ -590,6 +594,12 @@ pub async fn list_alerts(
                 u32::try_from(row.get::<_, i32>(5)).unwrap_or(0),
             ),
             threshold_percent: row.get(6),
+            kind: if row.get::<_, i32>(17) > 0 {
+                "revocation"
+            } else {
+                "threshold"
+            }
+            .to_string(),
             body: serde_json::from_str(row.get(7)).unwrap_or_default(),
             state: row.get(8),
             attempts: row.get(9),

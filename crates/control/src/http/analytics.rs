@@ -77,6 +77,10 @@ pub struct AnalyticsQuery {
     pub property: Option<String>,
     /// With `property`: its value.
     pub property_value: Option<String>,
+    /// The kind of request: `llm` (calls to a model: the default, but on
+    /// the security page, which counts every kind), `feedback` (scores),
+    /// `models` (model listings), `other` (no endpoint), or `all`.
+    pub kind: Option<String>,
     /// Series buckets: `hour` or `day` (default: hour up to 2 days, else day).
     pub interval: Option<String>,
     /// The rank widget's metric: requests, cost, cost_per_mtok, latency,
@@ -191,7 +195,20 @@ impl AnalyticsQuery {
                 "needs property (the name)",
             ));
         }
+        let kind = match self.kind.as_deref() {
+            None => Some(sql::LLM.to_string()),
+            Some("all") => None,
+            Some(k) if sql::KINDS.contains(&k) => Some(k.to_string()),
+            Some(other) => {
+                errors.push(FieldError::new(
+                    "kind",
+                    format!("{other:?} is not one of llm, feedback, models, other, all"),
+                ));
+                None
+            }
+        };
         Filters {
+            kind,
             environment: self.environment.clone(),
             model: self.model.clone(),
             provider: self.provider.clone(),
@@ -348,6 +365,9 @@ pub struct RequestView {
     /// `floopy-property-<name>` headers, name to value.
     pub properties: HashMap<String, String>,
     pub gateway_id: String,
+    /// `llm` (a call to a model), `feedback`, `models` or `other`: what the
+    /// path was for.
+    pub kind: String,
 }
 
 fn request_view(row: sql::RequestRow) -> RequestView {
@@ -379,6 +399,7 @@ fn request_view(row: sql::RequestRow) -> RequestView {
         session_id: row.session_id,
         user_id: row.user_id,
         gateway_id: row.gateway_id,
+        kind: row.kind,
     }
 }
 
@@ -494,6 +515,11 @@ pub struct FeedbackView {
 pub struct RequestDetail {
     #[serde(flatten)]
     pub request: RequestView,
+    /// The key's name, as the key list shows it (absent: no such key in
+    /// the org any more).
+    pub api_key_name: Option<String>,
+    /// The key's first characters (`fpk_` and eight more).
+    pub api_key_prefix: Option<String>,
     pub feedback: Option<FeedbackView>,
 }
 
@@ -535,8 +561,27 @@ pub async fn request(
             ratings: f.ratings,
             scored_at: rfc3339(f.scored_ms),
         });
+    let key = match Uuid::try_parse(&row.api_key_id) {
+        Ok(key) => {
+            state
+                .db()
+                .await?
+                .query_opt(
+                    "SELECT name, prefix FROM api_keys WHERE org_id = $1 AND id = $2",
+                    &[&org, &key],
+                )
+                .await?
+        }
+        Err(_) => None,
+    };
+    let (api_key_name, api_key_prefix) = match key {
+        Some(row) => (row.try_get("name")?, row.try_get("prefix")?),
+        None => (None, None),
+    };
     Ok(Json(RequestDetail {
         request: request_view(row),
+        api_key_name,
+        api_key_prefix,
         feedback,
     }))
 }
@@ -993,10 +1038,14 @@ pub async fn security(
     Ids(org): Ids<Uuid>,
     QueryParams(q): QueryParams<AnalyticsQuery>,
 ) -> Result<Json<RefusalSeries>, ApiError> {
-    let a = ask(&state, &caller, org, &q).await?;
+    let mut a = ask(&state, &caller, org, &q).await?;
     let mut errors = Vec::new();
     let secs = q.interval(&a.range, &mut errors);
     check(errors)?;
+    if q.kind.is_none() {
+        // A refusal is a security event whatever the endpoint.
+        a.filters.kind = None;
+    }
     let rows: Vec<sql::RefusalRow> = a
         .analytics
         .fetch(&sql::security(&a.scope, &a.range, &a.filters, secs))

@@ -47,6 +47,9 @@ pub struct BudgetView {
     pub breached: bool,
     /// Where its threshold alerts are delivered (absent: only listed).
     pub webhook_url: Option<String>,
+    /// Keys it holds revoked now: `restore`, or deleting the budget, gives
+    /// them back.
+    pub keys_revoked: i64,
     /// Only in the response of the request that set or generated it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_secret: Option<String>,
@@ -54,7 +57,7 @@ pub struct BudgetView {
 
 const COLUMNS: &str = "b.id, b.org_id, b.project_id, b.name, b.amount_micro_usd, b.period, \
     b.thresholds, b.action, coalesce(p.spent_micro_usd, 0), p.breached_at IS NOT NULL, \
-    b.webhook_url";
+    b.webhook_url, (SELECT count(*) FROM api_keys k WHERE k.revoked_by_budget = b.id)";
 
 fn view(row: &tokio_postgres::Row) -> BudgetView {
     let micro = |v: i64| format_usd(u64::try_from(v).unwrap_or(0));
@@ -70,6 +73,7 @@ fn view(row: &tokio_postgres::Row) -> BudgetView {
         spent_usd: micro(row.get(8)),
         breached: row.get(9),
         webhook_url: row.get(10),
+        keys_revoked: row.get(11),
         webhook_secret: None,
     }
 }
@@ -384,8 +388,9 @@ pub async fn update(
     }))
 }
 
-/// `DELETE /v1/orgs/{org}/budgets/{budget}` (the keys it revoked stay
-/// revoked until restored one by one).
+/// `DELETE /v1/orgs/{org}/budgets/{budget}`: the keys it revoked are
+/// restored (nothing holds them revoked any more), with a `budget.restore`
+/// audit entry before the `budget.delete` one.
 #[utoipa::path(
     operation_id = "budgets_delete",
     tag = "budgets",
@@ -402,6 +407,27 @@ pub async fn delete(
     let mut db = state.db().await?;
     let before = authorized(&db, &caller, org, budget, true).await?;
     let tx = db.transaction().await?;
+    tx.query_opt(
+        "SELECT 1 FROM budgets WHERE org_id = $1 AND id = $2 FOR UPDATE",
+        &[&org, &budget],
+    )
+    .await?;
+    let n = restore_keys(&tx, org, budget).await?;
+    if n > 0 {
+        audit::record(
+            &tx,
+            audit::Entry {
+                org_id: Some(org),
+                actor_id: caller.user_id,
+                action: "budget.restore",
+                object_type: "budget",
+                object_id: budget.to_string(),
+                before: None,
+                after: Some(serde_json::json!({"keys_restored": n, "reason": "budget deleted"})),
+            },
+        )
+        .await?;
+    }
     tx.execute(
         "DELETE FROM budgets WHERE org_id = $1 AND id = $2",
         &[&org, &budget],
@@ -422,6 +448,21 @@ pub async fn delete(
     .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Gives back the keys `budget` revoked; how many.
+async fn restore_keys(
+    tx: &tokio_postgres::Transaction<'_>,
+    org: Uuid,
+    budget: Uuid,
+) -> Result<u64, ApiError> {
+    Ok(tx
+        .execute(
+            "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL, revoked_by_a_budget = false
+              WHERE org_id = $1 AND revoked_by_budget = $2",
+            &[&org, &budget],
+        )
+        .await?)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -474,13 +515,7 @@ pub async fn restore(
             ),
         });
     }
-    let n = tx
-        .execute(
-            "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL
-              WHERE org_id = $1 AND revoked_by_budget = $2",
-            &[&org, &budget],
-        )
-        .await?;
+    let n = restore_keys(&tx, org, budget).await?;
     // It may breach (and revoke) again this period.
     tx.execute(
         &format!(

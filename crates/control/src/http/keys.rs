@@ -1,5 +1,6 @@
 //! API keys: create (the secret returned once; only its SHA-256 and a short
-//! prefix are stored), list and read (never the secret), rename, revoke.
+//! prefix are stored), list and read (never the secret), rename, revoke,
+//! and restore a key a budget revoked once that budget no longer holds it.
 //! Org owners and admins manage every key; project owners and admins the
 //! keys locked to their project. A key created or revoked here reaches
 //! every gateway through the database's change notification.
@@ -16,6 +17,7 @@ use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
+use crate::budgets::{current_period_sql, now_ms};
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, project_role, Action, Membership};
@@ -40,43 +42,66 @@ pub struct KeyView {
     pub created_at: String,
     pub revoked_at: Option<String>,
     /// The budget whose breach revoked the key (restored through
-    /// `POST .../budgets/{budget}/restore`).
+    /// `POST .../budgets/{budget}/restore`, or through the key's own
+    /// `restore` once the budget no longer holds it revoked).
     pub revoked_by_budget: Option<Uuid>,
+    /// Revoked by a budget that no longer holds it revoked (raised above
+    /// its spend, a new period, or deleted): `POST .../keys/{key}/restore`
+    /// gives it back. A key revoked by a person is never restorable.
+    pub restorable: bool,
 }
 
-const COLUMNS: &str = concat!(
-    "id, org_id, name, environment::text, project_id, default_project_id, prefix, ",
-    "revoked_at IS NOT NULL, ",
-    rfc3339!("created_at"),
-    ", ",
-    rfc3339!("revoked_at"),
-    ", revoked_by_budget"
-);
+/// The columns of a `KeyView`, from `api_keys` (no alias): whether a
+/// budget still holds the key revoked is its current period's spend
+/// against its amount now.
+fn columns() -> String {
+    format!(
+        concat!(
+            "id, org_id, name, environment::text, project_id, default_project_id, prefix, ",
+            "revoked_at IS NOT NULL AS revoked, ",
+            rfc3339!("created_at"),
+            " AS created_at, ",
+            rfc3339!("revoked_at"),
+            " AS revoked_at, revoked_by_budget, ",
+            "revoked_at IS NOT NULL AND revoked_by_a_budget AND NOT EXISTS (",
+            "SELECT 1 FROM budgets b LEFT JOIN budget_periods p ",
+            "ON p.budget_id = b.id AND p.period = {} ",
+            "WHERE b.id = api_keys.revoked_by_budget ",
+            "AND coalesce(p.spent_micro_usd, 0) >= b.amount_micro_usd) AS restorable"
+        ),
+        current_period_sql("b", now_ms())
+    )
+}
 
-fn view(row: &tokio_postgres::Row) -> KeyView {
-    let environment: Option<String> = row.get(3);
-    KeyView {
-        id: row.get(0),
-        org_id: row.get(1),
-        name: row.get(2),
+fn view(row: &tokio_postgres::Row) -> Result<KeyView, ApiError> {
+    let environment: Option<String> = row.try_get("environment")?;
+    Ok(KeyView {
+        id: row.try_get("id")?,
+        org_id: row.try_get("org_id")?,
+        name: row.try_get("name")?,
         environment: environment.as_deref().and_then(Environment::parse),
-        project_id: row.get(4),
-        default_project_id: row.get(5),
-        prefix: row.get(6),
-        revoked: row.get(7),
-        created_at: row.get(8),
-        revoked_at: row.get(9),
-        revoked_by_budget: row.get(10),
-    }
+        project_id: row.try_get("project_id")?,
+        default_project_id: row.try_get("default_project_id")?,
+        prefix: row.try_get("prefix")?,
+        revoked: row.try_get("revoked")?,
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        revoked_by_budget: row.try_get("revoked_by_budget")?,
+        restorable: row.try_get("restorable")?,
+    })
 }
 
 async fn read_key(db: &tokio_postgres::Client, org: Uuid, key: Uuid) -> Result<KeyView, ApiError> {
     db.query_opt(
-        &format!("SELECT {COLUMNS} FROM api_keys WHERE org_id = $1 AND id = $2"),
+        &format!(
+            "SELECT {} FROM api_keys WHERE org_id = $1 AND id = $2",
+            columns()
+        ),
         &[&org, &key],
     )
     .await?
     .map(|row| view(&row))
+    .transpose()?
     .ok_or(ApiError::NotFound("key"))
 }
 
@@ -119,14 +144,15 @@ pub async fn list(
     let rows = db
         .query(
             &format!(
-                "SELECT {COLUMNS} FROM api_keys
+                "SELECT {} FROM api_keys
                   WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($4 OR project_id = ANY($5))
-                  ORDER BY id LIMIT $3"
+                  ORDER BY id LIMIT $3",
+                columns()
             ),
             &[&org, &after, &(limit + 1), &all, &mine],
         )
         .await?;
-    let items = rows.iter().map(view).collect();
+    let items = rows.iter().map(view).collect::<Result<_, _>>()?;
     Ok(Json(Page::new(items, limit, |k| k.id)))
 }
 
@@ -329,7 +355,8 @@ pub async fn rename(
 }
 
 /// `POST /v1/orgs/{org}/keys/{key}/revoke`: every gateway refuses it within
-/// about a second. Revoking a revoked key changes nothing.
+/// about a second. Final: a key a budget had revoked is no longer
+/// restorable once revoked here.
 #[utoipa::path(
     operation_id = "keys_revoke",
     tag = "keys",
@@ -348,9 +375,98 @@ pub async fn revoke(
         &caller,
         ids,
         "key.revoke",
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE org_id = $1 AND id = $2",
+        // A person's revocation is final, even of a key a budget revoked.
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()), revoked_by_budget = NULL,
+                revoked_by_a_budget = false
+          WHERE org_id = $1 AND id = $2",
         None,
     )
     .await
     .map(Json)
+}
+
+/// `POST /v1/orgs/{org}/keys/{key}/restore`: gives back a key a budget
+/// revoked, once that budget no longer holds it revoked (its period's spend
+/// is below its amount again, or it was deleted); 409 `budget_exceeded`
+/// while it does, 409 `key_revoked_by_a_person` for a key revoked through
+/// `revoke` (that is final). Restoring an active key changes nothing. The
+/// budget may breach, and revoke, again in the same period.
+#[utoipa::path(
+    operation_id = "keys_restore",
+    tag = "keys",
+    post,
+    path = "/v1/orgs/{org}/keys/{key}/restore",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
+    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+)]
+pub async fn restore(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, key)): Ids<(Uuid, Uuid)>,
+) -> Result<Json<KeyView>, ApiError> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    let by_a_budget: Option<bool> = tx
+        .query_opt(
+            "SELECT revoked_by_a_budget FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE",
+            &[&org, &key],
+        )
+        .await?
+        .map(|row| row.try_get("revoked_by_a_budget"))
+        .transpose()?;
+    let before = visible_key(tx.client(), &m, org, key).await?;
+    authorize(&m, Action::ManageKeys(before.project_id))?;
+    if !before.revoked {
+        return Ok(Json(before));
+    }
+    if by_a_budget != Some(true) {
+        return Err(ApiError::Conflict {
+            code: "key_revoked_by_a_person",
+            message: "this key was revoked through the API or the dashboard, which is final: create a new key".into(),
+        });
+    }
+    if !before.restorable {
+        return Err(ApiError::Conflict {
+            code: "budget_exceeded",
+            message: format!(
+                "budget {} still holds this key revoked: raise the budget above this period's spend, wait for the next period, or delete the budget",
+                before.revoked_by_budget.map(|b| b.to_string()).unwrap_or_default()
+            ),
+        });
+    }
+    tx.execute(
+        "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL, revoked_by_a_budget = false
+          WHERE org_id = $1 AND id = $2",
+        &[&org, &key],
+    )
+    .await?;
+    if let Some(budget) = before.revoked_by_budget {
+        // As the budget's own restore does: it may breach again.
+        tx.execute(
+            &format!(
+                "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
+                  WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {}",
+                current_period_sql("b", now_ms())
+            ),
+            &[&budget],
+        )
+        .await?;
+    }
+    let after = read_key(tx.client(), org, key).await?;
+    audit::record(
+        &tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "key.restore",
+            object_type: "api_key",
+            object_id: key.to_string(),
+            before: audit::snapshot(&before),
+            after: audit::snapshot(&after),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Json(after))
 }

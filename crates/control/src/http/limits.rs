@@ -9,7 +9,7 @@ use floopy_model::{format_usd, usd_to_micro, Environment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{membership, Ids, JsonBody};
+use super::{membership, Ids, JsonBody, Page};
 use crate::app::AppState;
 use crate::audit;
 use crate::auth::Caller;
@@ -30,58 +30,67 @@ pub struct LimitsView {
     pub month_to_date_usd: Option<String>,
 }
 
-fn view(row: &tokio_postgres::Row) -> Option<LimitsView> {
-    let environment: String = row.get(0);
-    let cost: Option<i64> = row.get(2);
-    Some(LimitsView {
-        environment: Environment::parse(&environment)?,
-        rpm: row.get(1),
+fn view(row: &tokio_postgres::Row) -> Result<Option<LimitsView>, ApiError> {
+    let environment: String = row.try_get("environment")?;
+    let cost: Option<i64> = row.try_get("monthly_cost_micro_usd")?;
+    let Some(environment) = Environment::parse(&environment) else {
+        return Ok(None);
+    };
+    Ok(Some(LimitsView {
+        environment,
+        rpm: row.try_get("rpm")?,
         monthly_cost_usd: cost.map(|c| format_usd(u64::try_from(c).unwrap_or(0))),
         month_to_date_usd: None,
-    })
+    }))
 }
 
-/// `GET /v1/orgs/{org}/limits`: one entry per environment with limits (at
-/// most four, so the one list of the API that is never paginated).
+/// `GET /v1/orgs/{org}/limits`: every environment (four, so one page),
+/// with its limits (absent where none is set) and its spend this UTC month.
 #[utoipa::path(
     operation_id = "limits_list",
     tag = "limits",
     get,
     path = "/v1/orgs/{org}/limits",
     params(("org" = Uuid, Path, description = "The organization's id")),
-    responses((status = 200, body = Vec<LimitsView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<LimitsView>), crate::openapi::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
     Ids(org): Ids<Uuid>,
-) -> Result<Json<Vec<LimitsView>>, ApiError> {
+) -> Result<Json<Page<LimitsView>>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadLimits)?;
+    let environments: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
     let rows = db
         .query(
-            "SELECT l.environment::text, l.rpm, l.monthly_cost_micro_usd,
+            "SELECT e.name AS environment, l.rpm, l.monthly_cost_micro_usd,
                     COALESCE((SELECT sum(u.settled_micro_usd) FROM replica_usage u
-                               WHERE u.org_id = l.org_id AND u.environment = l.environment
+                               WHERE u.org_id = $1 AND u.environment::text = e.name
                                  AND u.month = to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int),
-                             0)::bigint
-               FROM environment_limits l
-              WHERE l.org_id = $1 ORDER BY l.environment",
-            &[&org],
+                             0)::bigint AS spent
+               FROM unnest($2::text[]) WITH ORDINALITY AS e (name, n)
+               LEFT JOIN environment_limits l
+                 ON l.org_id = $1 AND l.environment::text = e.name
+              ORDER BY e.n",
+            &[&org, &environments],
         )
         .await?;
-    Ok(Json(
-        rows.iter()
-            .filter_map(|row| {
-                let spent: i64 = row.get(3);
-                view(row).map(|v| LimitsView {
-                    month_to_date_usd: Some(format_usd(u64::try_from(spent).unwrap_or(0))),
-                    ..v
-                })
-            })
-            .collect(),
-    ))
+    let mut data = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let spent: i64 = row.try_get("spent")?;
+        if let Some(v) = view(row)? {
+            data.push(LimitsView {
+                month_to_date_usd: Some(format_usd(u64::try_from(spent).unwrap_or(0))),
+                ..v
+            });
+        }
+    }
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -150,7 +159,9 @@ pub async fn set(
         )
         .await?
         .as_ref()
-        .and_then(view);
+        .map(view)
+        .transpose()?
+        .flatten();
     let row = tx
         .query_one(
             "INSERT INTO environment_limits (org_id, environment, rpm, monthly_cost_micro_usd)
@@ -161,7 +172,7 @@ pub async fn set(
             &[&org, &environment.as_str(), &rpm, &cost],
         )
         .await?;
-    let after = view(&row).ok_or_else(|| ApiError::internal("environment"))?;
+    let after = view(&row)?.ok_or_else(|| ApiError::internal("environment"))?;
     audit::record(
         &tx,
         audit::Entry {
@@ -214,7 +225,7 @@ pub async fn remove(
             action: "limits.remove",
             object_type: "environment_limits",
             object_id: environment.to_string(),
-            before: view(&before).as_ref().and_then(audit::snapshot),
+            before: view(&before)?.as_ref().and_then(audit::snapshot),
             after: None,
         },
     )

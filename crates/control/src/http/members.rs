@@ -164,6 +164,18 @@ pub async fn list_project(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadProject(project))?;
+    // An org's owners and admins may read any of its projects, not a
+    // project of another org or one that does not exist.
+    if db
+        .query_opt(
+            "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2",
+            &[&org, &project],
+        )
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("project"));
+    }
     let rows = db
         .query(
             "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm

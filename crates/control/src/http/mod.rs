@@ -67,6 +67,7 @@ pub fn routes() -> Router<AppState> {
             get(keys::read).patch(keys::rename),
         )
         .route("/v1/orgs/{org}/keys/{key}/revoke", post(keys::revoke))
+        .route("/v1/orgs/{org}/keys/{key}/restore", post(keys::restore))
         .route("/v1/orgs/{org}/limits", get(limits::list))
         .route(
             "/v1/orgs/{org}/limits/{environment}",

@@ -137,6 +137,21 @@ def current_project_id(page):
     return m.group(1)
 
 
+def no_stray_text(page, where):
+    """No child of the page written out as text by mistake: a list of
+    elements ("[object HTMLDivElement]") or a null given to the DOM's own
+    Element.append."""
+    expect(page.locator(".state.loading")).to_have_count(0)
+    text = page.locator("main").inner_text()
+    assert "[object" not in text, f"{where}: {text!r}"
+    assert not re.search(r"\b(null|undefined)\b", text), f"{where}: {text!r}"
+
+
+def boxes_apart(a, b):
+    """Whether two bounding boxes do not overlap."""
+    return a["x"] + a["width"] <= b["x"] or b["x"] + b["width"] <= a["x"] or a["y"] + a["height"] <= b["y"] or b["y"] + b["height"] <= a["y"]
+
+
 def main():
     os.makedirs(SHOTS, exist_ok=True)
     with sync_playwright() as p:
@@ -157,6 +172,11 @@ def main():
         step(page, "login-refused")
         sign_in(page, OWNER, PASSWORD)
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
+        # The pages add children through dom.js's append (arrays flattened,
+        # nulls left out), never the DOM's own, which writes them as text.
+        for script in ["app.js", "pages.js", "manage.js"]:
+            source = page.request.get(f"{CONTROL}/assets/{script}").text()
+            assert ".append(" not in source, f"{script} calls Element.append: use append(el, ...) of dom.js"
         step(page, "signed-in")
 
         # A reload keeps the session (and its CSRF token: a change works).
@@ -195,6 +215,7 @@ def main():
         # The starter plan's three projects: the button is disabled.
         expect(page.get_by_text("3 of 3 projects on the starter plan")).to_be_visible()
         expect(page.get_by_role("button", name="New project")).to_be_disabled()
+        no_stray_text(page, "the owner's projects page")
         step(page, "projects-at-quota")
 
         # API keys: a production key locked to Support Bot; its secret is
@@ -238,6 +259,10 @@ def main():
         eventually(send_all, "the gateway serves the new key", 10)
         status, _, body = gateway(key, {"request_id": request_ids[0], "score": 0.75, "comment": "helpful"}, path="/v1/feedback")
         assert status == 200, body
+        # A second scored request, made within the same minute as the first:
+        # the two rows of Evaluations > Recent scores must still differ.
+        status, _, body = gateway(key, {"request_id": request_ids[1], "score": 0.75}, path="/v1/feedback")
+        assert status == 200, body
         expected = REQUESTS * COST_PER_REQUEST
         nav(page, "Overview")
         choose_project(page, "Support Bot")
@@ -248,14 +273,14 @@ def main():
             f"the gateways' settled spend of Support Bot is {expected}",
         )
 
-        # The requests list: every request (the feedback post is a request
-        # too, of no model and no cost), then filtered by model, each at its
-        # cost.
+        # The requests list: every request (the two feedback posts are
+        # requests too, of no model and no cost), then filtered by model,
+        # each at its cost.
         def requests_listed():
             nav(page, "Requests")
             rows = page.locator("main table tbody tr")
             expect(rows.first).to_be_visible()
-            assert rows.count() == REQUESTS + 1, f"{rows.count()} rows"
+            assert rows.count() == REQUESTS + 2, f"{rows.count()} rows"
             return True
 
         eventually(requests_listed, "the requests list shows every request")
@@ -273,6 +298,11 @@ def main():
         expect(detail).to_contain_text(request_ids[0])
         expect(detail).to_contain_text("Score 0.75")
         expect(detail).to_contain_text("helpful")
+        # Its key by name and prefix, as the key list shows it, not its id;
+        # its path and what it was for.
+        expect(detail).to_contain_text(f"support-prod ({key[:12]}…)")
+        expect(detail).to_contain_text("/v1/chat/completions")
+        expect(detail.locator("dt", has_text="Kind").locator("xpath=following-sibling::dd[1]")).to_have_text("llm")
         step(page, "request-detail")
         detail.get_by_role("button", name="Close").click()
 
@@ -311,10 +341,31 @@ def main():
         expect(page.get_by_role("link", name="conversation-1")).to_be_visible()
         nav(page, "Evaluations")
         expect(page.get_by_role("region", name="Average score")).to_contain_text("0.75")
+
+        # Recent scores: each request's shortened id tells it from the
+        # other (UUID v7 ids of the same minute share their first eight
+        # characters), the whole id in its title.
+        def recent_scores():
+            nav(page, "Evaluations")
+            links = page.locator("main table").last.locator("tbody tr td:nth-child(2) a")
+            expect(links.first).to_be_visible(timeout=2000)
+            assert links.count() == 2, f"{links.count()} recent scores"
+            return True
+
+        eventually(recent_scores, "both scores are listed")
+        links = page.locator("main table").last.locator("tbody tr td:nth-child(2) a")
+        shown = links.all_inner_texts()
+        assert len(set(shown)) == 2, f"the two requests read the same: {shown}"
+        titles = [links.nth(i).get_attribute("title") for i in range(2)]
+        assert sorted(titles) == sorted(request_ids[:2]), titles
+        for text, title in zip(shown, titles):
+            assert text.strip("…") in title, (text, title)
         step(page, "evaluations")
 
         # Members: invite a member, who joins Support Bot only.
         nav(page, "Members")
+        expect(page.locator("#members-project")).to_be_visible()
+        no_stray_text(page, "the owner's members page")
         page.get_by_role("button", name="Invite member").click()
         dialog = page.get_by_role("dialog")
         dialog.get_by_label("Email").fill("mia@acme.test")
@@ -324,6 +375,31 @@ def main():
         assert "/#/accept?token=" in link, link
         step(page, "invitation-link")
         page.keyboard.press("Escape")
+        # The invitation is listed as pending, with its role and expiry.
+        invitations = page.get_by_role("region", name="Pending invitations")
+        row = invitations.get_by_role("row").filter(has_text="mia@acme.test")
+        expect(row).to_contain_text("member")
+        expect(row).to_contain_text("UTC")
+        no_stray_text(page, "the owner's members page with an invitation")
+        # Another, revoked from the page after a confirmation: its link no
+        # longer works.
+        page.get_by_role("button", name="Invite member").click()
+        dialog = page.get_by_role("dialog")
+        dialog.get_by_label("Email").fill("tom@acme.test")
+        dialog.get_by_role("button", name="Create invitation").click()
+        expect(page.locator("#secret-value")).to_have_value(re.compile("/#/accept[?]token="))
+        page.keyboard.press("Escape")
+        row = invitations.get_by_role("row").filter(has_text="tom@acme.test")
+        row.get_by_role("button", name="Revoke").click()
+        confirm = page.get_by_role("dialog")
+        expect(confirm).to_contain_text("Revoke the invitation of tom@acme.test?")
+        step(page, "invitation-revoke-confirm")
+        confirm.get_by_role("button", name="Revoke invitation").click()
+        expect(page.get_by_role("dialog")).to_have_count(0)
+        expect(invitations.get_by_role("row").filter(has_text="tom@acme.test")).to_have_count(0)
+        expect(invitations.get_by_role("row").filter(has_text="mia@acme.test")).to_be_visible()
+        assert psql("SELECT revoked_at IS NOT NULL FROM invitations WHERE email = 'tom@acme.test'") == "t"
+        step(page, "invitation-revoked")
 
         member_ctx = browser.new_context(viewport={"width": 1280, "height": 900})
         mpage = member_ctx.new_page()
@@ -341,6 +417,8 @@ def main():
 
         page.reload()
         expect(page.get_by_role("cell", name="mia@acme.test")).to_be_visible()
+        # Accepted: no longer pending.
+        expect(page.get_by_role("region", name="Pending invitations")).to_contain_text("No pending invitation.")
         page.locator("#members-project").select_option(label="Support Bot")
         expect(page.get_by_role("button", name="Add to project")).to_be_visible()
         page.get_by_label("Member", exact=True).select_option(label="Mia Member (mia@acme.test)")
@@ -348,6 +426,19 @@ def main():
         page.get_by_role("button", name="Add to project").click()
         expect(page.get_by_role("cell", name="mia@acme.test")).to_have_count(2)
         step(page, "members")
+        # With Research chosen in the header, the picker still shows the
+        # project it is set to.
+        research_id = psql("SELECT id FROM projects WHERE slug = 'research'")
+        choose_project(page, "Research")
+        project_members = page.get_by_role("region", name="Project members")
+        expect(page.locator("#members-project")).to_have_value(research_id)
+        expect(project_members.get_by_role("cell", name="mia@acme.test")).to_have_count(0)
+        page.locator("#members-project").select_option(label="Support Bot")
+        expect(project_members.get_by_role("cell", name="mia@acme.test")).to_be_visible()
+        expect(page.locator("#members-project")).to_have_value(support)
+        expect(page.locator("#project-switch")).to_have_value(research_id)
+        step(page, "members-picker-over-header")
+        choose_project(page, "All Projects")
 
         # The member: no settings, no other project, no key creation.
         sign_in(mpage, "mia@acme.test", "mia's long enough password")
@@ -364,7 +455,15 @@ def main():
         expect(mpage.get_by_role("button", name="New project")).to_have_count(0)
         expect(mpage.get_by_role("cell", name="research", exact=True)).to_have_count(0)
         expect(mpage.get_by_role("button", name="Edit")).to_have_count(0)
+        no_stray_text(mpage, "the member's projects page")
         step(mpage, "member-projects")
+        nav(mpage, "Members")
+        expect(mpage.get_by_role("cell", name="owner@acme.test").first).to_be_visible()
+        expect(mpage.locator("#members-project")).to_be_visible()
+        expect(mpage.get_by_role("region", name="Pending invitations")).to_have_count(0)
+        expect(mpage.get_by_role("button", name="Invite member")).to_have_count(0)
+        no_stray_text(mpage, "the member's members page")
+        step(mpage, "member-members")
         # Settings by its address: not offered.
         mpage.goto(re.sub(r"#/[a-z-]+", "#/settings", mpage.url))
         expect(mpage.get_by_role("alert")).to_contain_text("only the organization's owners and admins")
@@ -372,19 +471,41 @@ def main():
         # Research by its address: the member sees only their project.
         research = psql("SELECT id FROM projects WHERE slug = 'research'")
         mpage.goto(f"{CONTROL}/#/overview?project={research}")
+        # Said so, not shown as All Projects.
+        expect(mpage.get_by_role("alert").filter(has_text="this project does not exist, or you may not see it")).to_be_visible()
+        expect(mpage.locator("main")).not_to_contain_text("All Projects")
+        expect(mpage.locator("main table")).to_have_count(0)
         expect(mpage.locator("#project-switch")).to_have_value("")
+        step(mpage, "member-project-not-visible")
         nav(mpage, "Overview")
         row = mpage.get_by_role("row").filter(has_text="Support Bot")
         expect(row).to_contain_text(usd(expected))
         expect(mpage.get_by_role("row").filter(has_text="Research")).to_have_count(0)
         step(mpage, "member-overview")
 
-        # Settings > Limits: a production cap, with this month's spend.
+        # Settings > Limits: this month's spend of every environment, capped
+        # or not; then a production cap, with the spend against it.
         nav(page, "Settings")
+        production = page.get_by_role("row").filter(has_text="production")
+        expect(production).to_contain_text(f"{usd(expected)}, no cap")
+        expect(page.get_by_role("row").filter(has_text="development")).to_contain_text("$0.00, no cap")
         page.get_by_label("Monthly cap in USD of production").fill("5")
-        page.get_by_role("row").filter(has_text="production").get_by_role("button", name="Save").click()
+        # Saved twice in a row: both messages are readable, one above the
+        # other.
+        production.get_by_role("button", name="Save").click()
+        production.get_by_role("button", name="Save").click()
+        saved = page.get_by_role("status").filter(has_text="Limits of production saved.")
+        expect(saved).to_have_count(2)
+        first, second = saved.nth(0).bounding_box(), saved.nth(1).bounding_box()
+        assert first and second and boxes_apart(first, second), f"the messages overlap: {first} {second}"
+        step(page, "two-messages")
         meter = page.get_by_role("meter")
         expect(meter).to_have_attribute("aria-label", f"{usd(expected)} of $5.00")
+        # The saved cap reads back as an amount, not as the API's six
+        # decimals.
+        page.reload()
+        expect(page.get_by_label("Monthly cap in USD of production")).to_have_value("5.00")
+        expect(page.get_by_role("meter")).to_have_attribute("aria-label", f"{usd(expected)} of $5.00")
         step(page, "settings-limits")
 
         # A budget on Support Bot below what it has spent, revoking its keys.
