@@ -109,14 +109,34 @@ async fn project_fallback_chain_every_branch() {
             );
             assert_eq!(error_code(resp).await, expected, "{what}");
             assert_eq!(record["error_code"], expected, "{what}: log error code");
+            // A refusal belongs to the project the key is locked to, else
+            // its default project, so that project's Security page has it.
+            let attributed = match key {
+                KEY_LOCKED => CHECKOUT,
+                KEY_DEFAULT => SEARCH,
+                _ => "",
+            };
+            assert_eq!(record["project_id"], attributed, "{what}: log project");
         }
     }
 }
 
+/// A revoked key locked to CHECKOUT.
+const REVOKED_LOCKED: &str = "fpk_revokedlocked000000000000000000000007";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn authentication_failures() {
     let provider = start_provider().await;
-    let gw = Gateway::start(&provider, Options::default()).await;
+    let gw = Gateway::start(
+        &provider,
+        Options {
+            extra_keys: format!(
+                "        - {{ id: \"0190a000-0000-7000-8000-000000000017\", name: revoked-locked, revoked: true, project_id: \"{CHECKOUT}\", secret: \"{REVOKED_LOCKED}\" }}"
+            ),
+            ..Options::default()
+        },
+    )
+    .await;
 
     for auth in [
         None,
@@ -148,13 +168,21 @@ async fn authentication_failures() {
     assert_eq!(record["org_id"], ORG);
     assert_eq!(record["error_code"], "api_key_revoked");
     assert_eq!(record["status"], 401);
+    assert_eq!(record["project_id"], "", "a revoked key of no project");
 
-    // Unknown and missing keys have no org: no record. The revoked one has.
-    let records = gw.wait_records(1).await;
+    // A revoked key locked to a project: its refusal is that project's.
+    let resp = post_chat(&gw, REVOKED_LOCKED, None).await;
+    assert_eq!(resp.status(), 401);
+    let id = request_id(&resp);
+    assert_eq!(error_code(resp).await, "api_key_revoked");
+    assert_eq!(gw.record(&id).await["project_id"], CHECKOUT);
+
+    // Unknown and missing keys have no org: no record. The revoked ones have.
+    let records = gw.wait_records(2).await;
     assert_eq!(
         records.len(),
-        1,
-        "only the revoked key is logged: {records:#?}"
+        2,
+        "only the revoked keys are logged: {records:#?}"
     );
     assert_eq!(
         provider.requests_received(),
@@ -1073,4 +1101,42 @@ async fn the_phase_timeline_orders_each_requests_phases() {
         .unwrap();
     assert_eq!(resp.status(), 404);
     assert!(resp.text().await.unwrap().contains("FLOOPY_TIMELINE=1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_score_for_a_request_of_another_org_or_none_is_not_found() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(&provider, Options::default()).await;
+    let resp = post_chat(&gw, KEY_FREE, None).await;
+    assert_eq!(resp.status(), 200);
+    let ours = request_id(&resp);
+    let score = |key: &'static str, id: String| {
+        let url = gw.url("/v1/feedback");
+        async move {
+            let resp = client()
+                .post(url)
+                .header("authorization", bearer(key))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"request_id":"{id}","score":0.5}}"#))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap();
+            (status, body)
+        }
+    };
+    let (status, body) = score(KEY_OTHER_ORG, ours.clone()).await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "request_not_found", "{body}");
+    assert_eq!(body["error"]["param"], "request_id", "{body}");
+    let (status, body) = score(KEY_FREE, uuid::Uuid::now_v7().to_string()).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &json!("request_not_found")),
+        "made up: {body}"
+    );
+    // Another key of the same org scores it.
+    let (status, body) = score(KEY_DEFAULT, ours.clone()).await;
+    assert_eq!((status, &body["request_id"]), (200, &json!(ours)), "{body}");
 }

@@ -616,6 +616,13 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     eprintln!("a rotated certificate served after {took:?}");
 
     // A broken certificate: refused, the rotated one stays.
+    let failures = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("floopy_tls_reload_failures_total "))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
     let metrics_before = gateway.metrics().await;
     replace(
         &api.0,
@@ -623,6 +630,12 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     );
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(serving(pki.ca_path()).await, 20);
+    // Four watch ticks with the same broken file: one failure, not four.
+    assert_eq!(
+        failures(&gateway.metrics().await),
+        failures(&metrics_before) + 1,
+        "a reload failure is counted once per change of the files"
+    );
     // A key that is not the certificate's: refused too, also on SIGHUP.
     let now = now();
     let (cert, _) = pki.leaf(&["api.floopy.test"], 21, now - 60, now + 86_400);
@@ -632,13 +645,6 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(serving(pki.ca_path()).await, 20);
     let metrics = gateway.metrics().await;
-    let failures = |m: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("floopy_tls_reload_failures_total "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
     assert!(
         failures(&metrics) >= failures(&metrics_before) + 2,
         "{metrics}"
@@ -662,6 +668,64 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     eprintln!("{sent} requests during the rotations, {failed} failed");
     assert!(sent > 50, "{sent}");
     assert_eq!(failed, 0, "no request failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_closed_before_a_handshake_are_counted_and_logged_once_a_minute() {
+    let pki = Pki::new();
+    let api = pki.issue("api", &["api.floopy.test"], 10);
+    let port = free_port();
+    let provider = start_provider().await;
+    let gateway = Gateway::start(
+        &provider,
+        Options {
+            extra_server: tls_section(port, &[api], ""),
+            ..Options::default()
+        },
+    )
+    .await;
+    let counted = |m: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix("floopy_tls_handshake_failures_total "))
+            .unwrap_or_else(|| panic!("no floopy_tls_handshake_failures_total in {m}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(counted(&gateway.metrics().await), 0);
+    // A load balancer's health checks: connect, close.
+    for _ in 0..20 {
+        drop(std::net::TcpStream::connect(("127.0.0.1", port)).unwrap());
+    }
+    let started = Instant::now();
+    while counted(&gateway.metrics().await) < 20 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            gateway.metrics().await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counted(&gateway.metrics().await), 20);
+    let stderr = gateway.stderr();
+    let logged = stderr.matches("Downstream handshake error").count();
+    // One a minute: two if the run crossed a minute.
+    assert!((1..=2).contains(&logged), "{logged} logged:\n{stderr}");
+    // A real client still gets through.
+    let body = chat_body("gpt-4o", false, 100);
+    let (ok, text, status, _) = curl(
+        port,
+        KEY_FREE,
+        "api.floopy.test",
+        &pki.ca_path(),
+        &body,
+        &[],
+    );
+    assert!(ok && status == 200, "{status}: {text}");
+    // The log is a file here, not a terminal: no colour codes in it.
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI escapes in a file:\n{stderr}"
+    );
 }
 
 #[tokio::test]

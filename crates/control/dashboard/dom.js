@@ -115,11 +115,6 @@ export function short(id) {
   return s.length > 12 ? `…${s.slice(-8)}` : s;
 }
 
-// An id shortened by `short`, with the whole id as its title.
-export function shortId(id) {
-  return h("span", { class: "id", title: id || null }, short(id));
-}
-
 // States ---------------------------------------------------------------------
 
 export function loading(what = "Loading") {

@@ -1316,16 +1316,22 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let (listed, cost, enforced) = loop {
         let api = |path: &str| control.url(&format!("/v1/orgs/{org}/analytics/{path}"));
-        let (status, page) = call(
-            &http,
-            "GET",
-            &api(&format!("requests?project={project}&limit=500")),
-            Some(&token),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200, "{page}");
-        let listed = page["data"].as_array().map_or(0, |d| d.len());
+        let count = |kind: &'static str| {
+            let (http, token) = (http.clone(), token.clone());
+            let url = api(&format!("requests?project={project}&limit=500{kind}"));
+            async move {
+                let (status, page) = call(&http, "GET", &url, Some(&token), None).await;
+                assert_eq!(status, 200, "{page}");
+                page["data"].as_array().map_or(0, |d| d.len())
+            }
+        };
+        // By default the calls to a model; the five feedback posts, which
+        // are requests of the project too, with `kind`.
+        let listed = (
+            count("").await,
+            count("&kind=feedback").await,
+            count("&kind=all").await,
+        );
         let (status, table) = call(
             &http,
             "GET",
@@ -1336,6 +1342,8 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
         .await;
         assert_eq!(status, 200, "{table}");
         let cost = table["data"][0]["cost_micro_usd"].as_u64().unwrap_or(0);
+        // The all-projects table counts the calls to a model, not the scores.
+        let counted = table["data"][0]["requests"].as_u64().unwrap_or(0);
         let enforced: i64 = db
             .client
             .query_one(
@@ -1346,14 +1354,14 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
             .await
             .unwrap()
             .get(0);
-        // The five feedback posts are requests of the project too.
-        if listed == ids.len() + 5 && cost > 0 && cost as i64 == enforced {
-            break (listed, cost, enforced);
+        let expected = (ids.len(), 5, ids.len() + 5);
+        if listed == expected && counted == ids.len() as u64 && cost > 0 && cost as i64 == enforced
+        {
+            break (listed.0, cost, enforced);
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "listed {listed} of {}, cost {cost}, enforced {enforced}",
-            ids.len() + 5
+            "listed {listed:?} of {expected:?}, counted {counted}, cost {cost}, enforced {enforced}",
         );
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
     };
@@ -1394,6 +1402,17 @@ async fn requests_through_the_gateway_show_in_the_analytics_at_the_enforced_cost
     .await;
     assert_eq!(detail["feedback"]["score"], 0.75, "{detail}");
     assert_eq!(detail["project_id"], project.as_str());
+    // The key by its name and prefix, as the key list shows it.
+    assert_eq!(detail["api_key_name"], "app", "{detail}");
+    assert_eq!(detail["api_key_prefix"], &key[..12], "{detail}");
+    assert_eq!(
+        (&detail["kind"], &detail["path"]),
+        (
+            &serde_json::json!("llm"),
+            &serde_json::json!("/v1/chat/completions")
+        ),
+        "{detail}"
+    );
     drop(gateway);
     db.drop_db().await;
 }
