@@ -107,6 +107,9 @@ pub struct BudgetFields {
     pub amount_usd: Option<f64>,
     /// `day`, `week` (ISO, from Monday, UTC) or `month` (the default).
     pub period: Option<String>,
+    /// Alert thresholds in percent of the amount: 1 to 10 of them, each 1
+    /// to 1000 (default 50, 80, 100).
+    #[schema(min_items = 1, max_items = 10, value_type = Option<Vec<ThresholdPercent>>)]
     pub thresholds: Option<Vec<i64>>,
     /// `alert` (the default) or `alert_and_revoke`.
     pub action: Option<String>,
@@ -117,6 +120,29 @@ pub struct BudgetFields {
     /// set without one.
     pub webhook_secret: Option<String>,
 }
+
+/// How many thresholds a budget has at most, and their range in percent
+/// (the database's `budgets_thresholds` constraint says the same).
+const MAX_THRESHOLDS: usize = 10;
+const THRESHOLD_PERCENT: std::ops::RangeInclusive<i64> = 1..=1000;
+
+/// A threshold in percent of the budget's amount, 1 to 1000 (the OpenAPI
+/// schema of one).
+pub struct ThresholdPercent;
+
+impl utoipa::PartialSchema for ThresholdPercent {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(*THRESHOLD_PERCENT.start()))
+            .maximum(Some(*THRESHOLD_PERCENT.end()))
+            .description(Some("A threshold in percent of the budget's amount."))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ThresholdPercent {}
 
 /// The checked values of a budget's fields.
 struct Checked {
@@ -159,7 +185,9 @@ impl BudgetFields {
         let thresholds = match &self.thresholds {
             None => None,
             Some(t)
-                if !t.is_empty() && t.len() <= 10 && t.iter().all(|p| (1..=1000).contains(p)) =>
+                if !t.is_empty()
+                    && t.len() <= MAX_THRESHOLDS
+                    && t.iter().all(|p| THRESHOLD_PERCENT.contains(p)) =>
             {
                 let mut t: Vec<i32> = t.iter().filter_map(|p| i32::try_from(*p).ok()).collect();
                 t.sort_unstable();
