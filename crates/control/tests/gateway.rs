@@ -270,12 +270,22 @@ async fn a_breached_budget_revokes_its_project_s_keys_on_every_gateway_within_th
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Each threshold's webhook arrived once, signed, with its id, though
-    // two replicas evaluate and deliver.
-    let deliveries = receiver.wait_for(3, Duration::from_secs(5)).await;
+    // Each threshold's webhook and the revocation's arrived once, signed,
+    // with its id, though two replicas evaluate and deliver.
+    let deliveries = receiver.wait_for(4, Duration::from_secs(5)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let bodies = receiver::checked_once(&receiver.deliveries(), &secret);
-    assert_eq!(bodies.len(), 3, "{deliveries:?}");
+    let mut bodies = receiver::checked_once(&receiver.deliveries(), &secret);
+    assert_eq!(bodies.len(), 4, "{deliveries:?}");
+    let at = bodies
+        .iter()
+        .position(|b| b["type"] == "budget.keys_revoked")
+        .expect("the revocation is announced");
+    let revocation = bodies.remove(at);
+    assert_eq!(
+        (&revocation["keys_revoked"], &revocation["revocation"]),
+        (&json!(2), &json!(1)),
+        "{revocation}"
+    );
     let mut thresholds: Vec<i64> = bodies
         .iter()
         .map(|b| b["threshold_percent"].as_i64().unwrap())
@@ -303,7 +313,7 @@ async fn a_breached_budget_revokes_its_project_s_keys_on_every_gateway_within_th
     .await;
     assert_eq!(status, 200, "{listed}");
     let listed = listed["data"].as_array().unwrap();
-    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert_eq!(listed.len(), 4, "{listed:?}");
     for alert in listed {
         assert_eq!(alert["state"], "delivered", "{alert}");
         assert_eq!(alert["attempts"], 1, "{alert}");
