@@ -990,3 +990,95 @@ async fn a_key_a_budget_revoked_before_the_budget_was_deleted_can_be_restored() 
     drop(control);
     f.db.drop_db().await;
 }
+
+#[tokio::test]
+async fn the_migration_marks_the_keys_a_since_deleted_budget_revoked_restorable() {
+    // A database as it was before migration 6: a budget revoked a key and
+    // was deleted (the key's revoked_by_budget set to NULL), a person
+    // revoked another.
+    let mut db = TestDb::create().await;
+    db.client
+        .batch_execute(
+            "CREATE TABLE floopy_schema_migrations (
+                 version integer PRIMARY KEY, name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .unwrap();
+    for (version, name, sql) in &floopy_control_db::migrate::MIGRATIONS[..5] {
+        db.client.batch_execute(sql).await.unwrap();
+        db.client
+            .execute(
+                "INSERT INTO floopy_schema_migrations (version, name) VALUES ($1, $2)",
+                &[version, name],
+            )
+            .await
+            .unwrap();
+    }
+    let (org, by_budget, by_person) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    db.client
+        .execute(
+            "INSERT INTO organizations (id, name, plan) VALUES ($1, 'Acme', 'pro')",
+            &[&org],
+        )
+        .await
+        .unwrap();
+    for key in [by_budget, by_person] {
+        db.client
+            .execute(
+                "INSERT INTO api_keys (id, org_id, name, key_hash) VALUES ($1, $2, 'k', $3)",
+                &[
+                    &key,
+                    &org,
+                    &floopy_model::hash_key(key.to_string().as_bytes()).as_slice(),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    // The evaluator's transaction: the revocation and its audit entry.
+    db.client
+        .batch_execute(&format!(
+            "BEGIN;
+             UPDATE api_keys SET revoked_at = now() WHERE id = '{by_budget}';
+             INSERT INTO audit_log (id, org_id, actor_id, action, object_type, object_id, after)
+               VALUES ('{}', '{org}', NULL, 'budget.revoke', 'budget', '{}', '{{}}');
+             COMMIT;",
+            Uuid::now_v7(),
+            Uuid::now_v7()
+        ))
+        .await
+        .unwrap();
+    db.client
+        .execute(
+            "UPDATE api_keys SET revoked_at = now() WHERE id = $1",
+            &[&by_person],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        floopy_control_db::migrate::migrate(&mut db.client)
+            .await
+            .unwrap(),
+        floopy_control_db::migrate::MIGRATIONS.len() - 5
+    );
+    let marked = |key: Uuid| {
+        let client = &db.client;
+        async move {
+            client
+                .query_one(
+                    "SELECT revoked_by_a_budget FROM api_keys WHERE id = $1",
+                    &[&key],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    assert!(
+        marked(by_budget).await,
+        "revoked with a budget.revoke entry"
+    );
+    assert!(!marked(by_person).await, "revoked by a person");
+    db.drop_db().await;
+}
