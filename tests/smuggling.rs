@@ -190,43 +190,42 @@ async fn oversized_and_malformed_headers_and_bodies_get_a_clear_answer() {
         r#"{{"model":"gpt-4o","messages":[{{"role":"user","content":"{}"}}]}}"#,
         "x".repeat(5 * 1024 * 1024)
     );
-    let cases: Vec<(&str, Vec<u8>, &[&str])> = vec![
+    // The one answer of each row of the README's hostile-input table.
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         (
             "a 128 KiB header",
             with_body(&big_header, BODY),
-            &[" 431 ", " 400 ", ""],
+            " 431 Request Header Fields Too Large",
         ),
-        (
-            "2,000 headers",
-            with_body(&many_headers, BODY),
-            &[" 431 ", " 400 ", ""],
-        ),
-        (
-            "a DEL byte in a header",
-            control_bytes,
-            &[" 400 ", " 200 ", ""],
-        ),
+        ("2,000 headers", with_body(&many_headers, BODY), " 400 "),
+        ("a DEL byte in a header", control_bytes, " 400 "),
         (
             "bytes that are not UTF-8 in a header",
             invalid_utf8,
-            &[" 400 ", " 200 ", ""],
+            " 200 ",
         ),
-        ("JSON nested 100,000 deep", with_body("", &deep), &[" 400 "]),
-        ("a 5 MiB string", with_body("", &long_string), &[" 200 "]),
+        ("JSON nested 100,000 deep", with_body("", &deep), " 400 "),
+        ("a 5 MiB string", with_body("", &long_string), " 200 "),
     ];
     let mut failures = Vec::new();
-    for (name, raw, allowed) in &cases {
-        let (status, took) = tokio::task::block_in_place(|| probe(&gateway, raw));
-        let ok = allowed.iter().any(|a| {
-            if a.is_empty() {
-                status.is_empty()
-            } else {
-                status.contains(a)
+    for (name, raw, expected) in &cases {
+        // The gateway answers a header block over its limit before reading
+        // the rest, and closing with the rest unread resets the connection,
+        // which can drop the answer on the client's side before it is read:
+        // only an answer-less reset is tried again.
+        let mut tries = 0;
+        let (status, took) = loop {
+            tries += 1;
+            let (status, took) = tokio::task::block_in_place(|| probe(&gateway, raw));
+            if !status.is_empty() || tries == 5 {
+                break (status, took);
             }
-        });
-        eprintln!("{name}: {status:?} in {took:?}");
-        if !ok || took > Duration::from_secs(3) {
-            failures.push(format!("{name}: {status:?} after {took:?}"));
+        };
+        eprintln!("{name}: {status:?} in {took:?} ({tries} tries)");
+        if !status.contains(expected) || took > Duration::from_secs(3) {
+            failures.push(format!(
+                "{name}: {status:?} after {took:?}, expected {expected:?}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
