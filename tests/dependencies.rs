@@ -2,7 +2,8 @@
 //! the control plane's web stack or the fake provider, the shared model
 //! depends on neither plane, and the control database crate on no plane.
 //! Read from `cargo tree` over normal dependencies, which is what a release
-//! build (the Dockerfile's) links.
+//! build (the Dockerfile's) links. And no crate lists a dependency its code
+//! never names.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -102,10 +103,111 @@ fn the_control_database_crate_depends_on_no_plane() {
     assert_none_of("floopy-control-db", &forbidden);
 }
 
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Whether `text` names the crate `ident` (`ident::`, `use ident`,
+/// `extern crate ident`), as a whole word.
+fn names_crate(text: &str, ident: &str) -> bool {
+    text.match_indices(ident).any(|(at, _)| {
+        let before = text[..at].chars().next_back();
+        let word_start = !before.is_some_and(|c| c.is_alphanumeric() || c == '_');
+        let after = &text[at + ident.len()..];
+        let prefix = text[..at].trim_end();
+        word_start
+            && (after.starts_with("::")
+                || (after.starts_with([';', ' ', ','])
+                    && (prefix.ends_with("use") || prefix.ends_with("extern crate"))))
+    })
+}
+
 #[test]
-fn the_gateway_lists_no_dependency_it_does_not_use() {
-    // `log` was listed without a use (Pingora logs through it on its own,
-    // and tracing-subscriber bridges it).
-    let direct = linked_packages("floopy-gateway", Some(1));
-    assert!(!direct.contains("log"), "floopy-gateway lists log directly");
+fn every_direct_dependency_of_every_crate_is_used() {
+    let out = Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--offline",
+            "--locked",
+            "--no-deps",
+            "--format-version",
+            "1",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("cargo metadata runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metadata: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut unused = Vec::new();
+    let mut checked = 0;
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        let root = std::path::Path::new(package["manifest_path"].as_str().unwrap())
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        // Normal dependencies must be named by the crate's own code
+        // (src/, build.rs); dev-dependencies by anything it compiles.
+        let mut normal_files = Vec::new();
+        rust_files(&root.join("src"), &mut normal_files);
+        normal_files.push(root.join("build.rs"));
+        let mut dev_files = normal_files.clone();
+        for dir in ["tests", "benches", "examples"] {
+            rust_files(&root.join(dir), &mut dev_files);
+        }
+        let read = |files: &[std::path::PathBuf]| -> String {
+            files
+                .iter()
+                .filter(|f| !f.starts_with(root.join("fuzz")))
+                .filter_map(|f| std::fs::read_to_string(f).ok())
+                .collect()
+        };
+        let (normal_text, dev_text) = (read(&normal_files), read(&dev_files));
+        for dep in package["dependencies"].as_array().unwrap() {
+            let dep_name = dep["name"].as_str().unwrap();
+            let kind = dep["kind"].as_str().unwrap_or("normal");
+            if kind == "build" {
+                continue;
+            }
+            let ident = dep["rename"].as_str().unwrap_or(dep_name).replace('-', "_");
+            let text = if kind == "dev" {
+                &dev_text
+            } else {
+                &normal_text
+            };
+            checked += 1;
+            if !names_crate(text, &ident) {
+                unused.push(format!(
+                    "{name} lists {dep_name} ({kind}), which no source names"
+                ));
+            }
+        }
+    }
+    assert!(checked > 50, "only {checked} dependencies found");
+    assert!(unused.is_empty(), "{}", unused.join("\n"));
+}
+
+#[test]
+fn the_check_for_unused_dependencies_sees_a_crate_named_and_one_not() {
+    assert!(names_crate("use serde::Serialize;", "serde"));
+    assert!(names_crate("x = tokio::spawn(f);", "tokio"));
+    assert!(names_crate("use itoa;", "itoa"));
+    assert!(!names_crate("use serde_json::Value;", "serde"));
+    assert!(!names_crate("// the log crate", "log"));
+    assert!(!names_crate("my_log::info!()", "log"));
 }
