@@ -1075,7 +1075,7 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
     let login = {
         let (http, url) = (http.clone(), control.url("/v1/auth/login"));
         tokio::spawn(async move {
-            call(
+            let status = call(
                 &http,
                 "POST",
                 &url,
@@ -1083,7 +1083,8 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
                 Some(json!({"email": "owner@acme.test", "password": PASSWORD})),
             )
             .await
-            .0
+            .0;
+            (status, std::time::Instant::now())
         })
     };
     // Long enough for the request to reach the server on a busy machine,
@@ -1096,7 +1097,15 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_cleanly() {
         .status()
         .unwrap()
         .success());
-    assert_eq!(login.await.unwrap(), 200, "the request in flight finished");
+    let signalled = std::time::Instant::now();
+    let (status, answered) = login.await.unwrap();
+    assert_eq!(status, 200, "the request in flight finished");
+    // Answered after the signal, so it was in flight when the signal came
+    // (a request sent after it finds the listener closed, not a 200).
+    assert!(
+        answered > signalled,
+        "the login was answered before the signal: nothing was in flight"
+    );
     let status = tokio::task::spawn_blocking(move || control.child.wait().unwrap())
         .await
         .unwrap();
