@@ -4,7 +4,7 @@
 // selected project and time range.
 
 import { get, post } from "./api.js";
-import { h, append, clear, section, table, empty, loading, failure, field, dialog, toast, int, usd, pct, ms, score, when, short, projectBadge } from "./dom.js";
+import { h, append, clear, section, table, empty, loading, failure, field, select, dialog, toast, int, usd, pct, ms, score, when, short, projectBadge } from "./dom.js";
 import { lineChart, legend, bars, stackedBars, progress, PALETTE } from "./charts.js";
 import { ctx, scope, rangeInterval, link, go, projectById } from "./app.js";
 
@@ -194,7 +194,18 @@ function costByEnvironment(r) {
 
 // Requests ---------------------------------------------------------------------
 
+// What a request was for (`kind`): the list shows calls to a model unless
+// asked for the others.
+const KINDS = [
+  ["", "Calls to a model"],
+  ["feedback", "Scores (POST /v1/feedback)"],
+  ["models", "Model listings (GET /v1/models)"],
+  ["other", "Other paths"],
+  ["all", "Every request"],
+];
+
 const FILTERS = [
+  ["kind", "Kind"],
   ["environment", "Environment"],
   ["model", "Model"],
   ["provider", "Provider"],
@@ -215,7 +226,8 @@ function filterValues() {
 
 export async function requests(main) {
   const values = filterValues();
-  const inputs = FILTERS.map(([k, label]) => [k, field(label, h("input", { name: k, value: values[k] || "", autocomplete: "off" }))]);
+  const control = (k) => (k === "kind" ? select(k, KINDS, values[k] || "") : h("input", { name: k, value: values[k] || "", autocomplete: "off" }));
+  const inputs = FILTERS.map(([k, label]) => [k, field(label, control(k))]);
   const form = h(
     "form",
     {
@@ -242,7 +254,7 @@ export async function requests(main) {
       { key: "time", label: "Time", cell: (r) => h("button", { type: "button", class: "link", on: { click: () => requestDetail(r.request_id) } }, when(r.ts_ms)) },
       { key: "project", label: "Project", cell: (r) => projectName(r.project_id) },
       { key: "environment", label: "Env", cell: (r) => r.environment || "–" },
-      { key: "model", label: "Model", cell: (r) => r.model || "–" },
+      { key: "model", label: "Model", cell: (r) => r.model || (values.kind ? r.path : "–") },
       { key: "status", label: "Status", cell: (r) => h("span", { class: r.status >= 400 ? "status bad" : "status" }, String(r.status), r.error_code ? ` ${r.error_code}` : "") },
       { key: "tokens", label: "Tokens", numeric: true, cell: (r) => int(r.prompt_tokens + r.completion_tokens) },
       { key: "cost", label: "Cost", numeric: true, cell: (r) => usd(r.cost_micro_usd) },

@@ -273,17 +273,31 @@ def main():
             f"the gateways' settled spend of Support Bot is {expected}",
         )
 
-        # The requests list: every request (the two feedback posts are
-        # requests too, of no model and no cost), then filtered by model,
-        # each at its cost.
+        # The requests list: every call to a model (the two feedback posts
+        # are requests too, listed with the Kind filter), then filtered by
+        # model, each at its cost.
         def requests_listed():
             nav(page, "Requests")
             rows = page.locator("main table tbody tr")
             expect(rows.first).to_be_visible()
-            assert rows.count() == REQUESTS + 2, f"{rows.count()} rows"
+            assert rows.count() == REQUESTS, f"{rows.count()} rows"
             return True
 
-        eventually(requests_listed, "the requests list shows every request")
+        eventually(requests_listed, "the requests list shows every call to a model")
+
+        def scores_listed():
+            page.locator("main details.card").first.evaluate("d => { d.open = true; }")
+            page.locator("select[name=kind]").select_option("feedback")
+            page.get_by_role("button", name="Apply").click()
+            rows = page.locator("main table tbody tr")
+            expect(rows.first).to_be_visible()
+            assert rows.count() == 2, f"{rows.count()} score rows"
+            assert "/v1/feedback" in rows.first.inner_text(), rows.first.inner_text()
+            return True
+
+        eventually(scores_listed, "the Kind filter lists the two scores")
+        step(page, "requests-kind-feedback")
+        nav(page, "Requests")
         page.get_by_text("Filters").click()
         page.get_by_label("Model").fill("gpt-4o")
         page.get_by_role("button", name="Apply").click()
