@@ -419,6 +419,35 @@ function keyState(k, budgets, reload) {
         : null,
     );
   }
+  if (k.revoked && k.restorable) {
+    // Its budget was deleted: the key comes back through itself.
+    return h(
+      "div",
+      { class: "row-actions" },
+      h("span", { class: "badge bad" }, "Revoked by a deleted budget"),
+      manages
+        ? h(
+            "button",
+            {
+              type: "button",
+              class: "secondary small",
+              on: {
+                click: async () => {
+                  try {
+                    await post(O(`/keys/${k.id}/restore`));
+                    toast(`${k.name} restored.`);
+                    reload();
+                  } catch (err) {
+                    toast(err.message);
+                  }
+                },
+              },
+            },
+            "Restore",
+          )
+        : null,
+    );
+  }
   if (k.revoked) return h("span", { class: "badge muted" }, `Revoked ${when(k.revoked_at)}`);
   return h(
     "div",
@@ -794,7 +823,7 @@ export async function budgets(main) {
                   b.breached && b.action === "alert_and_revoke"
                     ? h("button", { type: "button", class: "secondary small", on: { click: async () => { try { const r = await post(O(`/budgets/${b.id}/restore`)); toast(`${r.keys_restored} key(s) restored.`); loadBudgets(); } catch (err) { toast(err.code === "budget_exceeded" ? "Still exceeded: raise the amount first." : err.message); } } } }, "Restore keys")
                     : null,
-                  h("button", { type: "button", class: "danger small", on: { click: async () => (await confirmDialog(`Delete ${b.name}?`, "Its alerts stay in the history.", "Delete budget", () => del(O(`/budgets/${b.id}`)))) && loadBudgets() } }, "Delete"),
+                  h("button", { type: "button", class: "danger small", on: { click: async () => (await confirmDialog(`Delete ${b.name}?`, `${b.keys_revoked > 0 ? `Deleting it restores the ${b.keys_revoked === 1 ? "key" : `${b.keys_revoked} keys`} it revoked. ` : ""}Its alerts stay in the history.`, "Delete budget", () => del(O(`/budgets/${b.id}`)))) && loadBudgets() } }, "Delete"),
                 );
               },
             },
@@ -813,7 +842,7 @@ export async function budgets(main) {
           [
             { key: "created_at", label: "When", cell: (a) => when(a.created_at) },
             { key: "project_id", label: "Scope", cell: (a) => projectBadge(a.project_id ? projectById(a.project_id) || { name: short(a.project_id) } : null) },
-            { key: "source", label: "Source", cell: (a) => `${sourceName(a)}${a.source === "budget" ? ` at ${a.threshold_percent}%` : ""}` },
+            { key: "source", label: "Source", cell: (a) => `${sourceName(a)}${a.kind === "revocation" ? `: ${a.body.keys_revoked} ${a.body.keys_revoked === 1 ? "key" : "keys"} revoked` : a.source === "budget" ? ` at ${a.threshold_percent}%` : ""}` },
             { key: "period_start", label: "Period", cell: (a) => String(a.period_start).slice(0, 10) },
             {
               key: "state",

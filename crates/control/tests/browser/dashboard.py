@@ -550,6 +550,8 @@ def main():
 
         eventually(breached, "the budget shows breached with its alert")
         expect(page.locator("main table").last).to_contain_text("budget support monthly at 100%")
+        # The revocation is an alert of its own.
+        expect(page.locator("main table").last).to_contain_text(re.compile(r"budget support monthly: \d+ keys? revoked"))
         step(page, "budget-breached")
         nav(page, "API keys")
         row = page.get_by_role("row").filter(has_text="support-prod")
@@ -569,6 +571,35 @@ def main():
         expect(page.get_by_role("row").filter(has_text="support-prod")).to_contain_text("Active")
         eventually(lambda: chat(key, 100)[0] == 200, "the gateway serves the restored key", 10)
         step(page, "key-restored")
+
+        # Lowered below the spend again in the same period: revoked again,
+        # and announced again though its thresholds fired already.
+        nav(page, "Budgets & alerts")
+        page.get_by_label("New amount of support monthly").fill("0.05")
+        page.get_by_role("button", name="Set amount").click()
+        expect(page.get_by_role("status").filter(has_text="Budget changed")).to_be_visible()
+        eventually(lambda: chat(key, 101)[0] in (401, 403), "the gateway refuses the key revoked a second time", 10)
+
+        def announced_twice():
+            page.reload()
+            rows = page.locator("main table").last.locator("tbody tr").filter(has_text=re.compile(r"support monthly: \d+ keys? revoked"))
+            expect(rows.first).to_be_visible(timeout=2000)
+            return rows.count() == 2
+
+        eventually(announced_twice, "both revocations are in the alert list")
+        step(page, "budget-revoked-again")
+        # Deleting the budget gives its key back, as its dialog says.
+        page.locator("main table").first.get_by_role("row").filter(has_text="support monthly").get_by_role("button", name="Delete").click()
+        confirm = page.get_by_role("dialog")
+        expect(confirm).to_contain_text("Deleting it restores the key it revoked.")
+        step(page, "budget-delete-restores")
+        confirm.get_by_role("button", name="Delete budget").click()
+        expect(page.get_by_role("dialog")).to_have_count(0)
+        eventually(
+            lambda: psql(f"SELECT count(*) FROM api_keys WHERE name = 'support-prod' AND revoked_at IS NULL") == "1",
+            "the deleted budget's key is active again",
+        )
+        eventually(lambda: chat(key, 102)[0] == 200, "the gateway serves the key of the deleted budget", 10)
 
         # An alert rule below the spend, to a webhook nobody answers: it
         # fires, its secret is shown once, and the history shows the
