@@ -118,4 +118,10 @@ if grep -qiE 'panic|error' "$TMP/gateway.err" 2>/dev/null; then
     grep -iE 'panic|error' "$TMP/gateway.err" | head -n 5 >&2
 fi
 lt_log "k6 exit code: $RC"
+# A panic in the gateway fails the run, whatever k6's thresholds said.
+if grep -q 'panicked at' "$TMP/gateway.err" 2>/dev/null; then
+    lt_log "the gateway panicked during the run:"
+    grep -A3 'panicked at' "$TMP/gateway.err" | head -n 20 >&2
+    [[ "$RC" -ne 0 ]] || RC=1
+fi
 exit $RC

@@ -139,7 +139,9 @@ async fn under_attack(attack: Attack, n: usize, addr: SocketAddr, pid: u32, url:
 
 /// The gateway and the bare Pingora proxy under the same attack: both keep
 /// serving, and the gateway's memory per held connection is at most a
-/// quarter above the bare proxy's (plus 8 KiB for noise).
+/// quarter above the bare proxy's (plus 8 KiB for noise). The tests that
+/// call it run alone (`.config/nextest.toml`): no other test's load shapes
+/// what either process holds.
 async fn compare_with_reference(attack: Attack, n: usize, what: &str) {
     let provider = start_provider().await;
     let gateway = Gateway::start(&provider, Options::default()).await;

@@ -42,12 +42,7 @@ async fn wait_for_status(url: &str, key: &str, expected: u16) {
 }
 
 async fn metric(gw: &Gateway, name: &str) -> u64 {
-    let text = gw.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("no metric {name}"))
-        .parse()
-        .unwrap()
+    metric_value(&gw.metrics().await, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -616,13 +616,7 @@ async fn certificates_rotate_under_load_and_a_broken_one_is_refused() {
     eprintln!("a rotated certificate served after {took:?}");
 
     // A broken certificate: refused, the rotated one stays.
-    let failures = |m: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("floopy_tls_reload_failures_total "))
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
+    let failures = |m: &str| metric_value(m, "floopy_tls_reload_failures_total");
     let metrics_before = gateway.metrics().await;
     replace(
         &api.0,
@@ -684,13 +678,7 @@ async fn connections_closed_before_a_handshake_are_counted_and_logged_once_a_min
         },
     )
     .await;
-    let counted = |m: &str| -> u64 {
-        m.lines()
-            .find_map(|l| l.strip_prefix("floopy_tls_handshake_failures_total "))
-            .unwrap_or_else(|| panic!("no floopy_tls_handshake_failures_total in {m}"))
-            .parse()
-            .unwrap()
-    };
+    let counted = |m: &str| metric_value(m, "floopy_tls_handshake_failures_total");
     assert_eq!(counted(&gateway.metrics().await), 0);
     // A load balancer's health checks: connect, close.
     for _ in 0..20 {

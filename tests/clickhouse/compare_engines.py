@@ -8,7 +8,11 @@ Usage: compare_engines.py INPUT.json, where INPUT has
   sql:        the schema files to run on chdb,
   inserts:    [table, [JSON rows]] pairs to load into chdb, in order,
   statements: SQL to run on chdb after them (what the server's own jobs did),
-  queries:    the SQL to compare (no FORMAT clause)."""
+  queries:    the SQL to compare (no FORMAT clause), each a string (it must
+              return rows: the data set is made so that it does) or
+              [sql, false] for one that may return none.
+A query expected to return rows that returns none on both engines fails:
+two empty answers agree on nothing."""
 import json
 import sys
 import tempfile
@@ -50,7 +54,9 @@ def main():
         for sql in spec.get("statements", []):
             sess.query(sql)
         agreed = 0
-        for sql in spec["queries"]:
+        empty = 0
+        for query in spec["queries"]:
+            sql, rows_expected = (query, True) if isinstance(query, str) else query
             old = server(spec["clickhouse"], sql + " FORMAT TabSeparated").splitlines()
             try:
                 new = str(sess.query(sql, "TabSeparated")).splitlines()
@@ -66,9 +72,12 @@ def main():
                     print(f"row {i} differs:\n  server: {a}\n  chdb:   {b}\n{sql}", file=sys.stderr)
                     sys.exit(1)
             if not old:
-                print(f"note: no rows for {sql[:120]}...")
+                if rows_expected:
+                    print(f"no rows on either engine, where rows are expected:\n{sql}", file=sys.stderr)
+                    sys.exit(1)
+                empty += 1
             agreed += 1
-        print(f"{agreed} queries agree")
+        print(f"{agreed} queries agree ({empty} with no rows, where none may be)")
 
 
 if __name__ == "__main__":

@@ -500,6 +500,16 @@ impl Gateway {
     }
 }
 
+/// The value of the unlabelled metric `name` in a Prometheus text; a
+/// missing or renamed metric fails the test.
+pub fn metric_value(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
 /// Waits for clients of `send_until_capped`: every answer is a 200 or a 402
 /// and every client ends on the cap. Returns the 200s, all clients together.
 pub async fn admitted_until_capped(clients: Vec<tokio::task::JoinHandle<Vec<u16>>>) -> usize {

@@ -388,65 +388,41 @@ export async function keys(main) {
   await load();
 }
 
+// A revoked key's badge and, for those who manage it, a Restore button that
+// runs `restore` (a toast says how it went), then reloads.
+function revokedWithRestore(badge, manages, restore, reload) {
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "secondary small",
+      on: {
+        click: async () => {
+          try {
+            toast(await restore());
+            reload();
+          } catch (err) {
+            toast(err.code === "budget_exceeded" ? "The budget is still exceeded: raise it, or wait for the next period." : err.message);
+          }
+        },
+      },
+    },
+    "Restore",
+  );
+  return h("div", { class: "row-actions" }, h("span", { class: "badge bad" }, badge), manages ? button : null);
+}
+
 function keyState(k, budgets, reload) {
   const manages = runsTheOrg() || (k.project_id && adminProjects().some((p) => p.id === k.project_id));
   if (k.revoked && k.revoked_by_budget) {
     const b = budgets.find((x) => x.id === k.revoked_by_budget);
-    return h(
-      "div",
-      { class: "row-actions" },
-      h("span", { class: "badge bad" }, `Revoked by budget ${b ? b.name : short(k.revoked_by_budget)}`),
-      manages
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "secondary small",
-              on: {
-                click: async () => {
-                  try {
-                    const r = await post(O(`/budgets/${k.revoked_by_budget}/restore`));
-                    toast(`${r.keys_restored} key(s) restored.`);
-                    reload();
-                  } catch (err) {
-                    toast(err.code === "budget_exceeded" ? "The budget is still exceeded: raise it, or wait for the next period." : err.message);
-                  }
-                },
-              },
-            },
-            "Restore",
-          )
-        : null,
-    );
+    const restore = async () => `${(await post(O(`/budgets/${k.revoked_by_budget}/restore`))).keys_restored} key(s) restored.`;
+    return revokedWithRestore(`Revoked by budget ${b ? b.name : short(k.revoked_by_budget)}`, manages, restore, reload);
   }
   if (k.revoked && k.restorable) {
     // Its budget was deleted: the key comes back through itself.
-    return h(
-      "div",
-      { class: "row-actions" },
-      h("span", { class: "badge bad" }, "Revoked by a deleted budget"),
-      manages
-        ? h(
-            "button",
-            {
-              type: "button",
-              class: "secondary small",
-              on: {
-                click: async () => {
-                  try {
-                    await post(O(`/keys/${k.id}/restore`));
-                    toast(`${k.name} restored.`);
-                    reload();
-                  } catch (err) {
-                    toast(err.message);
-                  }
-                },
-              },
-            },
-            "Restore",
-          )
-        : null,
-    );
+    const restore = async () => (await post(O(`/keys/${k.id}/restore`)), `${k.name} restored.`);
+    return revokedWithRestore("Revoked by a deleted budget", manages, restore, reload);
   }
   if (k.revoked) return h("span", { class: "badge muted" }, `Revoked ${when(k.revoked_at)}`);
   return h(

@@ -272,6 +272,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_signature_is_the_documented_hmac() {
+        // Computed apart from this code, with
+        // printf '%s' '<t>.<body>' | openssl dgst -sha256 -hmac '<secret>'
+        // (and Python's hmac, which agrees).
+        let body = br#"{"id":"01a24e4a-ecaf-7564-9a6a-5e4309141d7f","type":"budget.threshold","spent_usd":"1.000000"}"#;
+        let expected =
+            "t=1796601600,v1=8c133f89ceff32cf148d81b5596e78381e6d6989986c17260cd96dbf04ef11f4";
+        assert_eq!(
+            sign("whsec_the_receivers_secret", 1_796_601_600, body),
+            expected
+        );
+        assert!(verify("whsec_the_receivers_secret", expected, body));
+    }
+
+    #[test]
     fn signatures_verify_and_tampering_fails() {
         let body = br#"{"id":"a","spent_usd":"1.00"}"#;
         let header = sign("whsec_test_secret_0123", 1_700_000_000, body);

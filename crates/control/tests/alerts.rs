@@ -158,6 +158,23 @@ impl Fixture {
         id
     }
 
+    /// floopy-control on the fixture's database (evaluating only when a
+    /// test calls `evaluate`) and the token of an owner of the fixture's org.
+    async fn control_with_an_owner(&self) -> (Control, String) {
+        let control = Control::start(&self.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
+        let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
+        let token = token_for(&self.db, owner).await;
+        self.db
+            .client
+            .execute(
+                "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
+                &[&self.org, &owner],
+            )
+            .await
+            .unwrap();
+        (control, token)
+    }
+
     /// The keys revoked, with the budget that revoked each.
     async fn revoked(&self) -> Vec<(Uuid, Option<Uuid>)> {
         let mut keys: Vec<(Uuid, Option<Uuid>)> = self
@@ -681,17 +698,7 @@ async fn a_database_cut_fires_nothing_twice() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_day_budget_s_keys_are_restored_the_next_day() {
     let f = fixture().await;
-    let control = Control::start(&f.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
-    let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
-    let token = token_for(&f.db, owner).await;
-    // The fixture's org, run by the same owner.
-    f.db.client
-        .execute(
-            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
-            &[&f.org, &owner],
-        )
-        .await
-        .unwrap();
+    let (control, token) = f.control_with_an_owner().await;
     let budget = f
         .budget(Some(f.project), "day", 1_000_000, "alert_and_revoke", None)
         .await;
@@ -820,16 +827,7 @@ async fn revocations(db: &TestDb, budget: Uuid) -> Vec<(i32, i64)> {
 async fn every_revocation_is_announced_and_a_revoked_key_comes_back_through_itself_or_the_budget_s_deletion(
 ) {
     let f = fixture().await;
-    let control = Control::start(&f.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
-    let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
-    let token = token_for(&f.db, owner).await;
-    f.db.client
-        .execute(
-            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
-            &[&f.org, &owner],
-        )
-        .await
-        .unwrap();
+    let (control, token) = f.control_with_an_owner().await;
     let http = reqwest::Client::new();
     let api = |method: &'static str, path: String, body: Option<serde_json::Value>| {
         let (http, token, url) = (http.clone(), token.clone(), control.url(&path));
@@ -955,16 +953,7 @@ async fn a_key_a_budget_revoked_before_the_budget_was_deleted_can_be_restored() 
     // foreign key), as the migration marks one found revoked at the time
     // of a `budget.revoke` entry: restorable through itself.
     let f = fixture().await;
-    let control = Control::start(&f.db, "budgets: {evaluate_every_ms: 3600000}\n").await;
-    let (_, owner) = control.bootstrap("Other", "pro", "owner@other.test");
-    let token = token_for(&f.db, owner).await;
-    f.db.client
-        .execute(
-            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
-            &[&f.org, &owner],
-        )
-        .await
-        .unwrap();
+    let (control, token) = f.control_with_an_owner().await;
     let key = f.key(None, None).await;
     f.db.client
         .execute(

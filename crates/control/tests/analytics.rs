@@ -573,6 +573,19 @@ async fn check_everything(api: &Api<'_>, expect: &Expect<'_>, view: &View, proje
         saved += want.unwrap_or(0);
     }
     assert_eq!(u(&cache["saved_micro_usd"]), saved);
+    // And the models listed are every model of the view's requests.
+    let listed: BTreeSet<&str> = cache["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["model"].as_str().unwrap())
+        .collect();
+    let want_models: BTreeSet<&str> = recs
+        .iter()
+        .map(|r| r.model)
+        .filter(|m| !m.is_empty())
+        .collect();
+    assert_eq!(listed, want_models, "{label}: the cache's models");
 
     // Rate limits and security, hourly.
     let limited = api.get("rate-limits", &format!("{q}&interval=hour")).await;
@@ -799,11 +812,65 @@ async fn check_everything(api: &Api<'_>, expect: &Expect<'_>, view: &View, proje
         100.0 * lower as f64 / (counts.len() - 1) as f64
     };
     assert!(close(f(&w["percentile"]), want), "{label}: percentile");
-    for metric in ["cost", "cost_per_mtok", "latency", "quality"] {
+    // The other metrics: each project's figure from the test's own records
+    // (a project with no tokens, or no score, has none and is not ranked),
+    // the rank one more than the projects with a higher one.
+    #[derive(Default)]
+    struct Sums {
+        cost: u64,
+        tokens: u64,
+        latency: u64,
+        requests: u64,
+        score: f64,
+        ratings: u64,
+    }
+    let mut sums: HashMap<Uuid, Sums> = HashMap::new();
+    for r in &with_project {
+        let s = sums.entry(r.project.unwrap()).or_default();
+        s.cost += r.cost;
+        s.tokens += r.tokens();
+        s.latency += r.latency;
+        s.requests += 1;
+        if let Some(score) = last.get(&r.request_id) {
+            s.score += score;
+            s.ratings += 1;
+        }
+    }
+    let per = |n: f64, d: u64| (d > 0).then(|| n / d as f64);
+    for (metric, figure) in [
+        (
+            "cost",
+            &(|s: &Sums| Some(s.cost as f64)) as &dyn Fn(&Sums) -> Option<f64>,
+        ),
+        ("cost_per_mtok", &|s: &Sums| per(s.cost as f64, s.tokens)),
+        ("latency", &|s: &Sums| per(s.latency as f64, s.requests)),
+        ("quality", &|s: &Sums| per(s.score, s.ratings)),
+    ] {
         let w = api
             .get("widgets/rank", &format!("{q}&metric={metric}"))
             .await;
-        assert!(u(&w["rank"]) >= 1, "{label}: rank by {metric}");
+        let values: Vec<f64> = sums.values().filter_map(figure).collect();
+        match sums.get(&p).and_then(figure) {
+            Some(mine) => {
+                // Scores are summed as floats in either order: equal
+                // within rounding counts as equal.
+                let higher = values
+                    .iter()
+                    .filter(|v| **v > mine && !close(**v, mine))
+                    .count();
+                assert_eq!(
+                    u(&w["rank"]),
+                    higher as u64 + 1,
+                    "{label}: rank by {metric}: {w}"
+                );
+                assert_eq!(
+                    u(&w["projects"]),
+                    values.len() as u64,
+                    "{label}: ranked by {metric}"
+                );
+            }
+            None => assert!(w["rank"].is_null(), "{label}: no {metric} to rank: {w}"),
+        }
     }
 }
 

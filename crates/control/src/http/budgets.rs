@@ -440,22 +440,7 @@ pub async fn delete(
         &[&org, &budget],
     )
     .await?;
-    let n = restore_keys(&tx, org, budget).await?;
-    if n > 0 {
-        audit::record(
-            &tx,
-            audit::Entry {
-                org_id: Some(org),
-                actor_id: caller.user_id,
-                action: "budget.restore",
-                object_type: "budget",
-                object_id: budget.to_string(),
-                before: None,
-                after: Some(serde_json::json!({"keys_restored": n, "reason": "budget deleted"})),
-            },
-        )
-        .await?;
-    }
+    restore_keys(&tx, &caller, (org, budget), "budget deleted").await?;
     tx.execute(
         "DELETE FROM budgets WHERE org_id = $1 AND id = $2",
         &[&org, &budget],
@@ -478,19 +463,35 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Gives back the keys `budget` revoked; how many.
+/// Gives back the keys `budget` revoked, with a `budget.restore` audit
+/// entry saying how many and `why`; how many.
 async fn restore_keys(
     tx: &tokio_postgres::Transaction<'_>,
-    org: Uuid,
-    budget: Uuid,
+    caller: &Caller,
+    (org, budget): (Uuid, Uuid),
+    why: &str,
 ) -> Result<u64, ApiError> {
-    Ok(tx
+    let n = tx
         .execute(
             "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL, revoked_by_a_budget = false
               WHERE org_id = $1 AND revoked_by_budget = $2",
             &[&org, &budget],
         )
-        .await?)
+        .await?;
+    audit::record(
+        tx,
+        audit::Entry {
+            org_id: Some(org),
+            actor_id: caller.user_id,
+            action: "budget.restore",
+            object_type: "budget",
+            object_id: budget.to_string(),
+            before: None,
+            after: Some(serde_json::json!({"keys_restored": n, "reason": why})),
+        },
+    )
+    .await?;
+    Ok(n)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -543,7 +544,7 @@ pub async fn restore(
             ),
         });
     }
-    let n = restore_keys(&tx, org, budget).await?;
+    let n = restore_keys(&tx, &caller, (org, budget), "restored").await?;
     // It may breach (and revoke) again this period.
     tx.execute(
         &format!(
@@ -551,19 +552,6 @@ pub async fn restore(
               WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {current}"
         ),
         &[&budget],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "budget.restore",
-            object_type: "budget",
-            object_id: budget.to_string(),
-            before: None,
-            after: Some(serde_json::json!({"keys_restored": n})),
-        },
     )
     .await?;
     tx.commit().await?;
