@@ -278,10 +278,7 @@ impl Budget {
                 "type": "budget.threshold",
                 "org_id": self.org,
                 "project_id": self.project,
-                "budget": {
-                    "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
-                    "action": self.action,
-                },
+                "budget": self.json(),
                 "period": period_json(kind, first, next),
                 "threshold_percent": threshold,
                 "spent_usd": usd(self.spent),
@@ -289,16 +286,7 @@ impl Budget {
             if let Some(n) = revoked.filter(|_| threshold >= 100) {
                 body["keys_revoked"] = n.into();
             }
-            let alert = Alert {
-                org: self.org,
-                project: self.project,
-                source: "budget",
-                source_id: self.id,
-                period: first,
-                threshold,
-                revocation: 0,
-                webhook: self.webhook,
-            };
+            let alert = self.alert(threshold, 0);
             done.alerts_fired += u64::from(alert.fire(tx, now_ms, body).await?);
         }
         if let Some(n) = revoked.filter(|n| *n > 0) {
@@ -330,26 +318,36 @@ impl Budget {
             "type": "budget.keys_revoked",
             "org_id": self.org,
             "project_id": self.project,
-            "budget": {
-                "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
-                "action": self.action,
-            },
+            "budget": self.json(),
             "period": period_json(kind, first, next),
             "revocation": revocation,
             "keys_revoked": keys,
             "spent_usd": usd(self.spent),
         });
-        let alert = Alert {
+        self.alert(100, revocation).fire(tx, now_ms, body).await
+    }
+
+    /// The budget as its alerts' bodies describe it.
+    fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
+            "action": self.action,
+        })
+    }
+
+    /// One of its alerts in the current period: a threshold's (revocation
+    /// 0) or a revocation's.
+    fn alert(&self, threshold: i32, revocation: i32) -> Alert {
+        Alert {
             org: self.org,
             project: self.project,
             source: "budget",
             source_id: self.id,
-            period: first,
-            threshold: 100,
+            period: self.period.1,
+            threshold,
             revocation,
             webhook: self.webhook,
-        };
-        alert.fire(tx, now_ms, body).await
+        }
     }
 
     async fn record(

@@ -463,6 +463,21 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Clears `budget`'s breach in its current period, so that it may breach,
+/// and revoke, again in it (after a restore, through the budget or a key).
+pub async fn rearm(tx: &tokio_postgres::Transaction<'_>, budget: Uuid) -> Result<(), ApiError> {
+    tx.execute(
+        &format!(
+            "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
+              WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {}",
+            current_period_sql("b", now_ms())
+        ),
+        &[&budget],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Gives back the keys `budget` revoked, with a `budget.restore` audit
 /// entry saying how many and `why`; how many.
 async fn restore_keys(
@@ -545,15 +560,7 @@ pub async fn restore(
         });
     }
     let n = restore_keys(&tx, &caller, (org, budget), "restored").await?;
-    // It may breach (and revoke) again this period.
-    tx.execute(
-        &format!(
-            "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
-              WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {current}"
-        ),
-        &[&budget],
-    )
-    .await?;
+    rearm(&tx, budget).await?;
     tx.commit().await?;
     Ok(Json(Restored { keys_restored: n }))
 }

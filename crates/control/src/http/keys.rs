@@ -442,16 +442,7 @@ pub async fn restore(
     )
     .await?;
     if let Some(budget) = before.revoked_by_budget {
-        // As the budget's own restore does: it may breach again.
-        tx.execute(
-            &format!(
-                "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
-                  WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {}",
-                current_period_sql("b", now_ms())
-            ),
-            &[&budget],
-        )
-        .await?;
+        super::budgets::rearm(&tx, budget).await?;
     }
     let after = read_key(tx.client(), org, key).await?;
     audit::record(
