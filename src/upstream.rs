@@ -2,7 +2,6 @@
 //! injected on the upstream request. The credential lives in a `Secret`,
 //! whose `Debug` never prints it.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -21,19 +20,7 @@ pub enum ProviderKind {
     Anthropic,
 }
 
-/// A credential. Printing it shows `***`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
+pub use floopy_model::Secret;
 
 /// The header value a provider of `kind` expects its credential in (OpenAI:
 /// `Bearer <secret>` in `Authorization`; Anthropic: the secret in
@@ -49,12 +36,6 @@ pub fn credential_header(
     };
     value.set_sensitive(true);
     Ok(value)
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
 }
 
 /// Where a provider is and how to reach it, resolved when the configuration
@@ -304,7 +285,7 @@ mod tests {
                 host_header: HeaderValue::from_static("api.example.com"),
                 path_prefix: prefix.into(),
             },
-            credential_header(kind, &Secret::new("sk-provider".into())).ok(),
+            credential_header(kind, &Secret::new("sk-provider")).ok(),
             Timeouts {
                 connect: Duration::from_secs(1),
                 read: Duration::from_secs(1),
@@ -450,7 +431,7 @@ mod tests {
 
     #[test]
     fn secret_debug_is_masked() {
-        let secret = Secret::new("sk-live-123".into());
+        let secret = Secret::new("sk-live-123");
         assert_eq!(format!("{secret:?}"), "***");
         let p = provider(ProviderKind::OpenAi, "");
         assert!(!format!("{p:?}").contains("sk-provider"));

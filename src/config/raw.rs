@@ -345,7 +345,7 @@ pub struct RawLogSink {
     pub url: Option<String>,
     pub database: Option<String>,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<floopy_model::Secret>,
     pub linger_ms: Option<u64>,
     pub compression: Option<Compression>,
     pub message_timeout_ms: Option<NonZeroU64>,

@@ -41,7 +41,7 @@ pub struct ClickHouseSinkConfig {
     pub url: String,
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<floopy_model::Secret>,
     pub queue_capacity: usize,
     pub spool_dir: PathBuf,
 }
@@ -96,7 +96,7 @@ impl ClickHouseSink {
             client = client.with_user(user);
         }
         if let Some(password) = &config.password {
-            client = client.with_password(password);
+            client = client.with_password(password.expose());
         }
         let writer = Inserter {
             runtime,

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use floopy_model::validate::{is_valid_slug, slug_error};
-use floopy_model::{generate_key, hash_key, usd_to_micro, Environment, Plan};
+use floopy_model::{generate_key, usd_to_micro, Environment, Plan};
 use uuid::Uuid;
 
 use crate::connect::DbConfig;
+use crate::tables::{keys, limits, orgs, projects, Actor, DbError};
 
 /// Manage the control database without SQL.
 #[derive(Debug, Args)]
@@ -158,8 +159,9 @@ fn err(message: impl Into<String>) -> AdminError {
 }
 
 /// A database error in words: the constraint that refused, when one did.
-fn db(e: tokio_postgres::Error) -> AdminError {
-    match e.as_db_error() {
+fn db(e: impl Into<DbError>) -> AdminError {
+    let e = e.into();
+    match e.as_postgres().and_then(|e| e.as_db_error()) {
         Some(db) => err(format!(
             "rejected by the database: {}{}",
             db.message(),
@@ -181,16 +183,12 @@ pub async fn run(args: AdminArgs) -> Result<String, AdminError> {
     crate::migrate::migrate(&mut conn.client)
         .await
         .map_err(|e| err(format!("control database {}: {e}", config.target())))?;
-    let client = &conn.client;
+    let tx = conn.client.transaction().await.map_err(db)?;
     let output = match args.command {
         AdminCommand::Migrate => "migrations applied\n".to_string(),
         AdminCommand::CreateOrg { name, plan, id } => {
             let id = id.unwrap_or_else(Uuid::now_v7);
-            client
-                .execute(
-                    "INSERT INTO organizations (id, name, plan) VALUES ($1, $2, $3::text::floopy_plan)",
-                    &[&id, &name, &plan.as_str()],
-                )
+            orgs::insert(&tx, Actor::system(id), id, &name, plan)
                 .await
                 .map_err(db)?;
             format!("{id}\n")
@@ -204,30 +202,36 @@ pub async fn run(args: AdminArgs) -> Result<String, AdminError> {
             icon,
             id,
         } => {
+            let fields = projects::ProjectFields {
+                name: Some(&name),
+                slug: Some(&slug),
+                description: description.as_deref(),
+                color: color.as_deref(),
+                icon: icon.as_deref(),
+            };
             let id = id.unwrap_or_else(Uuid::now_v7);
-            client
-                .execute(
-                    "INSERT INTO projects (org_id, id, name, slug, description, color, icon)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    &[&org, &id, &name, &slug, &description, &color, &icon],
-                )
+            projects::insert(&tx, Actor::system(org), org, id, &fields)
                 .await
                 .map_err(db)?;
             format!("{id}\n")
         }
         AdminCommand::ArchiveProject { org, project } => {
-            let sql = "UPDATE projects SET archived = true WHERE org_id = $1 AND id = $2";
-            match client.execute(sql, &[&org, &project]).await.map_err(db)? {
-                0 => return Err(err(format!("no project {project} in organization {org}"))),
-                _ => format!("archive-project: {project}\n"),
-            }
+            let before = projects::lock(&tx, org, project).await.map_err(db)?;
+            let before =
+                before.ok_or_else(|| err(format!("no project {project} in organization {org}")))?;
+            projects::set_archived(&tx, Actor::system(org), &before, true)
+                .await
+                .map_err(db)?;
+            format!("archive-project: {project}\n")
         }
         AdminCommand::DeleteProject { org, project } => {
-            let sql = "DELETE FROM projects WHERE org_id = $1 AND id = $2";
-            match client.execute(sql, &[&org, &project]).await.map_err(db)? {
-                0 => return Err(err(format!("no project {project} in organization {org}"))),
-                _ => format!("delete-project: {project}\n"),
-            }
+            let before = projects::lock(&tx, org, project).await.map_err(db)?;
+            let before =
+                before.ok_or_else(|| err(format!("no project {project} in organization {org}")))?;
+            projects::delete(&tx, Actor::system(org), &before)
+                .await
+                .map_err(db)?;
+            format!("delete-project: {project}\n")
         }
         AdminCommand::CreateKey {
             org,
@@ -236,31 +240,29 @@ pub async fn run(args: AdminArgs) -> Result<String, AdminError> {
             project,
             default_project,
         } => {
-            let id = Uuid::now_v7();
             let secret = generate_key().map_err(|e| err(format!("no randomness: {e}")))?;
-            let hash = hash_key(secret.as_bytes()).to_vec();
-            let environment = environment.map(Environment::as_str);
-            client
-                .execute(
-                    "INSERT INTO api_keys (id, org_id, name, key_hash, environment, project_id, default_project_id)
-                     VALUES ($1, $2, $3, $4, $5::text::floopy_environment, $6, $7)",
-                    &[&id, &org, &name, &hash, &environment, &project, &default_project],
-                )
+            let key = keys::NewKey {
+                name: &name,
+                environment,
+                project_id: project,
+                default_project_id: default_project,
+                secret: &secret,
+            };
+            let id = Uuid::now_v7();
+            keys::insert(&tx, Actor::system(org), org, id, &key)
                 .await
                 .map_err(db)?;
             format!("key id: {id}\nkey:    {secret}\n(the key is shown once; only its SHA-256 is stored)\n")
         }
         AdminCommand::RevokeKey { key } => {
-            let n = client
-                .execute(
-                    "UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-                    &[&key],
-                )
+            let no_key = || err(format!("no active key {key}"));
+            let org = keys::org_of(tx.client(), key).await.map_err(db)?;
+            let org = org.ok_or_else(no_key)?;
+            let before = keys::lock(&tx, org, key).await.map_err(db)?;
+            let before = before.filter(|k| !k.revoked).ok_or_else(no_key)?;
+            keys::revoke(&tx, Actor::system(org), &before)
                 .await
                 .map_err(db)?;
-            if n == 0 {
-                return Err(err(format!("no active key {key}")));
-            }
             format!("revoked {key}\n")
         }
         AdminCommand::SetLimits {
@@ -273,19 +275,13 @@ pub async fn run(args: AdminArgs) -> Result<String, AdminError> {
                 // usd_to_micro's bound keeps every amount inside a bigint.
                 i64::try_from(micro).unwrap_or(i64::MAX)
             });
-            client
-                .execute(
-                    "INSERT INTO environment_limits (org_id, environment, rpm, monthly_cost_micro_usd)
-                     VALUES ($1, $2::text::floopy_environment, $3, $4)
-                     ON CONFLICT (org_id, environment)
-                     DO UPDATE SET rpm = EXCLUDED.rpm, monthly_cost_micro_usd = EXCLUDED.monthly_cost_micro_usd",
-                    &[&org, &environment.as_str(), &rpm, &cost],
-                )
+            limits::set(&tx, Actor::system(org), org, environment, rpm, cost)
                 .await
                 .map_err(db)?;
             format!("limits of {environment} set\n")
         }
     };
+    tx.commit().await.map_err(db)?;
     Ok(output)
 }
 

@@ -2,7 +2,8 @@
 //! (`migrations/`, embedded), connecting with TLS (`connect`), the queries
 //! that load the control data the gateway serves and tell it of changes
 //! (`load`), the SQL of the limits exchange between gateway replicas
-//! (`exchange`), and the operator's `admin` command.
+//! (`exchange`), the one writer of each control-plane table (`tables`), and
+//! the operator's `admin` command.
 //!
 //! Both planes use it: the gateway (`floopy-gateway`) to load, sync and
 //! exchange; the control plane (`floopy-control`) to manage the same rows.
@@ -16,5 +17,7 @@ pub mod connect;
 pub mod exchange;
 pub mod load;
 pub mod migrate;
+pub mod tables;
 
 pub use connect::{with_causes, Connection, ControlError, DbConfig, TlsMode, UrlError};
+pub use tables::{Actor, DbError};

@@ -41,47 +41,6 @@ impl AppState {
     }
 }
 
-/// One run of a background job on its connection.
-pub type Job<'c> =
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ApiError>> + Send + 'c>>;
-
-/// Runs `work` every `every` on a connection of its own (`name` in
-/// `pg_stat_activity`) until the process ends: the background jobs (the
-/// budget evaluator, alert delivery). A failure is logged and the next tick
-/// starts over on a new connection.
-pub async fn every_tick(
-    state: AppState,
-    name: &'static str,
-    every: std::time::Duration,
-    mut work: impl for<'c> FnMut(&'c mut tokio_postgres::Client) -> Job<'c>,
-) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut conn = None;
-    loop {
-        tick.tick().await;
-        if conn.is_none() {
-            match state
-                .config
-                .db
-                .connect(name, std::time::Duration::from_secs(5))
-                .await
-            {
-                Ok(c) => conn = Some(c),
-                Err(e) => {
-                    tracing::warn!(job = name, error = %e, "cannot connect to the control database; retrying");
-                    continue;
-                }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
-        if let Err(e) = work(&mut c.client).await {
-            tracing::warn!(job = name, error = %e, "failed; retrying");
-            conn = None;
-        }
-    }
-}
-
 /// A pool of connections to the control database (none opened yet).
 pub fn pool(config: &Config) -> anyhow::Result<Pool> {
     let mut pg = config.db.postgres_config().clone();

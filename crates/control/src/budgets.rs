@@ -17,14 +17,16 @@
 //! are tested by passing a time. Periods are UTC days, ISO weeks from
 //! Monday, and calendar months, each known by its first day (`20261101`).
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use floopy_control_db::tables::{audit, keys};
+use floopy_control_db::Actor;
 use floopy_model::calendar::{day_of, iso_date, rfc3339, Period};
 use floopy_model::format_usd;
 use tokio_postgres::{Client, Transaction};
 use uuid::Uuid;
 
-use crate::error::ApiError;
+use crate::jobs::JobError;
 
 /// An arbitrary constant naming the evaluator's lock.
 const EVALUATOR_LOCK: i64 = 0x666c_6f6f_7062;
@@ -32,24 +34,8 @@ const EVALUATOR_LOCK: i64 = 0x666c_6f6f_7062;
 /// Spend by day is kept this many days (a month or a week needs at most 31).
 const KEEP_DAYS_MS: u64 = 62 * 86_400_000;
 
-/// The wall clock, in milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// SQL for the first day of the current period of the budget or rule
-/// `alias` at `now_ms` (a CASE of three integer literals).
-pub fn current_period_sql(alias: &str, now_ms: u64) -> String {
-    let first = |p: Period| p.days(now_ms).0;
-    format!(
-        "(CASE {alias}.period WHEN 'day' THEN {} WHEN 'week' THEN {} ELSE {} END)",
-        first(Period::Day),
-        first(Period::Week),
-        first(Period::Month)
-    )
-}
+pub use floopy_control_db::tables::budgets::current_period_sql;
+pub use floopy_model::calendar::now_ms;
 
 /// The thresholds (percent of `amount`) that `spent` has reached.
 pub fn reached(spent: i64, amount: i64, thresholds: &[i32]) -> Vec<i32> {
@@ -85,7 +71,7 @@ const PERIODS_SQL: &str =
     "WITH per (kind, first, next) AS (SELECT * FROM unnest($1::text[], $2::int[], $3::int[]))";
 
 /// One evaluation at `now_ms`, if this replica holds the tick's lock.
-pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, ApiError> {
+pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, JobError> {
     let tx = db.transaction().await?;
     let mine: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EVALUATOR_LOCK])
@@ -221,7 +207,7 @@ impl Budget {
         tx: &Transaction<'_>,
         now_ms: u64,
         done: &mut Evaluation,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), JobError> {
         let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
         let now_reached = reached(self.spent, self.amount, &self.thresholds);
         let newly: Vec<i32> = now_reached
@@ -244,14 +230,7 @@ impl Budget {
         .await?;
         let mut revoked = None;
         if breach && self.action == "alert_and_revoke" {
-            let n = tx
-                .execute(
-                    "UPDATE api_keys SET revoked_at = now(), revoked_by_budget = $1, revoked_by_a_budget = true
-                      WHERE org_id = $2 AND revoked_at IS NULL
-                        AND ($3::uuid IS NULL OR project_id = $3 OR default_project_id = $3)",
-                    &[&self.id, &self.org, &self.project],
-                )
-                .await?;
+            let n = keys::revoke_for_budget(tx, self.id, self.org, self.project).await?;
             done.keys_revoked += n;
             revoked = Some(n);
             self.record(
@@ -304,7 +283,7 @@ impl Budget {
         tx: &Transaction<'_>,
         now_ms: u64,
         keys: u64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, JobError> {
         let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
         let revocation: i32 = tx
             .query_one(
@@ -355,19 +334,15 @@ impl Budget {
         tx: &Transaction<'_>,
         action: &str,
         after: serde_json::Value,
-    ) -> Result<(), ApiError> {
-        tx.execute(
-            "INSERT INTO audit_log (id, org_id, actor_id, action, object_type, object_id, after)
-             VALUES ($1, $2, NULL, $3, 'budget', $4, $5::text::jsonb)",
-            &[
-                &Uuid::now_v7(),
-                &self.org,
-                &action,
-                &self.id.to_string(),
-                &after.to_string(),
-            ],
-        )
-        .await?;
+    ) -> Result<(), JobError> {
+        let entry = audit::Entry {
+            action,
+            object_type: "budget",
+            object_id: self.id.to_string(),
+            before: None,
+            after: Some(after),
+        };
+        audit::record(tx, Actor::system(self.org), entry).await?;
         Ok(())
     }
 }
@@ -394,7 +369,7 @@ impl Alert {
         tx: &Transaction<'_>,
         now_ms: u64,
         mut body: serde_json::Value,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, JobError> {
         let id = Uuid::now_v7();
         body["id"] = id.to_string().into();
         body["fired_at"] = rfc3339(now_ms).into();
@@ -425,8 +400,8 @@ impl Alert {
 
 /// Runs the evaluator every `every` on a connection of its own, until the
 /// process ends.
-pub async fn run(state: crate::app::AppState, every: Duration) {
-    crate::app::every_tick(state, "floopy-control-budgets", every, |db| {
+pub async fn run(db: floopy_control_db::DbConfig, every: Duration) {
+    crate::jobs::every_tick(db, "floopy-control-budgets", every, |db| {
         Box::pin(async move {
             let done = evaluate(db, now_ms()).await?;
             if done.keys_revoked > 0 {

@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use floopy_control_db::DbConfig;
+use floopy_model::Secret;
 use serde::Deserialize;
 
 /// Connections to the control database: the API's queries are short, so a
@@ -62,7 +63,7 @@ struct RawClickHouse {
     url: String,
     database: Option<String>,
     user: Option<String>,
-    password: Option<String>,
+    password: Option<Secret>,
     query_timeout_ms: Option<NonZeroU64>,
     rollup_interval_ms: Option<NonZeroU64>,
     #[serde(default)]
@@ -147,7 +148,7 @@ pub struct ClickHouseConfig {
     pub url: String,
     pub database: String,
     pub user: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub query_timeout: Duration,
     /// How often the hourly rollup is brought up to date (by one replica).
     pub rollup_interval: Duration,

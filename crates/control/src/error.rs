@@ -203,6 +203,21 @@ impl From<tokio_postgres::Error> for ApiError {
     }
 }
 
+impl From<floopy_control_db::DbError> for ApiError {
+    fn from(e: floopy_control_db::DbError) -> Self {
+        match e {
+            floopy_control_db::DbError::Postgres(e) => ApiError::from_db(e),
+            invalid => ApiError::Internal(invalid.to_string()),
+        }
+    }
+}
+
+impl From<crate::analytics::StoreError> for ApiError {
+    fn from(e: crate::analytics::StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
 impl From<deadpool_postgres::PoolError> for ApiError {
     fn from(e: deadpool_postgres::PoolError) -> Self {
         ApiError::Internal(format!("control database pool: {e}"))

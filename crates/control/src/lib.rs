@@ -15,22 +15,25 @@
 //! Layout: `config` (the YAML), `error` (the one API error type and its
 //! JSON), `auth` (passwords, sessions with CSRF, personal access tokens,
 //! login throttling, the `Caller` extractor), `roles` (who may do what: one
-//! function of caller, action and object), `http` (a module per resource),
-//! `audit`, `openapi` (the document, generated from the handlers), `app`
-//! (the router and the server), `budgets` (the evaluator of budgets and
-//! alert rules), `webhooks` (alert delivery from the outbox), `analytics`
-//! (the ClickHouse queries behind `http::analytics`) and `dashboard` (the
-//! web page at `/`, a client of the API).
+//! function of caller, action and object), `http` (a module per resource:
+//! extract, authorize, validate, call `floopy_control_db::tables`, answer),
+//! `openapi` (the document, generated from the handlers), `app` (the router
+//! and the server), `jobs` (what the background jobs share), `budgets` (the
+//! evaluator of budgets and alert rules), `webhooks` (alert delivery from
+//! the outbox), `analytics` (the ClickHouse queries behind
+//! `http::analytics`, and the hourly rollup) and `dashboard` (the web page
+//! at `/`, a client of the API). Every write to the control database goes
+//! through `floopy_control_db::tables`, which records its audit entry.
 
 pub mod analytics;
 pub mod app;
-pub mod audit;
 pub mod auth;
 pub mod budgets;
 pub mod config;
 pub mod dashboard;
 pub mod error;
 pub mod http;
+pub mod jobs;
 pub mod openapi;
 pub mod roles;
 pub mod webhooks;

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use floopy_control::app::{self, AppState};
 use floopy_control::auth::{check_password, hash_password};
 use floopy_control::config;
+use floopy_control_db::tables::{members, orgs};
+use floopy_control_db::Actor;
 use floopy_model::validate::{check_length, NAME_CHARS};
 use floopy_model::Plan;
 use uuid::Uuid;
@@ -172,13 +174,16 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
     println!("floopy-control listening on {}", listener.local_addr()?);
     tracing::info!(listen = %listener.local_addr()?, "floopy-control serving");
     tokio::spawn(floopy_control::budgets::run(
-        state.clone(),
+        state.config.db.clone(),
         state.config.budget_evaluation,
     ));
-    tokio::spawn(floopy_control::webhooks::run(state.clone()));
+    tokio::spawn(floopy_control::webhooks::run(
+        state.config.db.clone(),
+        state.config.delivery,
+    ));
     if let (Some(analytics), Some(ch)) = (&state.analytics, &state.config.clickhouse) {
         tokio::spawn(floopy_control::analytics::rollup::run(
-            state.clone(),
+            state.config.db.clone(),
             analytics.clone(),
             ch.rollup_interval,
         ));
@@ -210,36 +215,12 @@ async fn bootstrap(
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut db = state.pool.get().await?;
     let tx = db.transaction().await?;
+    let user = members::insert_user(&tx, &email, Some(&name), &hash)
+        .await
+        .with_context(|| format!("creating the user {email}"))?;
     let org = Uuid::now_v7();
-    let user = Uuid::now_v7();
-    tx.execute(
-        "INSERT INTO organizations (id, name, plan) VALUES ($1, $2, $3::text::floopy_plan)",
-        &[&org, &org_name, &plan.as_str()],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)",
-        &[&user, &email, &name, &hash],
-    )
-    .await
-    .with_context(|| format!("creating the user {email}"))?;
-    tx.execute(
-        "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, 'owner')",
-        &[&org, &user],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO audit_log (id, org_id, actor_id, action, object_type, object_id, after)
-         VALUES ($1, $2, $3, 'org.bootstrap', 'organization', $4, $5::text::jsonb)",
-        &[
-            &Uuid::now_v7(),
-            &org,
-            &user,
-            &org.to_string(),
-            &serde_json::json!({"name": org_name, "plan": plan, "owner": email}).to_string(),
-        ],
-    )
-    .await?;
+    orgs::insert(&tx, Actor::person(org, user), org, &org_name, plan).await?;
+    members::join_org(&tx, org, user, "owner").await?;
     tx.commit().await?;
     println!("org id:  {org}\nuser id: {user}");
     Ok(())

@@ -20,7 +20,7 @@ use tokio_postgres::Client;
 use uuid::Uuid;
 
 use crate::config::Delivery;
-use crate::error::ApiError;
+use crate::jobs::JobError;
 
 /// Alerts one replica claims per poll.
 const CLAIM_BATCH: i64 = 16;
@@ -111,7 +111,7 @@ pub async fn deliver_due(
     db: &Client,
     http: &reqwest::Client,
     delivery: &Delivery,
-) -> Result<usize, ApiError> {
+) -> Result<usize, JobError> {
     // Past the timeout, a claim is free again: the sender died.
     let lease = delivery.timeout.as_secs_f64() + 2.0;
     let retry_for = delivery.retry_for.as_secs_f64();
@@ -246,8 +246,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Delivers alerts every `poll` until the process ends, on a connection of
 /// its own.
-pub async fn run(state: crate::app::AppState) {
-    let delivery = state.config.delivery;
+pub async fn run(db: floopy_control_db::DbConfig, delivery: Delivery) {
     let poll = delivery.poll;
     let http = match client(&delivery) {
         Ok(http) => http,
@@ -256,7 +255,7 @@ pub async fn run(state: crate::app::AppState) {
             return;
         }
     };
-    crate::app::every_tick(state, "floopy-control-webhooks", poll, |db| {
+    crate::jobs::every_tick(db, "floopy-control-webhooks", poll, |db| {
         let http = http.clone();
         Box::pin(async move {
             // A full batch: more may be due at once.

@@ -607,8 +607,7 @@ async fn check_everything(api: &Api<'_>, expect: &Expect<'_>, view: &View, proje
         .map(|p| {
             (
                 (
-                    floopy_control::http::analytics::parse_time(p["time"].as_str().unwrap())
-                        .unwrap(),
+                    floopy_model::calendar::parse_time(p["time"].as_str().unwrap()).unwrap(),
                     p["environment"].as_str().unwrap().to_string(),
                 ),
                 (u(&p["rate_limited"]), u(&p["cost_capped"])),
@@ -639,8 +638,7 @@ async fn check_everything(api: &Api<'_>, expect: &Expect<'_>, view: &View, proje
         .map(|p| {
             (
                 (
-                    floopy_control::http::analytics::parse_time(p["time"].as_str().unwrap())
-                        .unwrap(),
+                    floopy_model::calendar::parse_time(p["time"].as_str().unwrap()).unwrap(),
                     p["api_key_id"].as_str().unwrap().to_string(),
                     u(&p["status"]),
                     p["error_code"].as_str().unwrap().to_string(),

@@ -139,9 +139,88 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// The wall clock, in milliseconds since the epoch (0 before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A time parameter: epoch milliseconds, `YYYY-MM-DD`, or
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z`.
+pub fn parse_time(text: &str) -> Option<u64> {
+    if let Ok(ms) = text.parse::<u64>() {
+        return Some(ms);
+    }
+    let b = text.as_bytes();
+    let num = |from: usize, to: usize| -> Option<u64> {
+        let s = text.get(from..to)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    if !(1970..=9999).contains(&year) || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let midnight = date_ms(year as i64, month as u32, day as u32);
+    if b.len() == 10 {
+        return Some(midnight);
+    }
+    if b.len() < 20 || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[b.len() - 1] != b'Z' {
+        return None;
+    }
+    let (h, m, s) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if h > 23 || m > 59 || s > 59 {
+        return None;
+    }
+    let millis = match &text[19..text.len() - 1] {
+        "" => 0,
+        frac if frac.starts_with('.') && (2..=4).contains(&frac.len()) => {
+            let digits = &frac[1..];
+            let n = num(20, 20 + digits.len())?;
+            n * 10u64.pow(3 - digits.len() as u32)
+        }
+        _ => return None,
+    };
+    Some(midnight + ((h * 60 + m) * 60 + s) * 1000 + millis)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_parse_in_every_accepted_form() {
+        assert_eq!(parse_time("1795792752434"), Some(1_795_792_752_434));
+        assert_eq!(parse_time("2026-11-30"), Some(date_ms(2026, 11, 30)));
+        assert_eq!(
+            parse_time("2026-11-30T01:02:03Z"),
+            Some(date_ms(2026, 11, 30) + 3_723_000)
+        );
+        assert_eq!(
+            parse_time("2026-11-30T01:02:03.5Z"),
+            Some(date_ms(2026, 11, 30) + 3_723_500)
+        );
+        assert_eq!(
+            parse_time("2026-11-30T01:02:03.123Z"),
+            Some(date_ms(2026, 11, 30) + 3_723_123)
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2026-13-01",
+            "2026-11-30T25:00:00Z",
+            "2026-11-30T01:02:03",
+            "2026-11-30T01:02:03+01:00",
+            "2026-11-30T01:02:03.1234Z",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn months_roll_at_midnight_utc() {

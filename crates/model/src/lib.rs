@@ -12,6 +12,7 @@
 pub mod calendar;
 pub mod keys;
 pub mod money;
+pub mod secret;
 pub mod validate;
 
 use std::fmt;
@@ -22,6 +23,7 @@ use uuid::Uuid;
 pub use calendar::Period;
 pub use keys::{generate_key, hash_key, is_valid_key_string, random_secret, KeyHash};
 pub use money::{format_usd, usd_to_micro, MoneyError, MAX_USD};
+pub use secret::Secret;
 
 /// The org's Default project: the zero UUID.
 pub const DEFAULT_PROJECT_ID: Uuid = Uuid::nil();

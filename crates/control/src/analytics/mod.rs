@@ -29,7 +29,6 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::config::{ClickHouseConfig, ModelPrice};
-use crate::error::ApiError;
 
 /// The ClickHouse the analytics read.
 pub struct Analytics {
@@ -48,7 +47,7 @@ impl Analytics {
             client = client.with_user(user);
         }
         if let Some(password) = &config.password {
-            client = client.with_password(password);
+            client = client.with_password(password.expose());
         }
         Analytics {
             client,
@@ -58,7 +57,7 @@ impl Analytics {
     }
 
     /// Runs `sql` (built here) and reads its rows.
-    pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, ApiError>
+    pub async fn fetch<T>(&self, sql: &str) -> Result<Vec<T>, StoreError>
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
@@ -66,22 +65,17 @@ impl Analytics {
         let query = self.client.query(&sql.replace('?', "??"));
         match tokio::time::timeout(self.timeout, query.fetch_all::<T>()).await {
             Ok(Ok(rows)) => Ok(rows),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(ApiError::Unavailable(format!(
-                "the analytics query took longer than {} ms",
-                self.timeout.as_millis()
-            ))),
+            Ok(Err(e)) => Err(StoreError::Failed(e)),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
 
     /// Runs a statement that returns no rows (an INSERT ... SELECT).
-    pub async fn execute(&self, sql: &str) -> Result<(), ApiError> {
+    pub async fn execute(&self, sql: &str) -> Result<(), StoreError> {
         let query = self.client.query(&sql.replace('?', "??"));
         match tokio::time::timeout(self.timeout, query.execute()).await {
-            Ok(result) => result.map_err(unavailable),
-            Err(_) => Err(ApiError::Unavailable(
-                "ClickHouse did not answer in time".into(),
-            )),
+            Ok(result) => result.map_err(StoreError::Failed),
+            Err(_) => Err(StoreError::Timeout(self.timeout)),
         }
     }
 
@@ -95,8 +89,15 @@ impl Analytics {
     }
 }
 
-fn unavailable(e: clickhouse::error::Error) -> ApiError {
-    ApiError::Unavailable(format!("the analytics store (ClickHouse) failed: {e}"))
+/// Why the analytics store did not answer (never with a secret in it).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the analytics store (ClickHouse) failed: {0}")]
+    Failed(clickhouse::error::Error),
+    #[error("the analytics query took longer than {} ms", .0.as_millis())]
+    Timeout(Duration),
+    #[error("{0}")]
+    Unexpected(&'static str),
 }
 
 /// A ClickHouse string literal: `'...'` with `\` and `'` escaped.

@@ -18,8 +18,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{quote, Analytics};
-use crate::error::ApiError;
+use super::{quote, Analytics, StoreError};
+use crate::jobs::JobError;
 
 /// Inserts take this long at most to become visible: rows inserted up to
 /// this long before the last run's start are looked at again.
@@ -119,7 +119,7 @@ pub struct Run {
 pub async fn run_once(
     db: &mut tokio_postgres::Client,
     analytics: &Analytics,
-) -> Result<Run, ApiError> {
+) -> Result<Run, JobError> {
     let tx = db.transaction().await?;
     let mine: bool = tx
         .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
@@ -135,7 +135,7 @@ pub async fn run_once(
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::internal("no clock from ClickHouse"))?;
+        .ok_or_else(|| StoreError::Unexpected("no clock from ClickHouse"))?;
     let version = u64::try_from(
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -185,11 +185,11 @@ pub async fn run_once(
 /// Keeps the rollup every `every`, on a connection of its own, until the
 /// process ends.
 pub async fn run(
-    state: crate::app::AppState,
+    db: floopy_control_db::DbConfig,
     analytics: std::sync::Arc<Analytics>,
     every: std::time::Duration,
 ) {
-    crate::app::every_tick(state, "floopy-control-rollup", every, move |db| {
+    crate::jobs::every_tick(db, "floopy-control-rollup", every, move |db| {
         let analytics = analytics.clone();
         Box::pin(async move {
             let run = run_once(db, &analytics).await?;

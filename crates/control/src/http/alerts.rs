@@ -17,11 +17,12 @@ use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, Action, Membership};
+use floopy_control_db::tables::audit;
+use floopy_control_db::Actor;
 
 /// The longest webhook URL.
 const URL_CHARS: usize = 2000;
@@ -334,19 +335,9 @@ async fn record(
     before: Option<&AlertRuleView>,
     after: Option<&AlertRuleView>,
 ) -> Result<(), ApiError> {
-    audit::record(
-        tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action,
-            object_type: "alert_rule",
-            object_id: rule.to_string(),
-            before: before.and_then(audit::snapshot),
-            after: after.and_then(audit::snapshot),
-        },
-    )
-    .await
+    let actor = Actor::person(org, caller.user_id);
+    audit::change(tx, actor, action, "alert_rule", rule, before, after).await?;
+    Ok(())
 }
 
 /// `GET /v1/orgs/{org}/alert-rules/{rule}`.

@@ -20,11 +20,12 @@ use super::alerts::{
 };
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::budgets::{current_period_sql, now_ms};
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
+use floopy_control_db::tables::audit;
+use floopy_control_db::Actor;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
@@ -305,9 +306,11 @@ pub async fn create(
     let budget = read_budget(tx.client(), org, id).await?;
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "budget.create",
             object_type: "budget",
             object_id: id.to_string(),
@@ -398,9 +401,11 @@ pub async fn update(
     let after = read_budget(tx.client(), org, budget).await?;
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "budget.update",
             object_type: "budget",
             object_id: budget.to_string(),
@@ -448,9 +453,11 @@ pub async fn delete(
     .await?;
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "budget.delete",
             object_type: "budget",
             object_id: budget.to_string(),
@@ -463,20 +470,7 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Clears `budget`'s breach in its current period, so that it may breach,
-/// and revoke, again in it (after a restore, through the budget or a key).
-pub async fn rearm(tx: &tokio_postgres::Transaction<'_>, budget: Uuid) -> Result<(), ApiError> {
-    tx.execute(
-        &format!(
-            "UPDATE budget_periods p SET breached_at = NULL FROM budgets b
-              WHERE b.id = $1 AND p.budget_id = b.id AND p.period = {}",
-            current_period_sql("b", now_ms())
-        ),
-        &[&budget],
-    )
-    .await?;
-    Ok(())
-}
+use floopy_control_db::tables::budgets::rearm;
 
 /// Gives back the keys `budget` revoked, with a `budget.restore` audit
 /// entry saying how many and `why`; how many.
@@ -486,18 +480,14 @@ async fn restore_keys(
     (org, budget): (Uuid, Uuid),
     why: &str,
 ) -> Result<u64, ApiError> {
-    let n = tx
-        .execute(
-            "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL, revoked_by_a_budget = false
-              WHERE org_id = $1 AND revoked_by_budget = $2",
-            &[&org, &budget],
-        )
-        .await?;
+    let n = floopy_control_db::tables::keys::restore_for_budget(tx, org, budget).await?;
     audit::record(
         tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "budget.restore",
             object_type: "budget",
             object_id: budget.to_string(),

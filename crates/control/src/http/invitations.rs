@@ -16,11 +16,12 @@ use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::{check_password, hash_password, new_secret, secret_hash, Caller};
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
 use crate::roles::{authorize, Action, OrgRole};
+use floopy_control_db::tables::audit;
+use floopy_control_db::Actor;
 
 /// The prefix of invitation tokens.
 pub const INVITATION_PREFIX: &str = "fpi_";
@@ -122,9 +123,11 @@ pub async fn create(
     };
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "invitation.create",
             object_type: "invitation",
             object_id: id.to_string(),
@@ -255,9 +258,11 @@ pub async fn accept(
     .await?;
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: user_id,
+            user_id: Some(user_id),
+        },
+        audit::Entry {
             action: "invitation.accept",
             object_type: "org_member",
             object_id: user_id.to_string(),
@@ -351,9 +356,11 @@ pub async fn revoke(
     let before: (String, String) = (before.get(0), before.get(1));
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: Some(org),
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "invitation.revoke",
             object_type: "invitation",
             object_id: invitation.to_string(),

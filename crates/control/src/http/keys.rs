@@ -8,22 +8,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_control_db::tables::keys::{self as table, KeyRow, NewKey as KeyFields};
+use floopy_control_db::tables::{budgets, projects};
+use floopy_control_db::Actor;
+use floopy_model::generate_key;
 use floopy_model::validate::{check_length, NAME_CHARS};
-use floopy_model::{generate_key, hash_key, Environment};
+use floopy_model::Environment;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
-use crate::budgets::{current_period_sql, now_ms};
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
 use crate::roles::{authorize, project_role, Action, Membership};
-
-/// Characters of a key shown to recognise it (`fpk_` and the next eight).
-const SHOWN_PREFIX: usize = 12;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
@@ -51,72 +49,31 @@ pub struct KeyView {
     pub restorable: bool,
 }
 
-/// The columns of a `KeyView`, from `api_keys` (no alias): whether a
-/// budget still holds the key revoked is its current period's spend
-/// against its amount now.
-fn columns() -> String {
-    format!(
-        concat!(
-            "id, org_id, name, environment::text, project_id, default_project_id, prefix, ",
-            "revoked_at IS NOT NULL AS revoked, ",
-            rfc3339!("created_at"),
-            " AS created_at, ",
-            rfc3339!("revoked_at"),
-            " AS revoked_at, revoked_by_budget, ",
-            "revoked_at IS NOT NULL AND revoked_by_a_budget AND NOT EXISTS (",
-            "SELECT 1 FROM budgets b LEFT JOIN budget_periods p ",
-            "ON p.budget_id = b.id AND p.period = {} ",
-            "WHERE b.id = api_keys.revoked_by_budget ",
-            "AND coalesce(p.spent_micro_usd, 0) >= b.amount_micro_usd) AS restorable"
-        ),
-        current_period_sql("b", now_ms())
-    )
-}
-
-fn view(row: &tokio_postgres::Row) -> Result<KeyView, ApiError> {
-    let environment: Option<String> = row.try_get("environment")?;
-    Ok(KeyView {
-        id: row.try_get("id")?,
-        org_id: row.try_get("org_id")?,
-        name: row.try_get("name")?,
-        environment: environment.as_deref().and_then(Environment::parse),
-        project_id: row.try_get("project_id")?,
-        default_project_id: row.try_get("default_project_id")?,
-        prefix: row.try_get("prefix")?,
-        revoked: row.try_get("revoked")?,
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        revoked_by_budget: row.try_get("revoked_by_budget")?,
-        restorable: row.try_get("restorable")?,
-    })
-}
-
-async fn read_key(db: &tokio_postgres::Client, org: Uuid, key: Uuid) -> Result<KeyView, ApiError> {
-    db.query_opt(
-        &format!(
-            "SELECT {} FROM api_keys WHERE org_id = $1 AND id = $2",
-            columns()
-        ),
-        &[&org, &key],
-    )
-    .await?
-    .map(|row| view(&row))
-    .transpose()?
-    .ok_or(ApiError::NotFound("key"))
+impl From<KeyRow> for KeyView {
+    fn from(k: KeyRow) -> KeyView {
+        KeyView {
+            id: k.id,
+            org_id: k.org_id,
+            name: k.name,
+            environment: k.environment,
+            project_id: k.project_id,
+            default_project_id: k.default_project_id,
+            prefix: k.prefix,
+            revoked: k.revoked,
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+            revoked_by_budget: k.revoked_by_budget,
+            restorable: k.restorable,
+        }
+    }
 }
 
 /// A key the caller may see: 404 for one they may not (its project is not
-/// theirs).
-async fn visible_key(
-    db: &tokio_postgres::Client,
-    m: &Membership,
-    org: Uuid,
-    key: Uuid,
-) -> Result<KeyView, ApiError> {
-    let view = read_key(db, org, key).await?;
-    match authorize(m, Action::ReadKeys(view.project_id)) {
-        Ok(()) => Ok(view),
-        Err(_) => Err(ApiError::NotFound("key")),
+/// theirs) and one that is not the org's.
+fn visible(m: &Membership, key: Option<KeyRow>) -> Result<KeyRow, ApiError> {
+    match key {
+        Some(key) if authorize(m, Action::ReadKeys(key.project_id)).is_ok() => Ok(key),
+        _ => Err(ApiError::NotFound("key")),
     }
 }
 
@@ -139,20 +96,9 @@ pub async fn list(
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
-    let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {} FROM api_keys
-                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($4 OR project_id = ANY($5))
-                  ORDER BY id LIMIT $3",
-                columns()
-            ),
-            &[&org, &after, &(limit + 1), &all, &mine],
-        )
-        .await?;
-    let items = rows.iter().map(view).collect::<Result<_, _>>()?;
+    let keys = table::list(&db, org, after, limit + 1, m.org_role.runs_the_org(), &mine).await?;
+    let items = keys.into_iter().map(KeyView::from).collect();
     Ok(Json(Page::new(items, limit, |k| k.id)))
 }
 
@@ -172,7 +118,8 @@ pub async fn read(
 ) -> Result<Json<KeyView>, ApiError> {
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
-    visible_key(&db, &m, org, key).await.map(Json)
+    let key = table::read(&db, org, key).await?;
+    Ok(Json(visible(&m, key)?.into()))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -210,7 +157,8 @@ pub async fn create(
     JsonBody(body): JsonBody<NewKey>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
+    let tx = db.transaction().await?;
+    let m = membership(tx.client(), &caller, org).await?;
     authorize(&m, Action::ManageKeys(body.project_id))?;
     let mut errors = Vec::new();
     if let Err(message) = check_length(&body.name, NAME_CHARS) {
@@ -222,14 +170,10 @@ pub async fn create(
         ("default_project_id", body.default_project_id),
     ] {
         let Some(project) = project else { continue };
-        let active: Option<bool> = db
-            .query_opt(
-                "SELECT NOT archived FROM projects WHERE org_id = $1 AND id = $2",
-                &[&org, &project],
-            )
+        let active = projects::read(tx.client(), org, project)
             .await?
-            .map(|row| row.get(0));
-        if active != Some(true) || project_role(&m, project).is_none() {
+            .is_some_and(|p| !p.archived);
+        if !active || project_role(&m, project).is_none() {
             errors.push(FieldError::new(
                 param,
                 format!("{project} is not an active project of this organization"),
@@ -240,39 +184,23 @@ pub async fn create(
         return Err(ApiError::Validation(errors));
     }
     let secret = generate_key().map_err(ApiError::internal)?;
-    let id = Uuid::now_v7();
-    let tx = db.transaction().await?;
-    tx.execute(
-        "INSERT INTO api_keys (id, org_id, name, key_hash, environment, project_id, default_project_id, prefix)
-         VALUES ($1, $2, $3, $4, $5::text::floopy_environment, $6, $7, $8)",
-        &[
-            &id,
-            &org,
-            &body.name,
-            &hash_key(secret.as_bytes()).to_vec(),
-            &body.environment.map(Environment::as_str),
-            &body.project_id,
-            &body.default_project_id,
-            &&secret[..SHOWN_PREFIX],
-        ],
-    )
-    .await?;
-    let view = read_key(tx.client(), org, id).await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "key.create",
-            object_type: "api_key",
-            object_id: id.to_string(),
-            before: None,
-            after: audit::snapshot(&view),
-        },
-    )
-    .await?;
+    let fields = KeyFields {
+        name: &body.name,
+        environment: body.environment,
+        project_id: body.project_id,
+        default_project_id: body.default_project_id,
+        secret: &secret,
+    };
+    let actor = Actor::person(org, caller.user_id);
+    let key = table::insert(&tx, actor, org, Uuid::now_v7(), &fields).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreatedKey { view, key: secret })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedKey {
+            view: key.into(),
+            key: secret,
+        }),
+    ))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -281,46 +209,17 @@ pub struct KeyRename {
     pub name: String,
 }
 
-/// Changes a key the caller manages, with its audit entry.
-async fn change_key(
-    state: &AppState,
+/// A key the caller manages, locked on `tx` (the membership that
+/// authorizes the change read on it too), and who changes it.
+async fn managed_key(
+    tx: &tokio_postgres::Transaction<'_>,
     caller: &Caller,
     (org, key): (Uuid, Uuid),
-    audit_action: &str,
-    sql: &str,
-    extra: Option<&String>,
-) -> Result<KeyView, ApiError> {
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
+) -> Result<(Actor, KeyRow), ApiError> {
     let m = membership(tx.client(), caller, org).await?;
-    // Locked, so `before` is what this change replaces.
-    tx.query_opt(
-        "SELECT 1 FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE",
-        &[&org, &key],
-    )
-    .await?;
-    let before = visible_key(tx.client(), &m, org, key).await?;
+    let before = visible(&m, table::lock(tx, org, key).await?)?;
     authorize(&m, Action::ManageKeys(before.project_id))?;
-    match extra {
-        Some(value) => tx.execute(sql, &[&org, &key, value]).await?,
-        None => tx.execute(sql, &[&org, &key]).await?,
-    };
-    let after = read_key(tx.client(), org, key).await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: audit_action,
-            object_type: "api_key",
-            object_id: key.to_string(),
-            before: audit::snapshot(&before),
-            after: audit::snapshot(&after),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
+    Ok((Actor::person(org, caller.user_id), before))
 }
 
 /// `PATCH /v1/orgs/{org}/keys/{key}`: renames it.
@@ -342,16 +241,12 @@ pub async fn rename(
     if let Err(message) = check_length(&body.name, NAME_CHARS) {
         return Err(ApiError::Validation(vec![FieldError::new("name", message)]));
     }
-    change_key(
-        &state,
-        &caller,
-        ids,
-        "key.rename",
-        "UPDATE api_keys SET name = $3 WHERE org_id = $1 AND id = $2",
-        Some(&body.name),
-    )
-    .await
-    .map(Json)
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let (actor, before) = managed_key(&tx, &caller, ids).await?;
+    let after = table::rename(&tx, actor, &before, &body.name).await?;
+    tx.commit().await?;
+    Ok(Json(after.into()))
 }
 
 /// `POST /v1/orgs/{org}/keys/{key}/revoke`: every gateway refuses it within
@@ -370,19 +265,12 @@ pub async fn revoke(
     caller: Caller,
     Ids(ids): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<KeyView>, ApiError> {
-    change_key(
-        &state,
-        &caller,
-        ids,
-        "key.revoke",
-        // A person's revocation is final, even of a key a budget revoked.
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()), revoked_by_budget = NULL,
-                revoked_by_a_budget = false
-          WHERE org_id = $1 AND id = $2",
-        None,
-    )
-    .await
-    .map(Json)
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let (actor, before) = managed_key(&tx, &caller, ids).await?;
+    let after = table::revoke(&tx, actor, &before).await?;
+    tx.commit().await?;
+    Ok(Json(after.into()))
 }
 
 /// `POST /v1/orgs/{org}/keys/{key}/restore`: gives back a key a budget
@@ -402,25 +290,15 @@ pub async fn revoke(
 pub async fn restore(
     State(state): State<AppState>,
     caller: Caller,
-    Ids((org, key)): Ids<(Uuid, Uuid)>,
+    Ids(ids): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<KeyView>, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let m = membership(tx.client(), &caller, org).await?;
-    let by_a_budget: Option<bool> = tx
-        .query_opt(
-            "SELECT revoked_by_a_budget FROM api_keys WHERE org_id = $1 AND id = $2 FOR UPDATE",
-            &[&org, &key],
-        )
-        .await?
-        .map(|row| row.try_get("revoked_by_a_budget"))
-        .transpose()?;
-    let before = visible_key(tx.client(), &m, org, key).await?;
-    authorize(&m, Action::ManageKeys(before.project_id))?;
+    let (actor, before) = managed_key(&tx, &caller, ids).await?;
     if !before.revoked {
-        return Ok(Json(before));
+        return Ok(Json(before.into()));
     }
-    if by_a_budget != Some(true) {
+    if !before.revoked_by_a_budget {
         return Err(ApiError::Conflict {
             code: "key_revoked_by_a_person",
             message: "this key was revoked through the API or the dashboard, which is final: create a new key".into(),
@@ -435,29 +313,10 @@ pub async fn restore(
             ),
         });
     }
-    tx.execute(
-        "UPDATE api_keys SET revoked_at = NULL, revoked_by_budget = NULL, revoked_by_a_budget = false
-          WHERE org_id = $1 AND id = $2",
-        &[&org, &key],
-    )
-    .await?;
+    let after = table::restore(&tx, actor, &before).await?;
     if let Some(budget) = before.revoked_by_budget {
-        super::budgets::rearm(&tx, budget).await?;
+        budgets::rearm(&tx, budget).await?;
     }
-    let after = read_key(tx.client(), org, key).await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "key.restore",
-            object_type: "api_key",
-            object_id: key.to_string(),
-            before: audit::snapshot(&before),
-            after: audit::snapshot(&after),
-        },
-    )
-    .await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(Json(after.into()))
 }

@@ -5,13 +5,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use floopy_model::{format_usd, usd_to_micro, Environment};
+use floopy_control_db::tables::limits::{self as table, LimitsRow};
+use floopy_control_db::Actor;
+use floopy_model::{usd_to_micro, Environment};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
@@ -30,18 +31,15 @@ pub struct LimitsView {
     pub month_to_date_usd: Option<String>,
 }
 
-fn view(row: &tokio_postgres::Row) -> Result<Option<LimitsView>, ApiError> {
-    let environment: String = row.try_get("environment")?;
-    let cost: Option<i64> = row.try_get("monthly_cost_micro_usd")?;
-    let Some(environment) = Environment::parse(&environment) else {
-        return Ok(None);
-    };
-    Ok(Some(LimitsView {
-        environment,
-        rpm: row.try_get("rpm")?,
-        monthly_cost_usd: cost.map(|c| format_usd(u64::try_from(c).unwrap_or(0))),
-        month_to_date_usd: None,
-    }))
+impl From<LimitsRow> for LimitsView {
+    fn from(l: LimitsRow) -> LimitsView {
+        LimitsView {
+            environment: l.environment,
+            rpm: l.rpm,
+            monthly_cost_usd: l.monthly_cost_usd,
+            month_to_date_usd: None,
+        }
+    }
 }
 
 /// `GET /v1/orgs/{org}/limits`: every environment (four, so one page),
@@ -62,31 +60,14 @@ pub async fn list(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadLimits)?;
-    let environments: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
-    let rows = db
-        .query(
-            "SELECT e.name AS environment, l.rpm, l.monthly_cost_micro_usd,
-                    COALESCE((SELECT sum(u.settled_micro_usd) FROM replica_usage u
-                               WHERE u.org_id = $1 AND u.environment::text = e.name
-                                 AND u.month = to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int),
-                             0)::bigint AS spent
-               FROM unnest($2::text[]) WITH ORDINALITY AS e (name, n)
-               LEFT JOIN environment_limits l
-                 ON l.org_id = $1 AND l.environment::text = e.name
-              ORDER BY e.n",
-            &[&org, &environments],
-        )
-        .await?;
-    let mut data = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let spent: i64 = row.try_get("spent")?;
-        if let Some(v) = view(row)? {
-            data.push(LimitsView {
-                month_to_date_usd: Some(format_usd(u64::try_from(spent).unwrap_or(0))),
-                ..v
-            });
-        }
-    }
+    let data = table::list_with_spend(&db, org)
+        .await?
+        .into_iter()
+        .map(|(limits, spent)| LimitsView {
+            month_to_date_usd: Some(spent),
+            ..limits.into()
+        })
+        .collect();
     Ok(Json(Page {
         data,
         next_cursor: None,
@@ -127,9 +108,6 @@ pub async fn set(
     JsonBody(body): JsonBody<LimitsChange>,
 ) -> Result<Json<LimitsView>, ApiError> {
     let environment = parse_environment(&environment)?;
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageLimits)?;
     let mut errors = Vec::new();
     let rpm = match body.rpm {
         None => None,
@@ -150,44 +128,14 @@ pub async fn set(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
+    let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let before = tx
-        .query_opt(
-            "SELECT environment::text, rpm, monthly_cost_micro_usd FROM environment_limits
-              WHERE org_id = $1 AND environment = $2::text::floopy_environment",
-            &[&org, &environment.as_str()],
-        )
-        .await?
-        .as_ref()
-        .map(view)
-        .transpose()?
-        .flatten();
-    let row = tx
-        .query_one(
-            "INSERT INTO environment_limits (org_id, environment, rpm, monthly_cost_micro_usd)
-             VALUES ($1, $2::text::floopy_environment, $3, $4)
-             ON CONFLICT (org_id, environment)
-             DO UPDATE SET rpm = EXCLUDED.rpm, monthly_cost_micro_usd = EXCLUDED.monthly_cost_micro_usd
-             RETURNING environment::text, rpm, monthly_cost_micro_usd",
-            &[&org, &environment.as_str(), &rpm, &cost],
-        )
-        .await?;
-    let after = view(&row)?.ok_or_else(|| ApiError::internal("environment"))?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "limits.set",
-            object_type: "environment_limits",
-            object_id: environment.to_string(),
-            before: before.as_ref().and_then(audit::snapshot),
-            after: audit::snapshot(&after),
-        },
-    )
-    .await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageLimits)?;
+    let actor = Actor::person(org, caller.user_id);
+    let after = table::set(&tx, actor, org, environment, rpm, cost).await?;
     tx.commit().await?;
-    Ok(Json(after))
+    Ok(Json(after.into()))
 }
 
 /// `DELETE /v1/orgs/{org}/limits/{environment}`: no limits for it.
@@ -206,30 +154,13 @@ pub async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let environment = parse_environment(&environment)?;
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageLimits)?;
     let tx = db.transaction().await?;
-    let before = tx
-        .query_opt(
-            "DELETE FROM environment_limits WHERE org_id = $1 AND environment = $2::text::floopy_environment
-             RETURNING environment::text, rpm, monthly_cost_micro_usd",
-            &[&org, &environment.as_str()],
-        )
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageLimits)?;
+    let actor = Actor::person(org, caller.user_id);
+    table::remove(&tx, actor, org, environment)
         .await?
         .ok_or(ApiError::NotFound("limits"))?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "limits.remove",
-            object_type: "environment_limits",
-            object_id: environment.to_string(),
-            before: view(&before)?.as_ref().and_then(audit::snapshot),
-            after: None,
-        },
-    )
-    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,17 +1,19 @@
-//! Members: of an org (listed by every member; removed by owners and admins,
-//! an owner only by an owner; the last owner stays) and of a project (added,
-//! changed and removed by the project's owners and admins, or the org's).
-//! Org roles are changed in `orgs::set_member_role`.
+//! Members: of an org (listed by every member; their role changed and
+//! removed by owners and admins, an owner only by an owner; the last owner
+//! stays) and of a project (added, changed and removed by the project's
+//! owners and admins, or the org's).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_control_db::tables::members::{self as table, MemberRow};
+use floopy_control_db::tables::projects;
+use floopy_control_db::Actor;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, project_role, Action, Membership, OrgRole, ProjectRole};
@@ -35,14 +37,8 @@ async fn current_project_role(
     tx: &tokio_postgres::Transaction<'_>,
     (org, project, user): (Uuid, Uuid, Uuid),
 ) -> Result<Option<ProjectRole>, ApiError> {
-    let row = tx
-        .query_opt(
-            "SELECT role::text FROM project_members
-              WHERE org_id = $1 AND project_id = $2 AND user_id = $3 FOR UPDATE",
-            &[&org, &project, &user],
-        )
-        .await?;
-    Ok(row.and_then(|r| ProjectRole::parse(r.get(0))))
+    let role = table::lock_project_role(tx, org, project, user).await?;
+    Ok(role.as_deref().and_then(ProjectRole::parse))
 }
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -53,12 +49,14 @@ pub struct MemberView {
     pub role: String,
 }
 
-fn view(row: &tokio_postgres::Row) -> MemberView {
-    MemberView {
-        user_id: row.get(0),
-        email: row.get(1),
-        name: row.get(2),
-        role: row.get(3),
+impl From<MemberRow> for MemberView {
+    fn from(m: MemberRow) -> MemberView {
+        MemberView {
+            user_id: m.user_id,
+            email: m.email,
+            name: m.name,
+            role: m.role,
+        }
     }
 }
 
@@ -81,15 +79,8 @@ pub async fn list(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadOrgMembers)?;
-    let rows = db
-        .query(
-            "SELECT u.id, u.email, u.name, m.role::text FROM org_members m
-               JOIN users u ON u.id = m.user_id
-              WHERE m.org_id = $1 AND ($2::uuid IS NULL OR u.id > $2) ORDER BY u.id LIMIT $3",
-            &[&org, &after, &(limit + 1)],
-        )
-        .await?;
-    let items = rows.iter().map(view).collect();
+    let rows = table::list_org(&db, org, after, limit + 1).await?;
+    let items = rows.into_iter().map(MemberView::from).collect();
     Ok(Json(Page::new(items, limit, |m| m.user_id)))
 }
 
@@ -109,40 +100,64 @@ pub async fn remove(
     Ids((org, user)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageOrgMembers)?;
     let tx = db.transaction().await?;
-    let role: String = tx
-        .query_opt(
-            "SELECT role::text FROM org_members WHERE org_id = $1 AND user_id = $2 FOR UPDATE",
-            &[&org, &user],
-        )
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let role = table::lock_org_role(&tx, org, user, false)
         .await?
-        .ok_or(ApiError::NotFound("member"))?
-        .get(0);
+        .ok_or(ApiError::NotFound("member"))?;
     if role == "owner" && m.org_role != OrgRole::Owner {
         return Err(ApiError::Forbidden("only an owner removes an owner".into()));
     }
-    tx.execute(
-        "DELETE FROM org_members WHERE org_id = $1 AND user_id = $2",
-        &[&org, &user],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "member.remove",
-            object_type: "org_member",
-            object_id: user.to_string(),
-            before: Some(serde_json::json!({"user_id": user, "role": role})),
-            after: None,
-        },
-    )
-    .await?;
+    let actor = Actor::person(org, caller.user_id);
+    table::remove_org_member(&tx, actor, org, user, &role).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    pub role: OrgRole,
+}
+
+/// `PATCH /v1/orgs/{org}/members/{user}`: changes a member's org role
+/// (owners and admins; only an owner makes or unmakes an owner; the last
+/// owner stays one).
+#[utoipa::path(
+    operation_id = "orgs_set_member_role",
+    tag = "orgs",
+    patch,
+    path = "/v1/orgs/{org}/members/{user}",
+    params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
+    request_body = RoleChange,
+    responses((status = 200, description = "The member's new role", body = Object), crate::openapi::Refusals),
+)]
+pub async fn set_member_role(
+    State(state): State<AppState>,
+    caller: Caller,
+    Ids((org, user)): Ids<(Uuid, Uuid)>,
+    JsonBody(body): JsonBody<RoleChange>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let current = table::lock_org_role(&tx, org, user, false)
+        .await?
+        .ok_or(ApiError::NotFound("member"))?;
+    let touches_owner = current == "owner" || body.role == OrgRole::Owner;
+    if touches_owner && m.org_role != OrgRole::Owner {
+        return Err(ApiError::Forbidden(
+            "only an owner makes or unmakes an owner".into(),
+        ));
+    }
+    let actor = Actor::person(org, caller.user_id);
+    table::set_org_role(&tx, actor, org, user, &current, body.role.as_str()).await?;
+    tx.commit().await?;
+    Ok(Json(
+        serde_json::json!({"user_id": user, "role": body.role}),
+    ))
 }
 
 /// `GET /v1/orgs/{org}/projects/{project}/members`.
@@ -166,26 +181,11 @@ pub async fn list_project(
     authorize(&m, Action::ReadProject(project))?;
     // An org's owners and admins may read any of its projects, not a
     // project of another org or one that does not exist.
-    if db
-        .query_opt(
-            "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2",
-            &[&org, &project],
-        )
-        .await?
-        .is_none()
-    {
+    if projects::read(&db, org, project).await?.is_none() {
         return Err(ApiError::NotFound("project"));
     }
-    let rows = db
-        .query(
-            "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm
-               JOIN users u ON u.id = pm.user_id
-              WHERE pm.org_id = $1 AND pm.project_id = $2 AND ($3::uuid IS NULL OR u.id > $3)
-              ORDER BY u.id LIMIT $4",
-            &[&org, &project, &after, &(limit + 1)],
-        )
-        .await?;
-    let items = rows.iter().map(view).collect();
+    let rows = table::list_project(&db, org, project, after, limit + 1).await?;
+    let items = rows.into_iter().map(MemberView::from).collect();
     Ok(Json(Page::new(items, limit, |m| m.user_id)))
 }
 
@@ -213,26 +213,14 @@ pub async fn set_project(
     JsonBody(body): JsonBody<ProjectRoleChange>,
 ) -> Result<Json<MemberView>, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageProjectMembers(project))?;
     let tx = db.transaction().await?;
-    let exists = tx
-        .query_opt(
-            "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2",
-            &[&org, &project],
-        )
-        .await?;
-    if exists.is_none() {
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageProjectMembers(project))?;
+    if projects::read(tx.client(), org, project).await?.is_none() {
         return Err(ApiError::NotFound("project"));
     }
     // Locked, so the member cannot leave the org before the insert.
-    let in_org = tx
-        .query_opt(
-            "SELECT 1 FROM org_members WHERE org_id = $1 AND user_id = $2 FOR KEY SHARE",
-            &[&org, &user],
-        )
-        .await?;
-    if in_org.is_none() {
+    if table::lock_org_role(&tx, org, user, true).await?.is_none() {
         return Err(ApiError::Validation(vec![FieldError::new(
             "user",
             format!("{user} is not a member of this organization"),
@@ -242,37 +230,13 @@ pub async fn set_project(
     if body.role == ProjectRole::Owner || before == Some(ProjectRole::Owner) {
         may_touch_owner(&m, project)?;
     }
-    tx.execute(
-        "INSERT INTO project_members (org_id, project_id, user_id, role)
-         VALUES ($1, $2, $3, $4::text::floopy_project_role)
-         ON CONFLICT (org_id, project_id, user_id) DO UPDATE SET role = EXCLUDED.role",
-        &[&org, &project, &user, &body.role.as_str()],
-    )
-    .await?;
-    let row = tx
-        .query_one(
-            "SELECT u.id, u.email, u.name, pm.role::text FROM project_members pm
-               JOIN users u ON u.id = pm.user_id
-              WHERE pm.org_id = $1 AND pm.project_id = $2 AND pm.user_id = $3",
-            &[&org, &project, &user],
-        )
-        .await?;
-    let member = view(&row);
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "project_member.set",
-            object_type: "project_member",
-            object_id: format!("{project}/{user}"),
-            before: before.map(|role| serde_json::json!({"user_id": user, "role": role})),
-            after: audit::snapshot(&member),
-        },
-    )
-    .await?;
+    let actor = Actor::person(org, caller.user_id);
+    let before = before.map(ProjectRole::as_str);
+    let member =
+        table::set_project_role(&tx, actor, (org, project, user), before, body.role.as_str())
+            .await?;
     tx.commit().await?;
-    Ok(Json(member))
+    Ok(Json(member.into()))
 }
 
 /// `DELETE /v1/orgs/{org}/projects/{project}/members/{user}`.
@@ -290,33 +254,17 @@ pub async fn remove_project(
     Ids((org, project, user)): Ids<(Uuid, Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageProjectMembers(project))?;
     let tx = db.transaction().await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageProjectMembers(project))?;
     let Some(before) = current_project_role(&tx, (org, project, user)).await? else {
         return Err(ApiError::NotFound("member"));
     };
     if before == ProjectRole::Owner {
         may_touch_owner(&m, project)?;
     }
-    tx.execute(
-        "DELETE FROM project_members WHERE org_id = $1 AND project_id = $2 AND user_id = $3",
-        &[&org, &project, &user],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "project_member.remove",
-            object_type: "project_member",
-            object_id: format!("{project}/{user}"),
-            before: Some(serde_json::json!({"user_id": user, "role": before})),
-            after: None,
-        },
-    )
-    .await?;
+    let actor = Actor::person(org, caller.user_id);
+    table::remove_project_member(&tx, actor, (org, project, user), before.as_str()).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -76,7 +76,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/orgs/{org}/members", get(members::list))
         .route(
             "/v1/orgs/{org}/members/{user}",
-            patch(orgs::set_member_role).delete(members::remove),
+            patch(members::set_member_role).delete(members::remove),
         )
         .route(
             "/v1/orgs/{org}/projects/{project}/members",
@@ -120,64 +120,73 @@ pub fn routes() -> Router<AppState> {
                 .delete(alerts::delete_rule),
         )
         .route("/v1/orgs/{org}/alerts", get(alerts::list_alerts))
-        .route("/v1/orgs/{org}/feedback", post(analytics::create_feedback))
+        .route(
+            "/v1/orgs/{org}/feedback",
+            post(analytics::feedback::create_feedback),
+        )
         .route(
             "/v1/orgs/{org}/analytics/requests",
-            get(analytics::requests),
+            get(analytics::requests::requests),
         )
         .route(
             "/v1/orgs/{org}/analytics/requests/{request}",
-            get(analytics::request),
+            get(analytics::requests::request),
         )
         .route(
             "/v1/orgs/{org}/analytics/timeseries",
-            get(analytics::timeseries),
+            get(analytics::series::timeseries),
         )
         .route(
             "/v1/orgs/{org}/analytics/sessions",
-            get(analytics::sessions),
+            get(analytics::groups::sessions),
         )
-        .route("/v1/orgs/{org}/analytics/users", get(analytics::users))
+        .route(
+            "/v1/orgs/{org}/analytics/users",
+            get(analytics::groups::users),
+        )
         .route(
             "/v1/orgs/{org}/analytics/properties",
-            get(analytics::properties),
+            get(analytics::groups::properties),
         )
-        .route("/v1/orgs/{org}/analytics/cache", get(analytics::cache))
+        .route(
+            "/v1/orgs/{org}/analytics/cache",
+            get(analytics::cache::cache),
+        )
         .route(
             "/v1/orgs/{org}/analytics/rate-limits",
-            get(analytics::rate_limits),
+            get(analytics::series::rate_limits),
         )
         .route(
             "/v1/orgs/{org}/analytics/security",
-            get(analytics::security),
+            get(analytics::series::security),
         )
         .route(
             "/v1/orgs/{org}/analytics/evaluations",
-            get(analytics::evaluations),
+            get(analytics::evaluations::evaluations),
         )
         .route(
             "/v1/orgs/{org}/analytics/projects",
-            get(analytics::projects),
+            get(analytics::projects::projects),
         )
         .route(
             "/v1/orgs/{org}/analytics/widgets/cost-per-mtok",
-            get(analytics::widget_cost_per_mtok),
+            get(analytics::widgets::widget_cost_per_mtok),
         )
         .route(
             "/v1/orgs/{org}/analytics/widgets/latency",
-            get(analytics::widget_latency),
+            get(analytics::widgets::widget_latency),
         )
         .route(
             "/v1/orgs/{org}/analytics/widgets/quality",
-            get(analytics::widget_quality),
+            get(analytics::widgets::widget_quality),
         )
         .route(
             "/v1/orgs/{org}/analytics/widgets/rank",
-            get(analytics::widget_rank),
+            get(analytics::widgets::widget_rank),
         )
         .route(
             "/v1/orgs/{org}/analytics/widgets/cost-by-environment",
-            get(analytics::widget_cost_by_environment),
+            get(analytics::widgets::widget_cost_by_environment),
         )
 }
 
@@ -283,29 +292,17 @@ pub async fn membership(
     caller: &Caller,
     org: Uuid,
 ) -> Result<Membership, ApiError> {
-    let role: String = db
-        .query_opt(
-            "SELECT role::text FROM org_members WHERE org_id = $1 AND user_id = $2",
-            &[&org, &caller.user_id],
-        )
+    let roles = floopy_control_db::tables::members::roles(db, org, caller.user_id)
         .await?
-        .ok_or(ApiError::NotFound("organization"))?
-        .get(0);
+        .ok_or(ApiError::NotFound("organization"))?;
+    let role = roles.org_role;
     let org_role =
         OrgRole::parse(&role).ok_or_else(|| ApiError::internal(format!("role {role}")))?;
-    let mut projects = std::collections::HashMap::new();
-    for row in db
-        .query(
-            "SELECT project_id, role::text FROM project_members WHERE org_id = $1 AND user_id = $2",
-            &[&org, &caller.user_id],
-        )
-        .await?
-    {
-        let role: String = row.get(1);
-        if let Some(role) = ProjectRole::parse(&role) {
-            projects.insert(row.get(0), role);
-        }
-    }
+    let projects = roles
+        .projects
+        .into_iter()
+        .filter_map(|(project, role)| Some((project, ProjectRole::parse(&role)?)))
+        .collect();
     Ok(Membership { org_role, projects })
 }
 

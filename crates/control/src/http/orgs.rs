@@ -1,8 +1,11 @@
-//! Organizations: the caller's list, one org, renaming and the plan (owners),
-//! its members and their roles, and its audit log.
+//! Organizations: the caller's list, one org, renaming and the plan
+//! (owners), and its audit log. Its members are `members`'.
 
 use axum::extract::State;
 use axum::Json;
+use floopy_control_db::tables::audit as audit_log;
+use floopy_control_db::tables::orgs::{self as table, OrgRow};
+use floopy_control_db::Actor;
 use floopy_model::validate::{check_length, NAME_CHARS};
 use floopy_model::Plan;
 use serde::{Deserialize, Serialize};
@@ -10,10 +13,8 @@ use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
 use crate::roles::{authorize, Action, OrgRole};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -29,22 +30,14 @@ pub struct OrgView {
     pub created_at: String,
 }
 
-const ORG_COLUMNS: &str = concat!(
-    "o.id, o.name, o.plan::text, m.role::text, ",
-    rfc3339!("o.created_at")
-);
-
-fn org_view(row: &tokio_postgres::Row) -> Result<OrgView, ApiError> {
-    let plan: String = row.get(2);
-    let role: String = row.get(3);
-    let plan = Plan::parse(&plan).ok_or_else(|| ApiError::internal(format!("plan {plan}")))?;
+fn org_view((org, role): (OrgRow, String)) -> Result<OrgView, ApiError> {
     Ok(OrgView {
-        id: row.get(0),
-        name: row.get(1),
-        plan,
-        max_projects: plan.max_projects(),
+        id: org.id,
+        name: org.name,
+        plan: org.plan,
+        max_projects: org.plan.max_projects(),
         role: OrgRole::parse(&role).ok_or_else(|| ApiError::internal(format!("role {role}")))?,
-        created_at: row.get(4),
+        created_at: org.created_at,
     })
 }
 
@@ -64,17 +57,8 @@ pub async fn list(
 ) -> Result<Json<Page<OrgView>>, ApiError> {
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {ORG_COLUMNS} FROM organizations o
-                   JOIN org_members m ON m.org_id = o.id AND m.user_id = $1
-                  WHERE ($2::uuid IS NULL OR o.id > $2) ORDER BY o.id LIMIT $3"
-            ),
-            &[&caller.user_id, &after, &(limit + 1)],
-        )
-        .await?;
-    let items = rows.iter().map(org_view).collect::<Result<_, _>>()?;
+    let rows = table::list_for(&db, caller.user_id, after, limit + 1).await?;
+    let items = rows.into_iter().map(org_view).collect::<Result<_, _>>()?;
     Ok(Json(Page::new(items, limit, |o| o.id)))
 }
 
@@ -83,17 +67,10 @@ async fn read_org(
     caller: &Caller,
     org: Uuid,
 ) -> Result<OrgView, ApiError> {
-    let row = db
-        .query_opt(
-            &format!(
-                "SELECT {ORG_COLUMNS} FROM organizations o
-                   JOIN org_members m ON m.org_id = o.id AND m.user_id = $2 WHERE o.id = $1"
-            ),
-            &[&org, &caller.user_id],
-        )
+    let org = table::read_for(db, org, caller.user_id)
         .await?
         .ok_or(ApiError::NotFound("organization"))?;
-    org_view(&row)
+    org_view(org)
 }
 
 /// `GET /v1/orgs/{org}`.
@@ -139,24 +116,16 @@ pub async fn update(
     Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<OrgUpdate>,
 ) -> Result<Json<OrgView>, ApiError> {
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::UpdateOrg)?;
     if let Some(Err(message)) = body.name.as_deref().map(|n| check_length(n, NAME_CHARS)) {
         return Err(ApiError::Validation(vec![FieldError::new("name", message)]));
     }
+    let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    // The org row is locked first, as project creation does: a plan change
-    // and a create cannot pass each other's check.
-    let projects: i64 = tx
-        .query_one(
-            "SELECT (SELECT count(*) FROM projects WHERE org_id = $1)
-               FROM organizations WHERE id = $1 FOR UPDATE",
-            &[&org],
-        )
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::UpdateOrg)?;
+    let (before, projects) = table::lock(&tx, org)
         .await?
-        .get(0);
-    let before = read_org(tx.client(), &caller, org).await?;
+        .ok_or(ApiError::NotFound("organization"))?;
     if let Some(max) = body.plan.and_then(Plan::max_projects) {
         if projects > max as i64 {
             return Err(ApiError::Validation(vec![FieldError::new(
@@ -165,93 +134,10 @@ pub async fn update(
             )]));
         }
     }
-    tx.execute(
-        "UPDATE organizations SET name = coalesce($2, name),
-                plan = coalesce($3::text::floopy_plan, plan) WHERE id = $1",
-        &[&org, &body.name, &body.plan.map(Plan::as_str)],
-    )
-    .await?;
-    let after = read_org(tx.client(), &caller, org).await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "org.update",
-            object_type: "organization",
-            object_id: org.to_string(),
-            before: audit::snapshot(&before),
-            after: audit::snapshot(&after),
-        },
-    )
-    .await?;
+    let actor = Actor::person(org, caller.user_id);
+    let after = table::update(&tx, actor, &before, body.name.as_deref(), body.plan).await?;
     tx.commit().await?;
-    Ok(Json(after))
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RoleChange {
-    pub role: OrgRole,
-}
-
-/// `PATCH /v1/orgs/{org}/members/{user}`: changes a member's org role
-/// (owners and admins; only an owner makes or unmakes an owner; the last
-/// owner stays one).
-#[utoipa::path(
-    operation_id = "orgs_set_member_role",
-    tag = "orgs",
-    patch,
-    path = "/v1/orgs/{org}/members/{user}",
-    params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
-    request_body = RoleChange,
-    responses((status = 200, description = "The member's new role", body = Object), crate::openapi::Refusals),
-)]
-pub async fn set_member_role(
-    State(state): State<AppState>,
-    caller: Caller,
-    Ids((org, user)): Ids<(Uuid, Uuid)>,
-    JsonBody(body): JsonBody<RoleChange>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageOrgMembers)?;
-    let tx = db.transaction().await?;
-    let current: String = tx
-        .query_opt(
-            "SELECT role::text FROM org_members WHERE org_id = $1 AND user_id = $2 FOR UPDATE",
-            &[&org, &user],
-        )
-        .await?
-        .ok_or(ApiError::NotFound("member"))?
-        .get(0);
-    let touches_owner = current == "owner" || body.role == OrgRole::Owner;
-    if touches_owner && m.org_role != OrgRole::Owner {
-        return Err(ApiError::Forbidden(
-            "only an owner makes or unmakes an owner".into(),
-        ));
-    }
-    tx.execute(
-        "UPDATE org_members SET role = $3::text::floopy_org_role WHERE org_id = $1 AND user_id = $2",
-        &[&org, &user, &body.role.as_str()],
-    )
-    .await?;
-    let after = serde_json::json!({"user_id": user, "role": body.role});
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "member.role",
-            object_type: "org_member",
-            object_id: user.to_string(),
-            before: Some(serde_json::json!({"user_id": user, "role": current})),
-            after: Some(after.clone()),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(Json(after))
+    org_view((after, m.org_role.as_str().to_string())).map(Json)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -290,28 +176,18 @@ pub async fn audit(
     authorize(&m, Action::ReadAudit)?;
     // Newest first: the cursor is the last (smallest) id of the previous page.
     let before = after.unwrap_or(Uuid::max());
-    let rows = db
-        .query(
-            concat!(
-                "SELECT id, actor_id, action, object_type, object_id, before::text, after::text, ",
-                rfc3339!("at"),
-                " FROM audit_log WHERE org_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-            ),
-            &[&org, &before, &(limit + 1)],
-        )
-        .await?;
-    let parse = |text: Option<String>| text.and_then(|t| serde_json::from_str(&t).ok());
+    let rows = audit_log::list(&db, org, before, limit + 1).await?;
     let items = rows
-        .iter()
-        .map(|row| AuditView {
-            id: row.get(0),
-            actor_id: row.get(1),
-            action: row.get(2),
-            object_type: row.get(3),
-            object_id: row.get(4),
-            before: parse(row.get(5)),
-            after: parse(row.get(6)),
-            at: row.get(7),
+        .into_iter()
+        .map(|e| AuditView {
+            id: e.id,
+            actor_id: e.actor_id,
+            action: e.action,
+            object_type: e.object_type,
+            object_id: e.object_id,
+            before: e.before,
+            after: e.after,
+            at: e.at,
         })
         .collect();
     Ok(Json(Page::new(items, limit, |e| e.id)))

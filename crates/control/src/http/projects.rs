@@ -8,20 +8,20 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_control_db::tables::projects::{self as table, ProjectRow};
+use floopy_control_db::tables::{members, orgs};
+use floopy_control_db::Actor;
 use floopy_model::validate::{
     check_length, is_valid_color, is_valid_slug, slug_error, DESCRIPTION_CHARS, ICON_CHARS,
     PROJECT_NAME_CHARS,
 };
-use floopy_model::{Plan, DEFAULT_PROJECT_ID};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
 use crate::roles::{authorize, project_role, Action, OrgRole, ProjectRole};
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -43,40 +43,22 @@ pub struct ProjectView {
     pub role: Option<ProjectRole>,
 }
 
-const COLUMNS: &str = concat!(
-    "id, org_id, name, slug, description, color, icon, archived, ",
-    rfc3339!("created_at")
-);
-
-fn view(row: &tokio_postgres::Row) -> ProjectView {
-    let id: Uuid = row.get(0);
-    ProjectView {
-        id,
-        org_id: row.get(1),
-        name: row.get(2),
-        slug: row.get(3),
-        description: row.get(4),
-        color: row.get(5),
-        icon: row.get(6),
-        archived: row.get(7),
-        is_default: id == DEFAULT_PROJECT_ID,
-        created_at: row.get(8),
-        role: None,
+impl ProjectView {
+    fn new(p: ProjectRow, role: Option<ProjectRole>) -> ProjectView {
+        ProjectView {
+            id: p.id,
+            org_id: p.org_id,
+            name: p.name,
+            slug: p.slug,
+            description: p.description,
+            color: p.color,
+            icon: p.icon,
+            archived: p.archived,
+            is_default: p.is_default,
+            created_at: p.created_at,
+            role,
+        }
     }
-}
-
-async fn read_project(
-    db: &tokio_postgres::Client,
-    org: Uuid,
-    project: Uuid,
-) -> Result<ProjectView, ApiError> {
-    db.query_opt(
-        &format!("SELECT {COLUMNS} FROM projects WHERE org_id = $1 AND id = $2"),
-        &[&org, &project],
-    )
-    .await?
-    .map(|row| view(&row))
-    .ok_or(ApiError::NotFound("project"))
 }
 
 /// The fields of a new or changed project, each checked with the data
@@ -92,6 +74,16 @@ pub struct ProjectFields {
 }
 
 impl ProjectFields {
+    fn fields(&self) -> table::ProjectFields<'_> {
+        table::ProjectFields {
+            name: self.name.as_deref(),
+            slug: self.slug.as_deref(),
+            description: self.description.as_deref(),
+            color: self.color.as_deref(),
+            icon: self.icon.as_deref(),
+        }
+    }
+
     fn check(&self, creating: bool) -> Result<(), ApiError> {
         let mut errors = Vec::new();
         let mut length = |param: &str, value: &Option<String>, bounds| {
@@ -145,27 +137,12 @@ pub async fn list(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     let all = m.org_role.runs_the_org();
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {COLUMNS} FROM projects p
-                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2)
-                    AND ($4 OR EXISTS (SELECT 1 FROM project_members pm
-                                        WHERE pm.org_id = p.org_id AND pm.project_id = p.id
-                                          AND pm.user_id = $5))
-                  ORDER BY id LIMIT $3"
-            ),
-            &[&org, &after, &(limit + 1), &all, &caller.user_id],
-        )
-        .await?;
+    let rows = table::list(&db, org, after, limit + 1, all, caller.user_id).await?;
     let items = rows
-        .iter()
-        .map(|row| {
-            let v = view(row);
-            ProjectView {
-                role: project_role(&m, v.id),
-                ..v
-            }
+        .into_iter()
+        .map(|p| {
+            let role = project_role(&m, p.id);
+            ProjectView::new(p, role)
         })
         .collect();
     Ok(Json(Page::new(items, limit, |p| p.id)))
@@ -188,69 +165,34 @@ pub async fn create(
     Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<ProjectFields>,
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::CreateProject)?;
     body.check(true)?;
-    let id = Uuid::now_v7();
+    let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let created = tx
-        .execute(
-            "INSERT INTO projects (org_id, id, name, slug, description, color, icon)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &org,
-                &id,
-                &body.name,
-                &body.slug,
-                &body.description,
-                &body.color,
-                &body.icon,
-            ],
-        )
-        .await;
-    if let Err(e) = created {
-        if e.as_db_error().and_then(|d| d.constraint()) == Some("projects_plan_quota") {
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::CreateProject)?;
+    let actor = Actor::person(org, caller.user_id);
+    let created = table::insert(&tx, actor, org, Uuid::now_v7(), &body.fields()).await;
+    let project = match created {
+        Ok(project) => project,
+        Err(e) if e.constraint() == Some("projects_plan_quota") => {
             // The trigger's refusal: say which plan and what it allows.
             drop(tx);
-            let plan: String = db
-                .query_one(
-                    "SELECT plan::text FROM organizations WHERE id = $1",
-                    &[&org],
-                )
+            let plan = orgs::plan(&db, org)
                 .await?
-                .get(0);
-            let plan = Plan::parse(&plan).ok_or_else(|| ApiError::internal(plan))?;
+                .ok_or(ApiError::NotFound("organization"))?;
             return Err(ApiError::QuotaExceeded {
                 plan,
                 limit: plan.max_projects().unwrap_or(usize::MAX),
             });
         }
-        return Err(e.into());
-    }
+        Err(e) => return Err(e.into()),
+    };
     if m.org_role == OrgRole::Manager {
-        tx.execute(
-            "INSERT INTO project_members (org_id, project_id, user_id, role) VALUES ($1, $2, $3, 'owner')",
-            &[&org, &id, &caller.user_id],
-        )
-        .await?;
+        let member = (org, project.id, caller.user_id);
+        members::set_project_role(&tx, actor, member, None, "owner").await?;
     }
-    let project = read_project(tx.client(), org, id).await?;
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: "project.create",
-            object_type: "project",
-            object_id: id.to_string(),
-            before: None,
-            after: audit::snapshot(&project),
-        },
-    )
-    .await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(project)))
+    Ok((StatusCode::CREATED, Json(ProjectView::new(project, None))))
 }
 
 /// `GET /v1/orgs/{org}/projects/{project}`.
@@ -270,56 +212,26 @@ pub async fn read(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ReadProject(project))?;
-    let v = read_project(&db, org, project).await?;
-    Ok(Json(ProjectView {
-        role: project_role(&m, project),
-        ..v
-    }))
+    let v = table::read(&db, org, project)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    Ok(Json(ProjectView::new(v, project_role(&m, project))))
 }
 
-/// Applies `change` to a project the caller may `action`, in one
-/// transaction with its audit entry.
-async fn change(
-    state: &AppState,
+/// The project the caller may `action`, locked on `tx` (the membership
+/// that authorizes it read on it too), and who changes it.
+async fn changed_project(
+    tx: &tokio_postgres::Transaction<'_>,
     caller: &Caller,
     (org, project): (Uuid, Uuid),
     action: Action,
-    audit_action: &str,
-    sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-) -> Result<Option<ProjectView>, ApiError> {
-    let mut db = state.db().await?;
-    let tx = db.transaction().await?;
+) -> Result<(Actor, ProjectRow), ApiError> {
     let m = membership(tx.client(), caller, org).await?;
     authorize(&m, action)?;
-    // Locked, so `before` is what this change replaces.
-    tx.query_opt(
-        "SELECT 1 FROM projects WHERE org_id = $1 AND id = $2 FOR UPDATE",
-        &[&org, &project],
-    )
-    .await?;
-    let before = read_project(tx.client(), org, project).await?;
-    tx.execute(sql, params).await?;
-    let after = match read_project(tx.client(), org, project).await {
-        Ok(after) => Some(after),
-        Err(ApiError::NotFound(_)) => None,
-        Err(e) => return Err(e),
-    };
-    audit::record(
-        &tx,
-        audit::Entry {
-            org_id: Some(org),
-            actor_id: caller.user_id,
-            action: audit_action,
-            object_type: "project",
-            object_id: project.to_string(),
-            before: audit::snapshot(&before),
-            after: after.as_ref().and_then(audit::snapshot),
-        },
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(after)
+    let before = table::lock(tx, org, project)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    Ok((Actor::person(org, caller.user_id), before))
 }
 
 /// `PATCH /v1/orgs/{org}/projects/{project}`: name, slug, description,
@@ -340,28 +252,15 @@ pub async fn update(
     JsonBody(body): JsonBody<ProjectFields>,
 ) -> Result<Json<ProjectView>, ApiError> {
     body.check(false)?;
-    let after = change(
-        &state,
-        &caller,
-        (org, project),
-        Action::UpdateProject(project),
-        "project.update",
-        "UPDATE projects SET name = coalesce($3, name), slug = coalesce($4, slug),
-                description = coalesce($5, description), color = coalesce($6, color),
-                icon = coalesce($7, icon)
-          WHERE org_id = $1 AND id = $2",
-        &[
-            &org,
-            &project,
-            &body.name,
-            &body.slug,
-            &body.description,
-            &body.color,
-            &body.icon,
-        ],
-    )
-    .await?;
-    after.map(Json).ok_or(ApiError::NotFound("project"))
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let action = Action::UpdateProject(project);
+    let (actor, before) = changed_project(&tx, &caller, (org, project), action).await?;
+    let after = table::update(&tx, actor, &before, &body.fields()).await?;
+    tx.commit().await?;
+    after
+        .map(|p| Json(ProjectView::new(p, None)))
+        .ok_or(ApiError::NotFound("project"))
 }
 
 async fn set_archived(
@@ -370,22 +269,15 @@ async fn set_archived(
     ids: (Uuid, Uuid),
     archived: bool,
 ) -> Result<Json<ProjectView>, ApiError> {
-    let action = if archived {
-        "project.archive"
-    } else {
-        "project.unarchive"
-    };
-    let after = change(
-        &state,
-        &caller,
-        ids,
-        Action::UpdateProject(ids.1),
-        action,
-        "UPDATE projects SET archived = $3 WHERE org_id = $1 AND id = $2",
-        &[&ids.0, &ids.1, &archived],
-    )
-    .await?;
-    after.map(Json).ok_or(ApiError::NotFound("project"))
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let action = Action::UpdateProject(ids.1);
+    let (actor, before) = changed_project(&tx, &caller, ids, action).await?;
+    let after = table::set_archived(&tx, actor, &before, archived).await?;
+    tx.commit().await?;
+    after
+        .map(|p| Json(ProjectView::new(p, None)))
+        .ok_or(ApiError::NotFound("project"))
 }
 
 /// `POST /v1/orgs/{org}/projects/{project}/archive`.
@@ -437,15 +329,11 @@ pub async fn delete(
     caller: Caller,
     Ids((org, project)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
-    change(
-        &state,
-        &caller,
-        (org, project),
-        Action::DeleteProject(project),
-        "project.delete",
-        "DELETE FROM projects WHERE org_id = $1 AND id = $2",
-        &[&org, &project],
-    )
-    .await?;
+    let mut db = state.db().await?;
+    let tx = db.transaction().await?;
+    let action = Action::DeleteProject(project);
+    let (actor, before) = changed_project(&tx, &caller, (org, project), action).await?;
+    table::delete(&tx, actor, &before).await?;
+    tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

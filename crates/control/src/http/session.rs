@@ -11,13 +11,14 @@ use uuid::Uuid;
 
 use super::{Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
-use crate::audit;
 use crate::auth::{
     client_address, new_secret, secret_hash, verify_password, Caller, Credential, SESSION_COOKIE,
     TOKEN_PREFIX,
 };
 use crate::error::{ApiError, FieldError};
 use crate::rfc3339;
+use floopy_control_db::tables::audit;
+use floopy_control_db::Actor;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -318,9 +319,11 @@ pub async fn create_token(
     };
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: None,
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "token.create",
             object_type: "access_token",
             object_id: id.to_string(),
@@ -404,9 +407,11 @@ pub async fn revoke_token(
     }
     audit::record(
         &tx,
-        audit::Entry {
+        Actor {
             org_id: None,
-            actor_id: caller.user_id,
+            user_id: Some(caller.user_id),
+        },
+        audit::Entry {
             action: "token.revoke",
             object_type: "access_token",
             object_id: token.to_string(),

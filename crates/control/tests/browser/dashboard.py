@@ -575,6 +575,8 @@ def main():
         # Lowered below the spend again in the same period: revoked again,
         # and announced again though its thresholds fired already.
         nav(page, "Budgets & alerts")
+        # The first change's toast is gone first, so the one seen is this change's.
+        expect(page.get_by_role("status").filter(has_text="Budget changed")).to_have_count(0, timeout=6000)
         page.get_by_label("New amount of support monthly").fill("0.05")
         page.get_by_role("button", name="Set amount").click()
         expect(page.get_by_role("status").filter(has_text="Budget changed")).to_be_visible()
