@@ -157,12 +157,12 @@ pub async fn write_and_read(
                  INSERT INTO replicas (replica, last_seen) VALUES ($1, now())
                  ON CONFLICT (replica) DO UPDATE SET last_seen = now()
              )
-             SELECT count(*) + 1 FROM replicas
+             SELECT count(*) + 1 AS live FROM replicas
               WHERE replica <> $1 AND last_seen > now() - make_interval(secs => $2)",
             &[&replica, &LIVE_SECONDS],
         )
         .await?
-        .get(0);
+        .try_get("live")?;
     let mut others = OthersUsage {
         replicas: u32::try_from(live).unwrap_or(1).max(1),
         ..OthersUsage::default()
@@ -171,20 +171,21 @@ pub async fn write_and_read(
     // settled (its reservations ended with it).
     for row in client
         .query(
-            "SELECT u.org_id, u.environment::text,
-                    sum(u.settled_micro_usd)::bigint,
+            "SELECT u.org_id, u.environment::text AS environment,
+                    sum(u.settled_micro_usd)::bigint AS settled,
                     sum(CASE WHEN r.last_seen > now() - make_interval(secs => $4)
                              THEN greatest(u.settled_micro_usd, u.spend_claim)
-                             ELSE u.settled_micro_usd END)::bigint,
-                    sum(CASE WHEN u.minute = $2 THEN u.rpm_count ELSE 0 END)::bigint,
+                             ELSE u.settled_micro_usd END)::bigint AS spend_claims,
+                    sum(CASE WHEN u.minute = $2 THEN u.rpm_count ELSE 0 END)::bigint AS requests,
                     sum(CASE WHEN u.minute <> $2 THEN 0
                              WHEN r.last_seen > now() - make_interval(secs => $4)
                              THEN greatest(u.rpm_count, u.rpm_claim)
-                             ELSE u.rpm_count END)::bigint,
+                             ELSE u.rpm_count END)::bigint AS request_claims,
                     count(DISTINCT u.replica) FILTER
-                        (WHERE r.last_seen > now() - make_interval(secs => $4)),
+                        (WHERE r.last_seen > now() - make_interval(secs => $4)) AS live_with_month,
                     count(DISTINCT u.replica) FILTER
                         (WHERE r.last_seen > now() - make_interval(secs => $4) AND u.minute = $2)
+                        AS live_with_minute
                FROM replica_usage u LEFT JOIN replicas r ON r.replica = u.replica
               WHERE u.month = $1 AND u.replica <> $3
               GROUP BY 1, 2",
@@ -192,32 +193,35 @@ pub async fn write_and_read(
         )
         .await?
     {
-        let env: String = row.get(1);
+        let env: String = row.try_get("environment")?;
         if let Some(env) = Environment::parse(&env) {
             others.environments.insert(
-                (row.get(0), env),
+                (row.try_get("org_id")?, env),
                 OthersEnv {
-                    settled: to_u64(row.get(2)),
-                    spend_claims: to_u64(row.get(3)),
-                    requests: to_u64(row.get(4)),
-                    request_claims: to_u64(row.get(5)),
-                    live_with_month: u32::try_from(row.get::<_, i64>(6)).unwrap_or(0),
-                    live_with_minute: u32::try_from(row.get::<_, i64>(7)).unwrap_or(0),
+                    settled: to_u64(row.try_get("settled")?),
+                    spend_claims: to_u64(row.try_get("spend_claims")?),
+                    requests: to_u64(row.try_get("requests")?),
+                    request_claims: to_u64(row.try_get("request_claims")?),
+                    live_with_month: u32::try_from(row.try_get::<_, i64>("live_with_month")?)
+                        .unwrap_or(0),
+                    live_with_minute: u32::try_from(row.try_get::<_, i64>("live_with_minute")?)
+                        .unwrap_or(0),
                 },
             );
         }
     }
     for row in client
         .query(
-            "SELECT org_id, project_id, sum(settled_micro_usd)::bigint
+            "SELECT org_id, project_id, sum(settled_micro_usd)::bigint AS settled
                FROM replica_project_usage WHERE month = $1 GROUP BY 1, 2",
             &[&month],
         )
         .await?
     {
-        others
-            .projects
-            .insert((row.get(0), row.get(1)), to_u64(row.get(2)));
+        others.projects.insert(
+            (row.try_get("org_id")?, row.try_get("project_id")?),
+            to_u64(row.try_get("settled")?),
+        );
     }
     Ok(others)
 }
@@ -247,5 +251,19 @@ pub async fn publish_claims(
             &[&replica, &month, &orgs, &envs, &spend, &requests],
         )
         .await?;
+    Ok(())
+}
+
+/// Forgets the settled spend by day before `day` (`YYYYMMDD`): the budget
+/// evaluator keeps only what its longest period needs.
+pub async fn forget_daily_usage_before(
+    tx: &tokio_postgres::Transaction<'_>,
+    day: i32,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "DELETE FROM replica_project_daily_usage WHERE day < $1",
+        &[&day],
+    )
+    .await?;
     Ok(())
 }

@@ -46,17 +46,21 @@ pub async fn load_control(conn: &mut Connection) -> Result<(ControlData, i64), C
         .query_one("SELECT version FROM control_version", &[])
         .await
         .map_err(db)?
-        .get(0);
+        .try_get("version")
+        .map_err(db)?;
     let mut data = ControlData::default();
     for row in tx
-        .query("SELECT id, name, plan::text FROM organizations", &[])
+        .query(
+            "SELECT id, name, plan::text AS plan FROM organizations",
+            &[],
+        )
         .await
         .map_err(db)?
     {
-        let plan: String = row.get(2);
+        let plan: String = row.try_get("plan").map_err(db)?;
         data.orgs.push(Org {
-            id: row.get(0),
-            name: row.get(1),
+            id: row.try_get("id").map_err(db)?,
+            name: row.try_get("name").map_err(db)?,
             plan: Plan::parse(&plan)
                 .ok_or_else(|| invalid("organizations", format!("plan {plan:?}")))?,
         });
@@ -67,17 +71,17 @@ pub async fn load_control(conn: &mut Connection) -> Result<(ControlData, i64), C
         .map_err(db)?
     {
         data.projects.push(Project {
-            org_id: row.get(0),
-            id: row.get(1),
-            name: row.get(2),
-            slug: row.get(3),
-            archived: row.get(4),
+            org_id: row.try_get("org_id").map_err(db)?,
+            id: row.try_get("id").map_err(db)?,
+            name: row.try_get("name").map_err(db)?,
+            slug: row.try_get("slug").map_err(db)?,
+            archived: row.try_get("archived").map_err(db)?,
         });
     }
     let keys = tx
         .query(
-            "SELECT id, org_id, name, key_hash, environment::text, project_id, default_project_id,
-                    revoked_at IS NOT NULL
+            "SELECT id, org_id, name, key_hash, environment::text AS environment, project_id,
+                    default_project_id, revoked_at IS NOT NULL AS revoked
                FROM api_keys",
             &[],
         )
@@ -85,35 +89,36 @@ pub async fn load_control(conn: &mut Connection) -> Result<(ControlData, i64), C
         .map_err(db)?;
     data.api_keys.reserve(keys.len());
     for row in keys {
-        let id: Uuid = row.get(0);
-        let hash_bytes: &[u8] = row.get(3);
+        let id: Uuid = row.try_get("id").map_err(db)?;
+        let hash_bytes: &[u8] = row.try_get("key_hash").map_err(db)?;
         let hash = <[u8; 32]>::try_from(hash_bytes)
             .map_err(|_| invalid("api_keys", format!("key {id}: hash is not 32 bytes")))?;
         data.api_keys.push(Arc::new(ApiKey {
             id,
-            org_id: row.get(1),
-            name: row.get(2),
+            org_id: row.try_get("org_id").map_err(db)?,
+            name: row.try_get("name").map_err(db)?,
             hash,
-            environment: parse_environment(row.get(4))
+            environment: parse_environment(row.try_get("environment").map_err(db)?)
                 .map_err(|e| invalid("api_keys", format!("key {id}: environment {e:?}")))?,
-            project_id: row.get(5),
-            default_project_id: row.get(6),
-            revoked: row.get(7),
+            project_id: row.try_get("project_id").map_err(db)?,
+            default_project_id: row.try_get("default_project_id").map_err(db)?,
+            revoked: row.try_get("revoked").map_err(db)?,
         }));
     }
     for row in tx
         .query(
-            "SELECT org_id, environment::text, rpm, monthly_cost_micro_usd FROM environment_limits",
+            "SELECT org_id, environment::text AS environment, rpm, monthly_cost_micro_usd
+               FROM environment_limits",
             &[],
         )
         .await
         .map_err(db)?
     {
-        let env: String = row.get(1);
-        let rpm: Option<i32> = row.get(2);
-        let cost: Option<i64> = row.get(3);
+        let env: String = row.try_get("environment").map_err(db)?;
+        let rpm: Option<i32> = row.try_get("rpm").map_err(db)?;
+        let cost: Option<i64> = row.try_get("monthly_cost_micro_usd").map_err(db)?;
         data.environment_limits.push(EnvironmentLimits {
-            org_id: row.get(0),
+            org_id: row.try_get("org_id").map_err(db)?,
             environment: Environment::parse(&env)
                 .ok_or_else(|| invalid("environment_limits", format!("environment {env:?}")))?,
             rpm: rpm.and_then(|r| u32::try_from(r).ok()),
@@ -138,7 +143,7 @@ pub async fn current_version(conn: &Connection) -> Result<i64, ControlError> {
         .query_one("SELECT version FROM control_version", &[])
         .await
         .map_err(|e| conn.error(e))?;
-    Ok(row.get(0))
+    row.try_get("version").map_err(|e| conn.error(e))
 }
 
 /// Starts receiving change notifications on `conn.notifications`.

@@ -22,6 +22,7 @@ use argon2::Argon2;
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{header, Method};
+use floopy_control_db::tables::sessions;
 use uuid::Uuid;
 
 use crate::app::AppState;
@@ -152,38 +153,21 @@ impl FromRequestParts<AppState> for Caller {
             if !token.starts_with(TOKEN_PREFIX) {
                 return Err(ApiError::Unauthenticated);
             }
-            // `last_used_at` is refreshed at most once a minute: a script's
-            // every read is not a write.
-            let row = db
-                .query_opt(
-                    "WITH t AS (SELECT id, user_id, last_used_at FROM access_tokens
-                                 WHERE token_hash = $1 AND revoked_at IS NULL),
-                          touched AS (UPDATE access_tokens a SET last_used_at = now() FROM t
-                                       WHERE a.id = t.id AND (t.last_used_at IS NULL
-                                             OR t.last_used_at < now() - interval '1 minute'))
-                     SELECT id, user_id FROM t",
-                    &[&secret_hash(token)],
-                )
+            let (id, user_id) = sessions::use_token(&db, &secret_hash(token))
                 .await?
                 .ok_or(ApiError::Unauthenticated)?;
             return Ok(Caller {
-                user_id: row.get(1),
-                credential: Credential::Token { id: row.get(0) },
+                user_id,
+                credential: Credential::Token { id },
             });
         }
         let session = cookie(parts, SESSION_COOKIE).ok_or(ApiError::Unauthenticated)?;
         let token_hash = secret_hash(session);
-        let row = db
-            .query_opt(
-                "SELECT user_id, csrf_token FROM sessions
-                  WHERE token_hash = $1 AND expires_at > now()",
-                &[&token_hash],
-            )
+        let (user_id, csrf) = sessions::live(&db, &token_hash)
             .await?
             .ok_or(ApiError::Unauthenticated)?;
         let safe = matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         if !safe {
-            let csrf: String = row.get(1);
             let sent = parts
                 .headers
                 .get(CSRF_HEADER)
@@ -194,7 +178,7 @@ impl FromRequestParts<AppState> for Caller {
             }
         }
         Ok(Caller {
-            user_id: row.get(0),
+            user_id,
             credential: Credential::Session { token_hash },
         })
     }

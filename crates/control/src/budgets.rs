@@ -19,14 +19,13 @@
 
 use std::time::Duration;
 
-use floopy_control_db::tables::{audit, keys};
+use floopy_control_db::tables::{alerts, audit, budgets, keys};
 use floopy_control_db::Actor;
-use floopy_model::calendar::{day_of, iso_date, rfc3339, Period};
+use floopy_model::calendar::{day_of, iso_date, Period};
 use floopy_model::format_usd;
 use tokio_postgres::{Client, Transaction};
-use uuid::Uuid;
 
-use crate::jobs::JobError;
+use crate::jobs::{take_tick, JobError};
 
 /// An arbitrary constant naming the evaluator's lock.
 const EVALUATOR_LOCK: i64 = 0x666c_6f6f_7062;
@@ -55,29 +54,10 @@ pub struct Evaluation {
     pub keys_revoked: u64,
 }
 
-/// The sum of a scope's spend over the days of its period, as SQL over the
-/// columns `{t}.org_id`, `{t}.project_id` and `per.first`/`per.next`.
-fn spend_sql(t: &str) -> String {
-    format!(
-        "coalesce((SELECT sum(u.settled_micro_usd) FROM replica_project_daily_usage u
-                    WHERE u.org_id = {t}.org_id AND u.day >= per.first AND u.day < per.next
-                      AND ({t}.project_id IS NULL OR u.project_id = {t}.project_id)),
-                  0)::bigint"
-    )
-}
-
-/// The periods current at `now_ms`: (kind, first day, first day after).
-const PERIODS_SQL: &str =
-    "WITH per (kind, first, next) AS (SELECT * FROM unnest($1::text[], $2::int[], $3::int[]))";
-
 /// One evaluation at `now_ms`, if this replica holds the tick's lock.
 pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, JobError> {
     let tx = db.transaction().await?;
-    let mine: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&EVALUATOR_LOCK])
-        .await?
-        .get(0);
-    if !mine {
+    if !take_tick(&tx, EVALUATOR_LOCK).await? {
         return Ok(Evaluation::default());
     }
     let mut done = Evaluation {
@@ -87,86 +67,38 @@ pub async fn evaluate(db: &mut Client, now_ms: u64) -> Result<Evaluation, JobErr
     let kinds: Vec<&str> = Period::ALL.iter().map(|p| p.as_str()).collect();
     let firsts: Vec<i32> = Period::ALL.iter().map(|p| key(p.days(now_ms).0)).collect();
     let nexts: Vec<i32> = Period::ALL.iter().map(|p| key(p.days(now_ms).1)).collect();
-    let budgets = tx
-        .query(
-            &format!(
-                "{PERIODS_SQL}
-                 SELECT b.id, b.org_id, b.project_id, b.amount_micro_usd, b.thresholds, b.action,
-                        per.kind, per.first, per.next, {},
-                        coalesce(p.fired, '{{}}'), p.breached_at IS NOT NULL, b.name,
-                        b.webhook_url IS NOT NULL
-                   FROM budgets b JOIN per ON per.kind = b.period
-                   LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = per.first",
-                spend_sql("b")
-            ),
-            &[&kinds, &firsts, &nexts],
-        )
-        .await?;
-    for row in budgets {
-        let budget = Budget {
-            id: row.get(0),
-            org: row.get(1),
-            project: row.get(2),
-            amount: row.get(3),
-            thresholds: row.get(4),
-            action: row.get(5),
-            period: (row.get(6), row.get(7), row.get(8)),
-            spent: row.get(9),
-            fired: row.get(10),
-            breached: row.get(11),
-            name: row.get(12),
-            webhook: row.get(13),
-        };
-        budget.evaluate(&tx, now_ms, &mut done).await?;
+    let periods = budgets::Periods {
+        kinds: &kinds,
+        firsts: &firsts,
+        nexts: &nexts,
+    };
+    for budget in budgets::evaluated(&tx, &periods).await? {
+        Budget(budget).evaluate(&tx, now_ms, &mut done).await?;
     }
-    let rules = tx
-        .query(
-            &format!(
-                "{PERIODS_SQL}
-                 SELECT r.id, r.org_id, r.project_id, r.threshold_micro_usd, r.name,
-                        per.kind, per.first, per.next, {}
-                   FROM alert_rules r JOIN per ON per.kind = r.period
-                  WHERE NOT EXISTS (SELECT 1 FROM alerts a
-                                     WHERE a.source_id = r.id AND a.period = per.first)",
-                spend_sql("r")
-            ),
-            &[&kinds, &firsts, &nexts],
-        )
-        .await?;
-    for row in rules {
-        let (id, org, project, threshold): (Uuid, Uuid, Option<Uuid>, i64) =
-            (row.get(0), row.get(1), row.get(2), row.get(3));
-        let (name, kind, first, next, spent): (String, String, i32, i32, i64) =
-            (row.get(4), row.get(5), row.get(6), row.get(7), row.get(8));
-        if spent < threshold {
-            continue;
-        }
+    for rule in alerts::rules_reached(&tx, &periods).await? {
+        let (kind, first, next) = &rule.period;
         let body = serde_json::json!({
             "type": "alert_rule.triggered",
-            "org_id": org,
-            "project_id": project,
-            "alert_rule": {"id": id, "name": name, "threshold_usd": usd(threshold)},
-            "period": period_json(&kind, first, next),
-            "spent_usd": usd(spent),
+            "org_id": rule.org_id,
+            "project_id": rule.project_id,
+            "alert_rule": {"id": rule.id, "name": rule.name, "threshold_usd": usd(rule.threshold_micro_usd)},
+            "period": period_json(kind, *first, *next),
+            "spent_usd": usd(rule.spent_micro_usd),
         });
-        let alert = Alert {
-            org,
-            project,
+        let alert = alerts::NewAlert {
+            org_id: rule.org_id,
+            project_id: rule.project_id,
             source: "rule",
-            source_id: id,
-            period: first,
+            source_id: rule.id,
+            period: *first,
             threshold: 100,
             revocation: 0,
             webhook: true,
         };
-        done.alerts_fired += u64::from(alert.fire(&tx, now_ms, body).await?);
+        done.alerts_fired += u64::from(alerts::fire(&tx, &alert, now_ms, body).await?);
     }
     let oldest = key(day_of(now_ms.saturating_sub(KEEP_DAYS_MS)));
-    tx.execute(
-        "DELETE FROM replica_project_daily_usage WHERE day < $1",
-        &[&oldest],
-    )
-    .await?;
+    floopy_control_db::exchange::forget_daily_usage_before(&tx, oldest).await?;
     tx.commit().await?;
     Ok(done)
 }
@@ -185,21 +117,7 @@ fn period_json(kind: &str, first: i32, next: i32) -> serde_json::Value {
 }
 
 /// One budget as the evaluator reads it.
-struct Budget {
-    id: Uuid,
-    org: Uuid,
-    project: Option<Uuid>,
-    amount: i64,
-    thresholds: Vec<i32>,
-    action: String,
-    /// (kind, first day, first day after)
-    period: (String, i32, i32),
-    spent: i64,
-    fired: Vec<i32>,
-    breached: bool,
-    name: String,
-    webhook: bool,
-}
+struct Budget(budgets::EvaluatedBudget);
 
 impl Budget {
     async fn evaluate(
@@ -208,37 +126,39 @@ impl Budget {
         now_ms: u64,
         done: &mut Evaluation,
     ) -> Result<(), JobError> {
-        let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
-        let now_reached = reached(self.spent, self.amount, &self.thresholds);
+        let (kind, first, next) = (&self.0.period.0, self.0.period.1, self.0.period.2);
+        let now_reached = reached(
+            self.0.spent_micro_usd,
+            self.0.amount_micro_usd,
+            &self.0.thresholds,
+        );
         let newly: Vec<i32> = now_reached
             .iter()
             .copied()
-            .filter(|t| !self.fired.contains(t))
+            .filter(|t| !self.0.fired.contains(t))
             .collect();
-        let breach = self.spent >= self.amount && !self.breached;
-        tx.execute(
-            "INSERT INTO budget_periods (budget_id, period, spent_micro_usd, fired, breached_at)
-             VALUES ($1, $2, $3, $4, CASE WHEN $5 THEN now() END)
-             ON CONFLICT (budget_id, period) DO UPDATE
-               SET spent_micro_usd = EXCLUDED.spent_micro_usd,
-                   fired = coalesce((SELECT array_agg(DISTINCT t ORDER BY t)
-                                       FROM unnest(budget_periods.fired || EXCLUDED.fired) AS t),
-                                    '{}'),
-                   breached_at = coalesce(budget_periods.breached_at, EXCLUDED.breached_at)",
-            &[&self.id, &first, &self.spent, &now_reached, &breach],
+        let breach = self.0.spent_micro_usd >= self.0.amount_micro_usd && !self.0.breached;
+        budgets::record_period(
+            tx,
+            self.0.id,
+            first,
+            self.0.spent_micro_usd,
+            &now_reached,
+            breach,
         )
         .await?;
         let mut revoked = None;
-        if breach && self.action == "alert_and_revoke" {
-            let n = keys::revoke_for_budget(tx, self.id, self.org, self.project).await?;
+        if breach && self.0.action == "alert_and_revoke" {
+            let n =
+                keys::revoke_for_budget(tx, self.0.id, self.0.org_id, self.0.project_id).await?;
             done.keys_revoked += n;
             revoked = Some(n);
             self.record(
                 tx,
                 "budget.revoke",
                 serde_json::json!({
-                    "period": first, "spent_micro_usd": self.spent,
-                    "amount_micro_usd": self.amount, "keys_revoked": n,
+                    "period": first, "spent_micro_usd": self.0.spent_micro_usd,
+                    "amount_micro_usd": self.0.amount_micro_usd, "keys_revoked": n,
                 }),
             )
             .await?;
@@ -249,24 +169,24 @@ impl Budget {
                 "budget.threshold",
                 serde_json::json!({
                     "period": first, "threshold_percent": threshold,
-                    "spent_micro_usd": self.spent, "amount_micro_usd": self.amount,
+                    "spent_micro_usd": self.0.spent_micro_usd, "amount_micro_usd": self.0.amount_micro_usd,
                 }),
             )
             .await?;
             let mut body = serde_json::json!({
                 "type": "budget.threshold",
-                "org_id": self.org,
-                "project_id": self.project,
+                "org_id": self.0.org_id,
+                "project_id": self.0.project_id,
                 "budget": self.json(),
                 "period": period_json(kind, first, next),
                 "threshold_percent": threshold,
-                "spent_usd": usd(self.spent),
+                "spent_usd": usd(self.0.spent_micro_usd),
             });
             if let Some(n) = revoked.filter(|_| threshold >= 100) {
                 body["keys_revoked"] = n.into();
             }
             let alert = self.alert(threshold, 0);
-            done.alerts_fired += u64::from(alert.fire(tx, now_ms, body).await?);
+            done.alerts_fired += u64::from(alerts::fire(tx, &alert, now_ms, body).await?);
         }
         if let Some(n) = revoked.filter(|n| *n > 0) {
             done.alerts_fired += u64::from(self.announce_revocation(tx, now_ms, n).await?);
@@ -284,48 +204,42 @@ impl Budget {
         now_ms: u64,
         keys: u64,
     ) -> Result<bool, JobError> {
-        let (kind, first, next) = (&self.period.0, self.period.1, self.period.2);
-        let revocation: i32 = tx
-            .query_one(
-                "UPDATE budget_periods SET revocations = revocations + 1
-                  WHERE budget_id = $1 AND period = $2 RETURNING revocations",
-                &[&self.id, &first],
-            )
-            .await?
-            .try_get("revocations")?;
+        let (kind, first, next) = (&self.0.period.0, self.0.period.1, self.0.period.2);
+        let revocation = budgets::count_revocation(tx, self.0.id, first).await?;
         let body = serde_json::json!({
             "type": "budget.keys_revoked",
-            "org_id": self.org,
-            "project_id": self.project,
+            "org_id": self.0.org_id,
+            "project_id": self.0.project_id,
             "budget": self.json(),
             "period": period_json(kind, first, next),
             "revocation": revocation,
             "keys_revoked": keys,
-            "spent_usd": usd(self.spent),
+            "spent_usd": usd(self.0.spent_micro_usd),
         });
-        self.alert(100, revocation).fire(tx, now_ms, body).await
+        let alert = self.alert(100, revocation);
+        Ok(alerts::fire(tx, &alert, now_ms, body).await?)
     }
 
     /// The budget as its alerts' bodies describe it.
     fn json(&self) -> serde_json::Value {
         serde_json::json!({
-            "id": self.id, "name": self.name, "amount_usd": usd(self.amount),
-            "action": self.action,
+            "id": self.0.id, "name": self.0.name, "amount_usd": usd(self.0.amount_micro_usd),
+            "action": self.0.action,
         })
     }
 
     /// One of its alerts in the current period: a threshold's (revocation
     /// 0) or a revocation's.
-    fn alert(&self, threshold: i32, revocation: i32) -> Alert {
-        Alert {
-            org: self.org,
-            project: self.project,
+    fn alert(&self, threshold: i32, revocation: i32) -> alerts::NewAlert {
+        alerts::NewAlert {
+            org_id: self.0.org_id,
+            project_id: self.0.project_id,
             source: "budget",
-            source_id: self.id,
-            period: self.period.1,
+            source_id: self.0.id,
+            period: self.0.period.1,
             threshold,
             revocation,
-            webhook: self.webhook,
+            webhook: self.0.has_webhook,
         }
     }
 
@@ -338,63 +252,12 @@ impl Budget {
         let entry = audit::Entry {
             action,
             object_type: "budget",
-            object_id: self.id.to_string(),
+            object_id: self.0.id.to_string(),
             before: None,
             after: Some(after),
         };
-        audit::record(tx, Actor::system(self.org), entry).await?;
+        audit::record(tx, Actor::system(self.0.org_id), entry).await?;
         Ok(())
-    }
-}
-
-/// An alert to put in the outbox.
-struct Alert {
-    org: Uuid,
-    project: Option<Uuid>,
-    source: &'static str,
-    source_id: Uuid,
-    period: i32,
-    threshold: i32,
-    /// The revocation's number in the period; 0 for a threshold alert.
-    revocation: i32,
-    /// Whether there is a webhook to deliver it to.
-    webhook: bool,
-}
-
-impl Alert {
-    /// Inserts the alert with `body` (plus its id and time) unless it fired
-    /// already; whether it is new.
-    async fn fire(
-        &self,
-        tx: &Transaction<'_>,
-        now_ms: u64,
-        mut body: serde_json::Value,
-    ) -> Result<bool, JobError> {
-        let id = Uuid::now_v7();
-        body["id"] = id.to_string().into();
-        body["fired_at"] = rfc3339(now_ms).into();
-        let state = if self.webhook { "pending" } else { "recorded" };
-        let n = tx
-            .execute(
-                "INSERT INTO alerts (id, org_id, project_id, source, source_id, period, threshold,
-                                     revocation, body, state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $10, $8::text::jsonb, $9)
-                 ON CONFLICT (source_id, period, threshold, revocation) DO NOTHING",
-                &[
-                    &id,
-                    &self.org,
-                    &self.project,
-                    &self.source,
-                    &self.source_id,
-                    &self.period,
-                    &self.threshold,
-                    &body.to_string(),
-                    &state,
-                    &self.revocation,
-                ],
-            )
-            .await?;
-        Ok(n == 1)
     }
 }
 

@@ -56,3 +56,12 @@ pub async fn every_tick(
         }
     }
 }
+
+/// Whether this replica takes the job's tick: a transaction-scoped advisory
+/// lock on `key`, so one replica runs each tick and the lock ends with `tx`.
+pub async fn take_tick(tx: &tokio_postgres::Transaction<'_>, key: i64) -> Result<bool, JobError> {
+    let row = tx
+        .query_one("SELECT pg_try_advisory_xact_lock($1) AS mine", &[&key])
+        .await?;
+    Ok(row.try_get("mine")?)
+}

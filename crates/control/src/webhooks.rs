@@ -17,7 +17,8 @@ use std::time::Duration;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_postgres::Client;
-use uuid::Uuid;
+
+use floopy_control_db::tables::alerts::{self, Claimed};
 
 use crate::config::Delivery;
 use crate::jobs::JobError;
@@ -88,17 +89,6 @@ pub fn client(delivery: &Delivery) -> Result<reqwest::Client, reqwest::Error> {
         .build()
 }
 
-/// An alert claimed for one attempt.
-struct Claimed {
-    id: Uuid,
-    body: String,
-    attempts: i32,
-    /// Past `retry_for`: this attempt is the last.
-    last_chance: bool,
-    /// The webhook now (from its budget or rule; none if it was removed).
-    target: Option<(String, String)>,
-}
-
 /// How one attempt ended.
 enum Outcome {
     Delivered(u16),
@@ -115,37 +105,7 @@ pub async fn deliver_due(
     // Past the timeout, a claim is free again: the sender died.
     let lease = delivery.timeout.as_secs_f64() + 2.0;
     let retry_for = delivery.retry_for.as_secs_f64();
-    let rows = db
-        .query(
-            "UPDATE alerts a
-                SET attempts = a.attempts + 1, last_attempt_at = now(),
-                    next_attempt_at = now() + make_interval(secs => $2)
-               FROM (SELECT id FROM alerts
-                      WHERE state = 'pending' AND next_attempt_at <= now()
-                      ORDER BY next_attempt_at LIMIT $1
-                      FOR UPDATE SKIP LOCKED) due
-              WHERE a.id = due.id
-          RETURNING a.id, a.body::text, a.attempts,
-                    a.created_at <= now() - make_interval(secs => $3),
-                    coalesce((SELECT webhook_url FROM budgets WHERE id = a.source_id),
-                             (SELECT webhook_url FROM alert_rules WHERE id = a.source_id)),
-                    coalesce((SELECT webhook_secret FROM budgets WHERE id = a.source_id),
-                             (SELECT webhook_secret FROM alert_rules WHERE id = a.source_id))",
-            &[&CLAIM_BATCH, &lease, &retry_for],
-        )
-        .await?;
-    let claimed: Vec<Claimed> = rows
-        .iter()
-        .map(|row| Claimed {
-            id: row.get(0),
-            body: row.get(1),
-            attempts: row.get(2),
-            last_chance: row.get(3),
-            target: row
-                .get::<_, Option<String>>(4)
-                .zip(row.get::<_, Option<String>>(5)),
-        })
-        .collect();
+    let claimed = alerts::claim_due(db, CLAIM_BATCH, lease, retry_for).await?;
     let mut sends = tokio::task::JoinSet::new();
     for alert in claimed {
         let http = http.clone();
@@ -167,13 +127,7 @@ pub async fn deliver_due(
         let url = alert.target.as_ref().map(|t| t.0.as_str());
         match outcome {
             Outcome::Delivered(status) => {
-                db.execute(
-                    "UPDATE alerts SET state = 'delivered', delivered_at = now(),
-                            last_status = $2, last_error = NULL, webhook_url = $3
-                      WHERE id = $1",
-                    &[&alert.id, &i32::from(status), &url],
-                )
-                .await?;
+                alerts::delivered(db, alert.id, i32::from(status), url).await?;
             }
             Outcome::Failed { status, error } => {
                 let give_up = alert.last_chance || alert.target.is_none();
@@ -182,21 +136,14 @@ pub async fn deliver_due(
                 let delay = backoff(delivery, alert.attempts, jitter[0]).as_secs_f64();
                 let error: String = error.chars().take(ERROR_CHARS).collect();
                 tracing::warn!(alert = %alert.id, attempts = alert.attempts, %error, give_up, "webhook delivery failed");
-                db.execute(
-                    "UPDATE alerts SET state = CASE WHEN $2 THEN 'failed' ELSE 'pending' END,
-                            next_attempt_at = now() + make_interval(secs => $3),
-                            last_status = $4, last_error = $5, webhook_url = coalesce($6, webhook_url)
-                      WHERE id = $1",
-                    &[
-                        &alert.id,
-                        &give_up,
-                        &delay,
-                        &status.map(i32::from),
-                        &error,
-                        &url,
-                    ],
-                )
-                .await?;
+                let failure = alerts::Failure {
+                    give_up,
+                    retry_in_secs: delay,
+                    status: status.map(i32::from),
+                    error: &error,
+                    url,
+                };
+                alerts::failed(db, alert.id, &failure).await?;
             }
         }
     }

@@ -35,23 +35,51 @@ fn row(row: &Row) -> Result<LimitsRow, DbError> {
 /// Every environment in order, with its limits (none set: both absent) and
 /// the org's settled spend in it this UTC month, in USD.
 pub async fn list_with_spend(db: &Client, org: Uuid) -> Result<Vec<(LimitsRow, String)>, DbError> {
+    Ok(with_spend(db, org, None)
+        .await?
+        .into_iter()
+        .map(|(limits, spent)| (limits.row, usd(spent)))
+        .collect())
+}
+
+/// An environment's limits, with its monthly cap in micro-USD.
+pub struct Limits {
+    pub row: LimitsRow,
+    pub monthly_cost_micro_usd: Option<u64>,
+}
+
+/// Every environment in order, with its limits and the org's settled spend
+/// in it in `month` (`YYYYMM`; none: this UTC month), in micro-USD.
+pub async fn with_spend(
+    db: &Client,
+    org: Uuid,
+    month: Option<i32>,
+) -> Result<Vec<(Limits, i64)>, DbError> {
     let environments: Vec<&str> = Environment::ALL.iter().map(|e| e.as_str()).collect();
     let rows = db
         .query(
             "SELECT e.name AS environment, l.rpm, l.monthly_cost_micro_usd,
                     COALESCE((SELECT sum(u.settled_micro_usd) FROM replica_usage u
                                WHERE u.org_id = $1 AND u.environment::text = e.name
-                                 AND u.month = to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int),
+                                 AND u.month = COALESCE($3::int,
+                                     to_char(now() AT TIME ZONE 'UTC', 'YYYYMM')::int)),
                              0)::bigint AS spent
                FROM unnest($2::text[]) WITH ORDINALITY AS e (name, n)
                LEFT JOIN environment_limits l
                  ON l.org_id = $1 AND l.environment::text = e.name
               ORDER BY e.n",
-            &[&org, &environments],
+            &[&org, &environments, &month],
         )
         .await?;
     rows.iter()
-        .map(|r| Ok((row(r)?, usd(r.try_get("spent")?))))
+        .map(|r| {
+            let cap: Option<i64> = r.try_get("monthly_cost_micro_usd")?;
+            let limits = Limits {
+                row: row(r)?,
+                monthly_cost_micro_usd: cap.map(|c| u64::try_from(c).unwrap_or(0)),
+            };
+            Ok((limits, r.try_get("spent")?))
+        })
         .collect()
 }
 

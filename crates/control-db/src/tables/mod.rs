@@ -8,13 +8,16 @@
 //! evaluator call these functions; none writes SQL against these tables
 //! itself (`tests/ownership.rs` in the control plane checks it).
 
+pub mod alerts;
 pub mod audit;
 pub mod budgets;
+pub mod invitations;
 pub mod keys;
 pub mod limits;
 pub mod members;
 pub mod orgs;
 pub mod projects;
+pub mod sessions;
 
 use uuid::Uuid;
 

@@ -170,3 +170,17 @@ async fn read(tx: &Transaction<'_>, id: Uuid) -> Result<OrgRow, DbError> {
         .await?;
     row(&r)
 }
+
+/// Every org `user` is a member of, by name: (id, name, role).
+pub async fn memberships(db: &Client, user: Uuid) -> Result<Vec<(Uuid, String, String)>, DbError> {
+    db.query(
+        "SELECT o.id, o.name, m.role::text AS role FROM org_members m
+           JOIN organizations o ON o.id = m.org_id
+          WHERE m.user_id = $1 ORDER BY o.name, o.id",
+        &[&user],
+    )
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get("id")?, r.try_get("name")?, r.try_get("role")?)))
+    .collect()
+}

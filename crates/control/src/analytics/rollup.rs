@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use super::{quote, Analytics, StoreError};
-use crate::jobs::JobError;
+use crate::jobs::{take_tick, JobError};
 
 /// Inserts take this long at most to become visible: rows inserted up to
 /// this long before the last run's start are looked at again.
@@ -121,11 +121,7 @@ pub async fn run_once(
     analytics: &Analytics,
 ) -> Result<Run, JobError> {
     let tx = db.transaction().await?;
-    let mine: bool = tx
-        .query_one("SELECT pg_try_advisory_xact_lock($1)", &[&ROLLUP_LOCK])
-        .await?
-        .get(0);
-    if !mine {
+    if !take_tick(&tx, ROLLUP_LOCK).await? {
         return Ok(Run::default());
     }
     let clock = analytics

@@ -10,8 +10,10 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_control_db::tables::alerts::{self as table, AlertFilter, RuleRow};
+use floopy_control_db::Actor;
 use floopy_model::validate::{check_length, NAME_CHARS};
-use floopy_model::{format_usd, usd_to_micro, Period};
+use floopy_model::{usd_to_micro, Period};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -19,10 +21,7 @@ use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
 use crate::roles::{authorize, Action, Membership};
-use floopy_control_db::tables::audit;
-use floopy_control_db::Actor;
 
 /// The longest webhook URL.
 const URL_CHARS: usize = 2000;
@@ -124,18 +123,18 @@ pub struct AlertRuleView {
     pub webhook_secret: Option<String>,
 }
 
-const RULE_COLUMNS: &str = "id, org_id, project_id, name, threshold_micro_usd, period, webhook_url";
-
-fn rule_view(row: &tokio_postgres::Row) -> AlertRuleView {
-    AlertRuleView {
-        id: row.get(0),
-        org_id: row.get(1),
-        project_id: row.get(2),
-        name: row.get(3),
-        threshold_usd: format_usd(u64::try_from(row.get::<_, i64>(4)).unwrap_or(0)),
-        period: row.get(5),
-        webhook_url: row.get(6),
-        webhook_secret: None,
+impl From<RuleRow> for AlertRuleView {
+    fn from(r: RuleRow) -> AlertRuleView {
+        AlertRuleView {
+            id: r.id,
+            org_id: r.org_id,
+            project_id: r.project_id,
+            name: r.name,
+            threshold_usd: r.threshold_usd,
+            period: r.period,
+            webhook_url: r.webhook_url,
+            webhook_secret: None,
+        }
     }
 }
 
@@ -163,6 +162,18 @@ struct CheckedRule {
     period: Option<String>,
     url: Option<String>,
     secret: Option<String>,
+}
+
+impl CheckedRule {
+    fn fields(&self) -> table::RuleFields<'_> {
+        table::RuleFields {
+            name: self.name.as_deref(),
+            threshold_micro_usd: self.threshold,
+            period: self.period.as_deref(),
+            webhook_url: self.url.as_deref(),
+            webhook_secret: self.secret.as_deref(),
+        }
+    }
 }
 
 impl AlertRuleFields {
@@ -208,32 +219,34 @@ impl AlertRuleFields {
     }
 }
 
-async fn read_rule(
-    db: &tokio_postgres::Client,
-    org: Uuid,
-    rule: Uuid,
-) -> Result<AlertRuleView, ApiError> {
-    db.query_opt(
-        &format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE org_id = $1 AND id = $2"),
-        &[&org, &rule],
-    )
-    .await?
-    .map(|row| rule_view(&row))
-    .ok_or(ApiError::NotFound("alert rule"))
-}
-
 /// The rule, if the caller may `manage` (else read) it.
 async fn authorized_rule(
     db: &tokio_postgres::Client,
     caller: &Caller,
-    org: Uuid,
-    rule: Uuid,
+    (org, rule): (Uuid, Uuid),
     manage: bool,
-) -> Result<AlertRuleView, ApiError> {
+) -> Result<RuleRow, ApiError> {
     let m = membership(db, caller, org).await?;
-    let view = read_rule(db, org, rule).await?;
-    authorize_scope(&m, view.project_id, manage, "alert rule")?;
-    Ok(view)
+    let row = table::read_rule(db, org, rule)
+        .await?
+        .ok_or(ApiError::NotFound("alert rule"))?;
+    authorize_scope(&m, row.project_id, manage, "alert rule")?;
+    Ok(row)
+}
+
+/// `authorized_rule` for a change: the rule locked on `tx`, the membership
+/// read on it too; and who changes it.
+async fn managed_rule(
+    tx: &tokio_postgres::Transaction<'_>,
+    caller: &Caller,
+    (org, rule): (Uuid, Uuid),
+) -> Result<(Actor, RuleRow), ApiError> {
+    let m = membership(tx.client(), caller, org).await?;
+    let row = table::lock_rule(tx, org, rule)
+        .await?
+        .ok_or(ApiError::NotFound("alert rule"))?;
+    authorize_scope(&m, row.project_id, true, "alert rule")?;
+    Ok((Actor::person(org, caller.user_id), row))
 }
 
 /// `GET /v1/orgs/{org}/alert-rules`: those the caller may see.
@@ -256,17 +269,8 @@ pub async fn list_rules(
     let m = membership(&db, &caller, org).await?;
     let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
-    let rows = db
-        .query(
-            &format!(
-                "SELECT {RULE_COLUMNS} FROM alert_rules
-                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($4 OR project_id = ANY($5))
-                  ORDER BY id LIMIT $3"
-            ),
-            &[&org, &after, &(limit + 1), &all, &mine],
-        )
-        .await?;
-    let items = rows.iter().map(rule_view).collect();
+    let rows = table::list_rules(&db, org, after, limit + 1, all, &mine).await?;
+    let items = rows.into_iter().map(AlertRuleView::from).collect();
     Ok(Json(Page::new(items, limit, |r| r.id)))
 }
 
@@ -286,58 +290,32 @@ pub async fn create_rule(
     Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<AlertRuleFields>,
 ) -> Result<(StatusCode, Json<AlertRuleView>), ApiError> {
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageBudgets(body.project_id))?;
     let rule = body.check(true)?;
-    let id = Uuid::now_v7();
+    let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    tx.execute(
-        "INSERT INTO alert_rules (id, org_id, project_id, name, threshold_micro_usd, period, webhook_url, webhook_secret)
-         VALUES ($1, $2, $3, coalesce($4::text, 'Alert'), $5, coalesce($6::text, 'month'), $7, $8)",
-        &[&id, &org, &body.project_id, &rule.name, &rule.threshold, &rule.period, &rule.url, &rule.secret],
-    )
-    .await
-    .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
-        Some("alert_rules_org_id_project_id_fkey") => ApiError::Validation(vec![FieldError::new(
-            "project_id",
-            "is not a project of this organization",
-        )]),
-        _ => ApiError::from_db(e),
-    })?;
-    let view = read_rule(tx.client(), org, id).await?;
-    record(
-        &tx,
-        org,
-        &caller,
-        "alert_rule.create",
-        id,
-        None,
-        Some(&view),
-    )
-    .await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageBudgets(body.project_id))?;
+    let actor = Actor::person(org, caller.user_id);
+    let ids = (org, Uuid::now_v7());
+    let created = table::insert_rule(&tx, actor, ids, body.project_id, &rule.fields())
+        .await
+        .map_err(|e| match e.constraint() {
+            Some("alert_rules_org_id_project_id_fkey") => {
+                ApiError::Validation(vec![FieldError::new(
+                    "project_id",
+                    "is not a project of this organization",
+                )])
+            }
+            _ => e.into(),
+        })?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(AlertRuleView {
             webhook_secret: rule.secret,
-            ..view
+            ..created.into()
         }),
     ))
-}
-
-async fn record(
-    tx: &tokio_postgres::Transaction<'_>,
-    org: Uuid,
-    caller: &Caller,
-    action: &'static str,
-    rule: Uuid,
-    before: Option<&AlertRuleView>,
-    after: Option<&AlertRuleView>,
-) -> Result<(), ApiError> {
-    let actor = Actor::person(org, caller.user_id);
-    audit::change(tx, actor, action, "alert_rule", rule, before, after).await?;
-    Ok(())
 }
 
 /// `GET /v1/orgs/{org}/alert-rules/{rule}`.
@@ -355,9 +333,8 @@ pub async fn read_rule_handler(
     Ids((org, rule)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<AlertRuleView>, ApiError> {
     let db = state.db().await?;
-    authorized_rule(&db, &caller, org, rule, false)
-        .await
-        .map(Json)
+    let rule = authorized_rule(&db, &caller, (org, rule), false).await?;
+    Ok(Json(rule.into()))
 }
 
 /// `PATCH /v1/orgs/{org}/alert-rules/{rule}`: name, threshold, period,
@@ -379,40 +356,13 @@ pub async fn update_rule(
 ) -> Result<Json<AlertRuleView>, ApiError> {
     let fields = body.check(false)?;
     let mut db = state.db().await?;
-    let before = authorized_rule(&db, &caller, org, rule, true).await?;
     let tx = db.transaction().await?;
-    tx.execute(
-        "UPDATE alert_rules SET name = coalesce($3, name),
-                threshold_micro_usd = coalesce($4, threshold_micro_usd),
-                period = coalesce($5, period), webhook_url = coalesce($6, webhook_url),
-                webhook_secret = coalesce($7, webhook_secret)
-          WHERE org_id = $1 AND id = $2",
-        &[
-            &org,
-            &rule,
-            &fields.name,
-            &fields.threshold,
-            &fields.period,
-            &fields.url,
-            &fields.secret,
-        ],
-    )
-    .await?;
-    let after = read_rule(tx.client(), org, rule).await?;
-    record(
-        &tx,
-        org,
-        &caller,
-        "alert_rule.update",
-        rule,
-        Some(&before),
-        Some(&after),
-    )
-    .await?;
+    let (actor, before) = managed_rule(&tx, &caller, (org, rule)).await?;
+    let after = table::update_rule(&tx, actor, &before, &fields.fields()).await?;
     tx.commit().await?;
     Ok(Json(AlertRuleView {
         webhook_secret: fields.secret,
-        ..after
+        ..after.into()
     }))
 }
 
@@ -432,23 +382,9 @@ pub async fn delete_rule(
     Ids((org, rule)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
-    let before = authorized_rule(&db, &caller, org, rule, true).await?;
     let tx = db.transaction().await?;
-    tx.execute(
-        "DELETE FROM alert_rules WHERE org_id = $1 AND id = $2",
-        &[&org, &rule],
-    )
-    .await?;
-    record(
-        &tx,
-        org,
-        &caller,
-        "alert_rule.delete",
-        rule,
-        Some(&before),
-        None,
-    )
-    .await?;
+    let (actor, before) = managed_rule(&tx, &caller, (org, rule)).await?;
+    table::delete_rule(&tx, actor, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -540,67 +476,40 @@ pub async fn list_alerts(
     let m = membership(&db, &caller, org).await?;
     let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
-    let rows = db
-        .query(
-            concat!(
-                "SELECT id, org_id, project_id, source, source_id, period, threshold, body::text,
-                        state, attempts, webhook_url, last_status, last_error, ",
-                rfc3339!("created_at"),
-                ", ",
-                rfc3339!("last_attempt_at"),
-                ", ",
-                rfc3339!("delivered_at"),
-                ", CASE WHEN state = 'pending' THEN ",
-                rfc3339!("next_attempt_at"),
-                " END, revocation
-                   FROM alerts
-                  WHERE org_id = $1 AND ($2::uuid IS NULL OR id < $2)
-                    AND ($4 OR project_id = ANY($5))
-                    AND ($6::uuid IS NULL OR project_id = $6)
-                    AND ($7::uuid IS NULL OR source_id = $7)
-                    AND ($8::text IS NULL OR state = $8)
-                  ORDER BY id DESC LIMIT $3"
-            ),
-            &[
-                &org,
-                &before,
-                &(limit + 1),
-                &all,
-                &mine,
-                &query.project_id,
-                &query.source_id,
-                &query.state,
-            ],
-        )
-        .await?;
+    let filter = AlertFilter {
+        all,
+        projects: &mine,
+        project_id: query.project_id,
+        source_id: query.source_id,
+        state: query.state.as_deref(),
+    };
+    let rows = table::list(&db, org, before, limit + 1, &filter).await?;
     let items = rows
-        .iter()
-        .map(|row| AlertView {
-            id: row.get(0),
-            org_id: row.get(1),
-            project_id: row.get(2),
-            source: row.get(3),
-            source_id: row.get(4),
-            period_start: floopy_model::calendar::iso_date(
-                u32::try_from(row.get::<_, i32>(5)).unwrap_or(0),
-            ),
-            threshold_percent: row.get(6),
-            kind: if row.get::<_, i32>(17) > 0 {
+        .into_iter()
+        .map(|a| AlertView {
+            id: a.id,
+            org_id: a.org_id,
+            project_id: a.project_id,
+            source: a.source,
+            source_id: a.source_id,
+            period_start: floopy_model::calendar::iso_date(u32::try_from(a.period).unwrap_or(0)),
+            threshold_percent: a.threshold,
+            kind: if a.revocation > 0 {
                 "revocation"
             } else {
                 "threshold"
             }
             .to_string(),
-            body: serde_json::from_str(row.get(7)).unwrap_or_default(),
-            state: row.get(8),
-            attempts: row.get(9),
-            webhook_url: row.get(10),
-            last_status: row.get(11),
-            last_error: row.get(12),
-            created_at: row.get(13),
-            last_attempt_at: row.get(14),
-            delivered_at: row.get(15),
-            next_attempt_at: row.get(16),
+            body: a.body,
+            state: a.state,
+            attempts: a.attempts,
+            webhook_url: a.webhook_url,
+            last_status: a.last_status,
+            last_error: a.last_error,
+            created_at: a.created_at,
+            last_attempt_at: a.last_attempt_at,
+            delivered_at: a.delivered_at,
+            next_attempt_at: a.next_attempt_at,
         })
         .collect();
     Ok(Json(Page::new(items, limit, |a| a.id)))

@@ -9,6 +9,8 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use floopy_control_db::tables::budgets::{self as table, BudgetRow};
+use floopy_control_db::Actor;
 use floopy_model::format_usd;
 use floopy_model::validate::{check_length, NAME_CHARS};
 use serde::{Deserialize, Serialize};
@@ -21,11 +23,8 @@ use super::alerts::{
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::auth::Caller;
-use crate::budgets::{current_period_sql, now_ms};
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
-use floopy_control_db::tables::audit;
-use floopy_control_db::Actor;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
@@ -56,47 +55,24 @@ pub struct BudgetView {
     pub webhook_secret: Option<String>,
 }
 
-const COLUMNS: &str = "b.id, b.org_id, b.project_id, b.name, b.amount_micro_usd, b.period, \
-    b.thresholds, b.action, coalesce(p.spent_micro_usd, 0), p.breached_at IS NOT NULL, \
-    b.webhook_url, (SELECT count(*) FROM api_keys k WHERE k.revoked_by_budget = b.id)";
-
-fn view(row: &tokio_postgres::Row) -> BudgetView {
-    let micro = |v: i64| format_usd(u64::try_from(v).unwrap_or(0));
-    BudgetView {
-        id: row.get(0),
-        org_id: row.get(1),
-        project_id: row.get(2),
-        name: row.get(3),
-        amount_usd: micro(row.get(4)),
-        period: row.get(5),
-        thresholds: row.get(6),
-        action: row.get(7),
-        spent_usd: micro(row.get(8)),
-        breached: row.get(9),
-        webhook_url: row.get(10),
-        keys_revoked: row.get(11),
-        webhook_secret: None,
+impl From<BudgetRow> for BudgetView {
+    fn from(b: BudgetRow) -> BudgetView {
+        BudgetView {
+            id: b.id,
+            org_id: b.org_id,
+            project_id: b.project_id,
+            name: b.name,
+            amount_usd: b.amount_usd,
+            period: b.period,
+            thresholds: b.thresholds,
+            action: b.action,
+            spent_usd: b.spent_usd,
+            breached: b.breached,
+            webhook_url: b.webhook_url,
+            keys_revoked: b.keys_revoked,
+            webhook_secret: None,
+        }
     }
-}
-
-fn select(filter: &str) -> String {
-    format!(
-        "SELECT {COLUMNS} FROM budgets b
-           LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {}
-          WHERE {filter}",
-        current_period_sql("b", now_ms())
-    )
-}
-
-async fn read_budget(
-    db: &tokio_postgres::Client,
-    org: Uuid,
-    budget: Uuid,
-) -> Result<BudgetView, ApiError> {
-    db.query_opt(&select("b.org_id = $1 AND b.id = $2"), &[&org, &budget])
-        .await?
-        .map(|row| view(&row))
-        .ok_or(ApiError::NotFound("budget"))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -155,6 +131,20 @@ struct Checked {
     /// `Some("")`: remove the webhook.
     url: Option<String>,
     secret: Option<String>,
+}
+
+impl Checked {
+    fn fields(&self) -> table::BudgetFields<'_> {
+        table::BudgetFields {
+            name: self.name.as_deref(),
+            amount_micro_usd: self.amount,
+            period: self.period.as_deref(),
+            thresholds: self.thresholds.as_deref(),
+            action: self.action.as_deref(),
+            webhook_url: self.url.as_deref(),
+            webhook_secret: self.secret.as_deref(),
+        }
+    }
 }
 
 impl BudgetFields {
@@ -251,16 +241,8 @@ pub async fn list(
     let m = membership(&db, &caller, org).await?;
     let all = m.org_role.runs_the_org();
     let mine: Vec<Uuid> = m.projects.keys().copied().collect();
-    let rows = db
-        .query(
-            &format!(
-                "{} ORDER BY b.id LIMIT $3",
-                select("b.org_id = $1 AND ($2::uuid IS NULL OR b.id > $2) AND ($4 OR b.project_id = ANY($5))")
-            ),
-            &[&org, &after, &(limit + 1), &all, &mine],
-        )
-        .await?;
-    let items = rows.iter().map(view).collect();
+    let rows = table::list(&db, org, after, limit + 1, all, &mine).await?;
+    let items = rows.into_iter().map(BudgetView::from).collect();
     Ok(Json(Page::new(items, limit, |b| b.id)))
 }
 
@@ -280,51 +262,31 @@ pub async fn create(
     Ids(org): Ids<Uuid>,
     JsonBody(body): JsonBody<BudgetFields>,
 ) -> Result<(StatusCode, Json<BudgetView>), ApiError> {
-    let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageBudgets(body.project_id))?;
     let mut b = body.check(true)?;
     if b.url.is_some() && b.secret.is_none() {
         b.secret = Some(new_webhook_secret()?);
     }
-    let id = Uuid::now_v7();
+    let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    tx.execute(
-        "INSERT INTO budgets (id, org_id, project_id, amount_micro_usd, name, thresholds, action, period, webhook_url, webhook_secret)
-         VALUES ($1, $2, $3, $4, coalesce($5::text, 'Budget'), coalesce($6::int[], '{50,80,100}'),
-                 coalesce($7::text, 'alert'), coalesce($8::text, 'month'), $9, $10)",
-        &[&id, &org, &body.project_id, &b.amount, &b.name, &b.thresholds, &b.action, &b.period, &b.url, &b.secret],
-    )
-    .await
-    .map_err(|e| match e.as_db_error().and_then(|d| d.constraint()) {
-        Some("budgets_org_id_project_id_fkey") => ApiError::Validation(vec![FieldError::new(
-            "project_id",
-            "is not a project of this organization",
-        )]),
-        _ => ApiError::from_db(e),
-    })?;
-    let budget = read_budget(tx.client(), org, id).await?;
-    audit::record(
-        &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "budget.create",
-            object_type: "budget",
-            object_id: id.to_string(),
-            before: None,
-            after: audit::snapshot(&budget),
-        },
-    )
-    .await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageBudgets(body.project_id))?;
+    let actor = Actor::person(org, caller.user_id);
+    let ids = (org, Uuid::now_v7());
+    let budget = table::insert(&tx, actor, ids, body.project_id, &b.fields())
+        .await
+        .map_err(|e| match e.constraint() {
+            Some("budgets_org_id_project_id_fkey") => ApiError::Validation(vec![FieldError::new(
+                "project_id",
+                "is not a project of this organization",
+            )]),
+            _ => e.into(),
+        })?;
     tx.commit().await?;
     Ok((
         StatusCode::CREATED,
         Json(BudgetView {
             webhook_secret: b.secret,
-            ..budget
+            ..budget.into()
         }),
     ))
 }
@@ -333,14 +295,30 @@ pub async fn create(
 async fn authorized(
     db: &tokio_postgres::Client,
     caller: &Caller,
-    org: Uuid,
-    budget: Uuid,
+    (org, budget): (Uuid, Uuid),
     manage: bool,
-) -> Result<BudgetView, ApiError> {
+) -> Result<BudgetRow, ApiError> {
     let m = membership(db, caller, org).await?;
-    let view = read_budget(db, org, budget).await?;
-    authorize_scope(&m, view.project_id, manage, "budget")?;
-    Ok(view)
+    let row = table::read(db, org, budget)
+        .await?
+        .ok_or(ApiError::NotFound("budget"))?;
+    authorize_scope(&m, row.project_id, manage, "budget")?;
+    Ok(row)
+}
+
+/// `authorized` for a change: the budget locked on `tx`, the membership read
+/// on it too; and who changes it.
+async fn managed(
+    tx: &tokio_postgres::Transaction<'_>,
+    caller: &Caller,
+    (org, budget): (Uuid, Uuid),
+) -> Result<(Actor, BudgetRow), ApiError> {
+    let m = membership(tx.client(), caller, org).await?;
+    let row = table::lock(tx, org, budget)
+        .await?
+        .ok_or(ApiError::NotFound("budget"))?;
+    authorize_scope(&m, row.project_id, true, "budget")?;
+    Ok((Actor::person(org, caller.user_id), row))
 }
 
 /// `GET /v1/orgs/{org}/budgets/{budget}`.
@@ -358,7 +336,8 @@ pub async fn read(
     Ids((org, budget)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<BudgetView>, ApiError> {
     let db = state.db().await?;
-    authorized(&db, &caller, org, budget, false).await.map(Json)
+    let budget = authorized(&db, &caller, (org, budget), false).await?;
+    Ok(Json(budget.into()))
 }
 
 /// `PATCH /v1/orgs/{org}/budgets/{budget}`: name, amount, thresholds,
@@ -381,43 +360,18 @@ pub async fn update(
 ) -> Result<Json<BudgetView>, ApiError> {
     let mut b = body.check(false)?;
     let mut db = state.db().await?;
-    let before = authorized(&db, &caller, org, budget, true).await?;
+    let tx = db.transaction().await?;
+    let (actor, before) = managed(&tx, &caller, (org, budget)).await?;
     let adding_webhook =
         before.webhook_url.is_none() && b.url.as_deref().is_some_and(|u| !u.is_empty());
     if adding_webhook && b.secret.is_none() {
         b.secret = Some(new_webhook_secret()?);
     }
-    let tx = db.transaction().await?;
-    tx.execute(
-        "UPDATE budgets SET name = coalesce($3, name), amount_micro_usd = coalesce($4, amount_micro_usd),
-                thresholds = coalesce($5, thresholds), action = coalesce($6, action),
-                period = coalesce($7, period),
-                webhook_url = CASE WHEN $8::text = '' THEN NULL ELSE coalesce($8, webhook_url) END,
-                webhook_secret = CASE WHEN $8::text = '' THEN NULL ELSE coalesce($9, webhook_secret) END
-          WHERE org_id = $1 AND id = $2",
-        &[&org, &budget, &b.name, &b.amount, &b.thresholds, &b.action, &b.period, &b.url, &b.secret],
-    )
-    .await?;
-    let after = read_budget(tx.client(), org, budget).await?;
-    audit::record(
-        &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "budget.update",
-            object_type: "budget",
-            object_id: budget.to_string(),
-            before: audit::snapshot(&before),
-            after: audit::snapshot(&after),
-        },
-    )
-    .await?;
+    let after = table::update(&tx, actor, &before, &b.fields()).await?;
     tx.commit().await?;
     Ok(Json(BudgetView {
         webhook_secret: b.secret,
-        ..after
+        ..after.into()
     }))
 }
 
@@ -438,65 +392,11 @@ pub async fn delete(
     Ids((org, budget)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
-    let before = authorized(&db, &caller, org, budget, true).await?;
     let tx = db.transaction().await?;
-    tx.query_opt(
-        "SELECT 1 FROM budgets WHERE org_id = $1 AND id = $2 FOR UPDATE",
-        &[&org, &budget],
-    )
-    .await?;
-    restore_keys(&tx, &caller, (org, budget), "budget deleted").await?;
-    tx.execute(
-        "DELETE FROM budgets WHERE org_id = $1 AND id = $2",
-        &[&org, &budget],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "budget.delete",
-            object_type: "budget",
-            object_id: budget.to_string(),
-            before: audit::snapshot(&before),
-            after: None,
-        },
-    )
-    .await?;
+    let (actor, before) = managed(&tx, &caller, (org, budget)).await?;
+    table::delete(&tx, actor, &before).await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-use floopy_control_db::tables::budgets::rearm;
-
-/// Gives back the keys `budget` revoked, with a `budget.restore` audit
-/// entry saying how many and `why`; how many.
-async fn restore_keys(
-    tx: &tokio_postgres::Transaction<'_>,
-    caller: &Caller,
-    (org, budget): (Uuid, Uuid),
-    why: &str,
-) -> Result<u64, ApiError> {
-    let n = floopy_control_db::tables::keys::restore_for_budget(tx, org, budget).await?;
-    audit::record(
-        tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "budget.restore",
-            object_type: "budget",
-            object_id: budget.to_string(),
-            before: None,
-            after: Some(serde_json::json!({"keys_restored": n, "reason": why})),
-        },
-    )
-    .await?;
-    Ok(n)
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -522,23 +422,12 @@ pub async fn restore(
     Ids((org, budget)): Ids<(Uuid, Uuid)>,
 ) -> Result<Json<Restored>, ApiError> {
     let mut db = state.db().await?;
-    authorized(&db, &caller, org, budget, true).await?;
     let tx = db.transaction().await?;
+    let (actor, _) = managed(&tx, &caller, (org, budget)).await?;
     // The spend the evaluator saw this period, against the amount now.
-    let current = current_period_sql("b", now_ms());
-    let (spent, amount, period): (i64, i64, String) = {
-        let row = tx
-            .query_one(
-                &format!(
-                    "SELECT coalesce(p.spent_micro_usd, 0), b.amount_micro_usd, b.period FROM budgets b
-                       LEFT JOIN budget_periods p ON p.budget_id = b.id AND p.period = {current}
-                      WHERE b.id = $1 FOR UPDATE OF b"
-                ),
-                &[&budget],
-            )
-            .await?;
-        (row.get(0), row.get(1), row.get(2))
-    };
+    let (spent, amount, period) = table::lock_period_spend(&tx, budget)
+        .await?
+        .ok_or(ApiError::NotFound("budget"))?;
     if spent >= amount {
         return Err(ApiError::Conflict {
             code: "budget_exceeded",
@@ -549,8 +438,8 @@ pub async fn restore(
             ),
         });
     }
-    let n = restore_keys(&tx, &caller, (org, budget), "restored").await?;
-    rearm(&tx, budget).await?;
+    let n = table::restore_keys(&tx, actor, (org, budget), "restored").await?;
+    table::rearm(&tx, budget).await?;
     tx.commit().await?;
     Ok(Json(Restored { keys_restored: n }))
 }

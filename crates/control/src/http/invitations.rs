@@ -18,15 +18,14 @@ use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
 use crate::app::AppState;
 use crate::auth::{check_password, hash_password, new_secret, secret_hash, Caller};
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
 use crate::roles::{authorize, Action, OrgRole};
-use floopy_control_db::tables::audit;
+use floopy_control_db::tables::{invitations, members, sessions};
 use floopy_control_db::Actor;
 
 /// The prefix of invitation tokens.
 pub const INVITATION_PREFIX: &str = "fpi_";
 /// How long an invitation can be accepted.
-const VALID_DAYS: f64 = 7.0;
+const VALID_DAYS: i32 = 7;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -87,56 +86,33 @@ pub async fn create(
     JsonBody(body): JsonBody<NewInvitation>,
 ) -> Result<(StatusCode, Json<CreatedInvitation>), ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
+    let tx = db.transaction().await?;
+    let m = membership(tx.client(), &caller, org).await?;
     authorize(&m, Action::ManageOrgMembers)?;
     if body.role == OrgRole::Owner && m.org_role != OrgRole::Owner {
         return Err(ApiError::Forbidden("only an owner invites an owner".into()));
     }
     let email = normalize_email(&body.email).map_err(|e| ApiError::Validation(vec![e]))?;
     let token = new_secret(INVITATION_PREFIX)?;
-    let id = Uuid::now_v7();
-    let tx = db.transaction().await?;
-    let row = tx
-        .query_one(
-            concat!(
-                "INSERT INTO invitations (id, org_id, email, role, token_hash, invited_by, expires_at)
-                 VALUES ($1, $2, $3, $4::text::floopy_org_role, $5, $6, now() + make_interval(days => $7::int))
-                 RETURNING ",
-                rfc3339!("expires_at")
-            ),
-            &[
-                &id,
-                &org,
-                &email,
-                &body.role.as_str(),
-                &secret_hash(&token),
-                &caller.user_id,
-                &(VALID_DAYS as i32),
-            ],
-        )
-        .await?;
-    let view = InvitationView {
-        id,
-        email,
-        role: body.role,
-        expires_at: row.get(0),
-    };
-    audit::record(
+    let row = invitations::insert(
         &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "invitation.create",
-            object_type: "invitation",
-            object_id: id.to_string(),
-            before: None,
-            after: audit::snapshot(&view),
+        invitations::NewInvitation {
+            org,
+            email: &email,
+            role: body.role.as_str(),
+            token_hash: &secret_hash(&token),
+            invited_by: caller.user_id,
+            valid_days: VALID_DAYS,
         },
     )
     .await?;
     tx.commit().await?;
+    let view = InvitationView {
+        id: row.id,
+        email: row.email,
+        role: body.role,
+        expires_at: row.expires_at,
+    };
     Ok((StatusCode::CREATED, Json(CreatedInvitation { view, token })))
 }
 
@@ -175,42 +151,22 @@ pub async fn accept(
 ) -> Result<Json<Accepted>, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let invitation = tx
-        .query_opt(
-            "SELECT i.id, i.org_id, i.email, i.role::text FROM invitations i
-               JOIN org_members inviter
-                 ON inviter.org_id = i.org_id AND inviter.user_id = i.invited_by
-              WHERE i.token_hash = $1 AND i.accepted_at IS NULL AND i.revoked_at IS NULL
-                AND i.expires_at > now()
-                AND (inviter.role = 'owner' OR (inviter.role = 'admin' AND i.role <> 'owner'))
-              FOR UPDATE OF i",
-            &[&secret_hash(&body.token)],
-        )
+    let invitation = invitations::lock_acceptable(&tx, &secret_hash(&body.token))
         .await?
         .ok_or(ApiError::NotFound("invitation"))?;
-    let (id, org, email, role): (Uuid, Uuid, String, String) = (
-        invitation.get(0),
-        invitation.get(1),
-        invitation.get(2),
-        invitation.get(3),
-    );
-    let role = OrgRole::parse(&role).ok_or_else(|| ApiError::internal(role))?;
-    let existing = tx
-        .query_opt("SELECT id FROM users WHERE lower(email) = $1", &[&email])
-        .await?;
+    let role = OrgRole::parse(&invitation.role)
+        .ok_or_else(|| ApiError::internal(invitation.role.clone()))?;
+    let existing = sessions::user_by_email(tx.client(), &invitation.email).await?;
     let user_id = match existing {
-        Some(row) => {
-            let user: Uuid = row.get(0);
-            match caller {
-                Ok(caller) if caller.user_id == user => user,
-                Ok(_) => {
-                    return Err(ApiError::Forbidden(
-                        "this invitation is for another user".into(),
-                    ))
-                }
-                Err(_) => return Err(ApiError::Unauthenticated),
+        Some((user, _)) => match caller {
+            Ok(caller) if caller.user_id == user => user,
+            Ok(_) => {
+                return Err(ApiError::Forbidden(
+                    "this invitation is for another user".into(),
+                ))
             }
-        }
+            Err(_) => return Err(ApiError::Unauthenticated),
+        },
         None => {
             let mut errors = Vec::new();
             match body.name.as_deref() {
@@ -229,49 +185,18 @@ pub async fn accept(
                 return Err(ApiError::Validation(errors));
             }
             let hash = hash_password(password).await?;
-            let user = Uuid::now_v7();
-            tx.execute(
-                "INSERT INTO users (id, email, name, password_hash) VALUES ($1, $2, $3, $4)",
-                &[&user, &email, &body.name, &hash],
-            )
-            .await?;
-            user
+            members::insert_user(&tx, &invitation.email, body.name.as_deref(), &hash).await?
         }
     };
-    let joined = tx
-        .execute(
-            "INSERT INTO org_members (org_id, user_id, role) VALUES ($1, $2, $3::text::floopy_org_role)
-             ON CONFLICT DO NOTHING",
-            &[&org, &user_id, &role.as_str()],
-        )
-        .await?;
-    if joined == 0 {
+    if !members::join_org(&tx, invitation.org, user_id, role.as_str()).await? {
         return Err(ApiError::Conflict {
             code: "already_member",
             message: "this user is already a member of the organization".into(),
         });
     }
-    tx.execute(
-        "UPDATE invitations SET accepted_at = now() WHERE id = $1",
-        &[&id],
-    )
-    .await?;
-    audit::record(
-        &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(user_id),
-        },
-        audit::Entry {
-            action: "invitation.accept",
-            object_type: "org_member",
-            object_id: user_id.to_string(),
-            before: None,
-            after: Some(serde_json::json!({"user_id": user_id, "email": email, "role": role})),
-        },
-    )
-    .await?;
+    invitations::accepted(&tx, &invitation, user_id).await?;
     tx.commit().await?;
+    let org = invitation.org;
     Ok(Json(Accepted {
         org_id: org,
         user_id,
@@ -299,29 +224,18 @@ pub async fn list(
     let db = state.db().await?;
     let m = membership(&db, &caller, org).await?;
     authorize(&m, Action::ManageOrgMembers)?;
-    let rows = db
-        .query(
-            concat!(
-                "SELECT id, email, role::text, ",
-                rfc3339!("expires_at"),
-                " FROM invitations WHERE org_id = $1 AND accepted_at IS NULL
-                   AND revoked_at IS NULL AND expires_at > now() AND ($2::uuid IS NULL OR id > $2)
-                 ORDER BY id LIMIT $3"
-            ),
-            &[&org, &after, &(limit + 1)],
-        )
-        .await?;
-    let items = rows
-        .iter()
-        .filter_map(|row| {
-            Some(InvitationView {
-                id: row.get(0),
-                email: row.get(1),
-                role: OrgRole::parse(row.get(2))?,
-                expires_at: row.get(3),
+    let items = invitations::list_pending(&db, org, after, limit + 1)
+        .await?
+        .into_iter()
+        .map(|row| {
+            Ok(InvitationView {
+                id: row.id,
+                role: OrgRole::parse(&row.role).ok_or_else(|| ApiError::internal(row.role))?,
+                email: row.email,
+                expires_at: row.expires_at,
             })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(Page::new(items, limit, |i| i.id)))
 }
 
@@ -341,34 +255,13 @@ pub async fn revoke(
     Ids((org, invitation)): Ids<(Uuid, Uuid)>,
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
-    let m = membership(&db, &caller, org).await?;
-    authorize(&m, Action::ManageOrgMembers)?;
     let tx = db.transaction().await?;
-    let before = tx
-        .query_opt(
-            "UPDATE invitations SET revoked_at = now()
-              WHERE org_id = $1 AND id = $2 AND accepted_at IS NULL AND revoked_at IS NULL
-              RETURNING email, role::text",
-            &[&org, &invitation],
-        )
-        .await?
-        .ok_or(ApiError::NotFound("invitation"))?;
-    let before: (String, String) = (before.get(0), before.get(1));
-    audit::record(
-        &tx,
-        Actor {
-            org_id: Some(org),
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "invitation.revoke",
-            object_type: "invitation",
-            object_id: invitation.to_string(),
-            before: Some(serde_json::json!({"email": before.0, "role": before.1})),
-            after: None,
-        },
-    )
-    .await?;
+    let m = membership(tx.client(), &caller, org).await?;
+    authorize(&m, Action::ManageOrgMembers)?;
+    let actor = Actor::person(org, caller.user_id);
+    if !invitations::revoke(&tx, actor, org, invitation).await? {
+        return Err(ApiError::NotFound("invitation"));
+    }
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

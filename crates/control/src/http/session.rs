@@ -16,8 +16,8 @@ use crate::auth::{
     TOKEN_PREFIX,
 };
 use crate::error::{ApiError, FieldError};
-use crate::rfc3339;
-use floopy_control_db::tables::audit;
+use floopy_control_db::tables::orgs;
+use floopy_control_db::tables::sessions::{self, TokenRow};
 use floopy_control_db::Actor;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -71,14 +71,7 @@ pub async fn login(
     let db = state.db().await?;
     let throttle = state.config.throttle;
     let window = throttle.window.as_secs_f64();
-    let counts = db
-        .query_one(
-            "SELECT count(*) FILTER (WHERE email = $1), count(*) FILTER (WHERE client = $2)
-               FROM login_failures WHERE at > now() - make_interval(secs => $3)",
-            &[&email, &client, &window],
-        )
-        .await?;
-    let (by_account, by_client): (i64, i64) = (counts.get(0), counts.get(1));
+    let (by_account, by_client) = sessions::recent_failures(&db, &email, &client, window).await?;
     if by_account >= i64::from(throttle.max_failures_per_account)
         || by_client >= i64::from(throttle.max_failures_per_client)
     {
@@ -86,55 +79,26 @@ pub async fn login(
             retry_after_secs: throttle.window.as_secs(),
         });
     }
-    let user = db
-        .query_opt(
-            "SELECT id, password_hash FROM users WHERE lower(email) = $1",
-            &[&email],
-        )
-        .await?;
-    let hash = user
-        .as_ref()
-        .and_then(|row| row.get::<_, Option<String>>(1));
+    let user = sessions::user_by_email(&db, &email).await?;
+    let hash = user.as_ref().and_then(|(_, hash)| hash.clone());
     // The attempt counts as a failure until the password is verified, so
     // attempts made at the same moment all count against the limit.
-    let attempt: i64 = db
-        .query_one(
-            "INSERT INTO login_failures (email, client) VALUES ($1, $2) RETURNING id",
-            &[&email, &client],
-        )
-        .await?
-        .get(0);
+    let attempt = sessions::count_attempt(&db, &email, &client).await?;
     if !verify_password(body.password, hash).await {
         tracing::info!(client = %client, "failed login");
         return Err(ApiError::InvalidCredentials);
     }
-    db.execute("DELETE FROM login_failures WHERE id = $1", &[&attempt])
-        .await?;
-    let Some(user) = user else {
+    // Failures older than the window go as their owner signs in, and
+    // expired sessions as a new one opens: the tables stay the size of
+    // what is live.
+    sessions::succeeded(&db, attempt, &email, window).await?;
+    let Some((user_id, _)) = user else {
         return Err(ApiError::InvalidCredentials);
     };
-    let user_id: Uuid = user.get(0);
-    // Expired sessions of this user, and failures older than the window,
-    // go as their owner signs in: the tables stay the size of what is live.
-    db.execute(
-        "DELETE FROM sessions WHERE user_id = $1 AND expires_at <= now()",
-        &[&user_id],
-    )
-    .await?;
-    db.execute(
-        "DELETE FROM login_failures WHERE email = $1 AND at <= now() - make_interval(secs => $2)",
-        &[&email, &window],
-    )
-    .await?;
     let session = new_secret("")?;
     let csrf_token = new_secret("")?;
     let ttl = state.config.session_ttl.as_secs_f64();
-    db.execute(
-        "INSERT INTO sessions (token_hash, user_id, csrf_token, expires_at)
-         VALUES ($1, $2, $3, now() + make_interval(secs => $4))",
-        &[&secret_hash(&session), &user_id, &csrf_token, &ttl],
-    )
-    .await?;
+    sessions::open(&db, user_id, &secret_hash(&session), &csrf_token, ttl).await?;
     let secure = if state.config.secure_cookie {
         "; Secure"
     } else {
@@ -167,8 +131,7 @@ pub async fn login(
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     if let Credential::Session { token_hash } = &caller.credential {
         let db = state.db().await?;
-        db.execute("DELETE FROM sessions WHERE token_hash = $1", &[token_hash])
-            .await?;
+        sessions::close(&db, token_hash).await?;
     }
     let mut response = StatusCode::NO_CONTENT.into_response();
     response.headers_mut().insert(
@@ -206,41 +169,24 @@ pub struct MyOrg {
 )]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let db = state.db().await?;
-    let user = db
-        .query_one(
-            "SELECT email, name FROM users WHERE id = $1",
-            &[&caller.user_id],
-        )
-        .await?;
-    let orgs = db
-        .query(
-            "SELECT o.id, o.name, m.role::text FROM org_members m
-               JOIN organizations o ON o.id = m.org_id
-              WHERE m.user_id = $1 ORDER BY o.name, o.id",
-            &[&caller.user_id],
-        )
+    let (email, name) = sessions::user(&db, caller.user_id)
         .await?
-        .iter()
-        .map(|row| MyOrg {
-            id: row.get(0),
-            name: row.get(1),
-            role: row.get(2),
-        })
+        .ok_or(ApiError::Unauthenticated)?;
+    let orgs = orgs::memberships(&db, caller.user_id)
+        .await?
+        .into_iter()
+        .map(|(id, name, role)| MyOrg { id, name, role })
         .collect();
     let csrf_token = match &caller.credential {
-        Credential::Session { token_hash } => db
-            .query_opt(
-                "SELECT csrf_token FROM sessions WHERE token_hash = $1",
-                &[token_hash],
-            )
-            .await?
-            .map(|row| row.get(0)),
+        Credential::Session { token_hash } => {
+            sessions::live(&db, token_hash).await?.map(|(_, csrf)| csrf)
+        }
         Credential::Token { .. } => None,
     };
     Ok(Json(Me {
         id: caller.user_id,
-        email: user.get(0),
-        name: user.get(1),
+        email,
+        name,
         orgs,
         csrf_token,
     }))
@@ -290,50 +236,36 @@ pub async fn create_token(
     }
     let token = new_secret(TOKEN_PREFIX)?;
     let prefix = token[..TOKEN_PREFIX.len() + 6].to_string();
-    let id = Uuid::now_v7();
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let row = tx
-        .query_one(
-            concat!(
-                "INSERT INTO access_tokens (id, user_id, name, token_hash, prefix)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
-                rfc3339!("created_at")
-            ),
-            &[
-                &id,
-                &caller.user_id,
-                &body.name,
-                &secret_hash(&token),
-                &prefix,
-            ],
-        )
-        .await?;
-    let view = TokenView {
-        id,
-        name: body.name,
-        prefix,
-        created_at: row.get(0),
-        last_used_at: None,
-        revoked: false,
+    let actor = Actor {
+        org_id: None,
+        user_id: Some(caller.user_id),
     };
-    audit::record(
-        &tx,
-        Actor {
-            org_id: None,
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "token.create",
-            object_type: "access_token",
-            object_id: id.to_string(),
-            before: None,
-            after: audit::snapshot(&view),
-        },
-    )
-    .await?;
+    let hash = secret_hash(&token);
+    let row =
+        sessions::insert_token(&tx, actor, caller.user_id, &body.name, &hash, &prefix).await?;
     tx.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreatedToken { view, token })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedToken {
+            view: row.into(),
+            token,
+        }),
+    ))
+}
+
+impl From<TokenRow> for TokenView {
+    fn from(t: TokenRow) -> TokenView {
+        TokenView {
+            id: t.id,
+            name: t.name,
+            prefix: t.prefix,
+            created_at: t.created_at,
+            last_used_at: t.last_used_at,
+            revoked: t.revoked,
+        }
+    }
 }
 
 /// `GET /v1/tokens`: the caller's tokens (never the secrets).
@@ -352,30 +284,8 @@ pub async fn list_tokens(
 ) -> Result<Json<Page<TokenView>>, ApiError> {
     let (limit, after) = page.parse()?;
     let db = state.db().await?;
-    let rows = db
-        .query(
-            concat!(
-                "SELECT id, name, prefix, ",
-                rfc3339!("created_at"),
-                ", ",
-                rfc3339!("last_used_at"),
-                ", revoked_at IS NOT NULL FROM access_tokens
-                   WHERE user_id = $1 AND ($2::uuid IS NULL OR id > $2) ORDER BY id LIMIT $3"
-            ),
-            &[&caller.user_id, &after, &(limit + 1)],
-        )
-        .await?;
-    let items = rows
-        .iter()
-        .map(|row| TokenView {
-            id: row.get(0),
-            name: row.get(1),
-            prefix: row.get(2),
-            created_at: row.get(3),
-            last_used_at: row.get(4),
-            revoked: row.get(5),
-        })
-        .collect();
+    let rows = sessions::list_tokens(&db, caller.user_id, after, limit + 1).await?;
+    let items = rows.into_iter().map(TokenView::from).collect();
     Ok(Json(Page::new(items, limit, |t| t.id)))
 }
 
@@ -395,31 +305,13 @@ pub async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     let mut db = state.db().await?;
     let tx = db.transaction().await?;
-    let revoked = tx
-        .execute(
-            "UPDATE access_tokens SET revoked_at = now()
-              WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL",
-            &[&token, &caller.user_id],
-        )
-        .await?;
-    if revoked == 0 {
+    let actor = Actor {
+        org_id: None,
+        user_id: Some(caller.user_id),
+    };
+    if !sessions::revoke_token(&tx, actor, caller.user_id, token).await? {
         return Err(ApiError::NotFound("token"));
     }
-    audit::record(
-        &tx,
-        Actor {
-            org_id: None,
-            user_id: Some(caller.user_id),
-        },
-        audit::Entry {
-            action: "token.revoke",
-            object_type: "access_token",
-            object_id: token.to_string(),
-            before: None,
-            after: None,
-        },
-    )
-    .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -15,6 +15,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use floopy_control_db::tables::projects;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectBreakdown {
@@ -61,13 +62,10 @@ pub async fn projects(
 ) -> Result<Json<Breakdown>, ApiError> {
     let a = ask(&state, &caller, org, &q).await?;
     let figures = ProjectFigures::load(&a, true).await?;
-    let names: HashMap<String, String> = state
-        .db()
+    let names: HashMap<String, String> = projects::names(&*state.db().await?, org)
         .await?
-        .query("SELECT id, name FROM projects WHERE org_id = $1", &[&org])
-        .await?
-        .iter()
-        .map(|r| (r.get::<_, Uuid>(0).to_string(), r.get(1)))
+        .into_iter()
+        .map(|(id, name)| (id.to_string(), name))
         .collect();
     let total: u64 = figures.rows.iter().map(|r| r.cost_micro_usd).sum();
     let mut data: Vec<ProjectBreakdown> = figures

@@ -17,6 +17,7 @@ use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Ids, QueryParams};
+use floopy_control_db::tables::keys;
 
 /// One request's record.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -246,20 +247,11 @@ pub async fn request(
             scored_at: rfc3339(f.scored_ms),
         });
     let key = match Uuid::try_parse(&row.api_key_id) {
-        Ok(key) => {
-            state
-                .db()
-                .await?
-                .query_opt(
-                    "SELECT name, prefix FROM api_keys WHERE org_id = $1 AND id = $2",
-                    &[&org, &key],
-                )
-                .await?
-        }
+        Ok(key) => keys::read(&*state.db().await?, org, key).await?,
         Err(_) => None,
     };
     let (api_key_name, api_key_prefix) = match key {
-        Some(row) => (row.try_get("name")?, row.try_get("prefix")?),
+        Some(key) => (Some(key.name), key.prefix),
         None => (None, None),
     };
     Ok(Json(RequestDetail {

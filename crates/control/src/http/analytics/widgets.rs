@@ -19,6 +19,7 @@ use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Ids, QueryParams};
 use crate::roles::{authorize, Action};
+use floopy_control_db::tables::limits;
 
 /// A project's figure next to the average of every project the caller sees.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -304,26 +305,12 @@ pub async fn widget_cost_by_environment(
     let mut caps: HashMap<String, (Option<u64>, u64)> = HashMap::new();
     if authorize(&a.membership, Action::ReadLimits).is_ok() {
         let db = state.db().await?;
-        for row in db
-            .query(
-                "SELECT e.environment::text, l.monthly_cost_micro_usd,
-                        COALESCE((SELECT sum(u.settled_micro_usd) FROM replica_usage u
-                                   WHERE u.org_id = $1 AND u.environment = e.environment
-                                     AND u.month = $2), 0)::bigint
-                   FROM unnest(enum_range(NULL::floopy_environment)) AS e(environment)
-                   LEFT JOIN environment_limits l
-                     ON l.org_id = $1 AND l.environment = e.environment",
-                &[&org, &(month as i32)],
-            )
-            .await?
-        {
-            let cap: Option<i64> = row.get(1);
-            let spend: i64 = row.get(2);
+        for (limits, spent) in limits::with_spend(&db, org, Some(month as i32)).await? {
             caps.insert(
-                row.get(0),
+                limits.row.environment.as_str().to_string(),
                 (
-                    cap.map(|c| u64::try_from(c).unwrap_or(0)),
-                    u64::try_from(spend).unwrap_or(0),
+                    limits.monthly_cost_micro_usd,
+                    u64::try_from(spent).unwrap_or(0),
                 ),
             );
         }
