@@ -24,7 +24,7 @@ use floopy_control_db::migrate::migrate;
 use floopy_control_db::DbConfig;
 use floopy_gateway::auth::authenticate;
 use floopy_gateway::config::PostgresSource;
-use floopy_gateway::control::sync::ControlSync;
+use floopy_gateway::control_source::sync::ControlSync;
 use floopy_gateway::metrics::Metrics;
 use floopy_gateway::pricing::PriceTable;
 use floopy_gateway::snapshot::{ConfigParts, Settings, SnapshotStore};

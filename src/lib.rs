@@ -5,21 +5,22 @@
 //!
 //! It owns the request path and what serves it: configuration, the control
 //! data snapshot, limits and the spend exchange, the proxy phases, usage and
-//! pricing, request logs, metrics and the admin listener. The data model is
+//! pricing, request logs, metrics and the health listener (`health`). The data model is
 //! `floopy-model`'s and the control database's SQL is `floopy-control-db`'s.
 //! It must not depend on the control plane (`floopy-control`) or its web
 //! stack, and the fake provider is only ever a dev-dependency
 //! (`tests/dependencies.rs` checks both). The binary (`main.rs`) only wires
 //! these modules together.
 
-pub mod admin;
 pub mod alloc;
 pub mod auth;
 pub mod body;
 pub mod config;
-pub mod control;
+pub mod config_error;
+pub mod control_source;
 pub mod error;
 pub mod header_deadline;
+pub mod health;
 pub mod json_scan;
 pub mod limits;
 pub mod locks;

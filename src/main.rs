@@ -17,11 +17,11 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use floopy_control_db::admin::AdminArgs;
-use floopy_gateway::admin::AdminApp;
 use floopy_gateway::config::{self, Config, ControlSource, LogSinkConfig};
-use floopy_gateway::control::cache::read_cache;
-use floopy_gateway::control::sync::{initial_load, ControlSync};
+use floopy_gateway::control_source::cache::read_cache;
+use floopy_gateway::control_source::sync::{initial_load, ControlSync};
 use floopy_gateway::header_deadline::HeaderDeadline;
+use floopy_gateway::health::HealthApp;
 use floopy_gateway::limits::clock::SystemClock;
 use floopy_gateway::limits::persistence::SpendPersistence;
 use floopy_gateway::limits::Limiter;
@@ -292,7 +292,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
     let mut admin = Service::new(
         "floopy-admin".to_string(),
-        AdminApp::new(
+        HealthApp::new(
             store.clone(),
             metrics.clone(),
             sink.clone(),

@@ -181,7 +181,7 @@ impl Metrics {
         }
         out.push_str("# HELP floopy_tls_certificate_expiry_seconds Seconds until a serving TLS certificate expires.\n");
         out.push_str("# TYPE floopy_tls_certificate_expiry_seconds gauge\n");
-        let now = crate::tls::now_unix();
+        let now = i64::try_from(floopy_model::calendar::now_ms() / 1000).unwrap_or(i64::MAX);
         for (path, not_after) in expiry {
             let path = path.replace('\\', "\\\\").replace('"', "\\\"");
             let _ = writeln!(

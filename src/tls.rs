@@ -14,6 +14,7 @@
 //! are read at start.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,8 +31,30 @@ use pingora_core::listeners::tls::TlsSettings;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 
-use crate::config::{CertificateFiles, ConfigError, TlsConfig};
+use crate::config_error::ConfigError;
 use crate::metrics::Metrics;
+
+/// The TLS listener: where, which certificates (the first is the
+/// default), and how clients may connect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub certificates: Vec<CertificateFiles>,
+    /// TLS 1.3 only; else 1.2 and 1.3.
+    pub tls13_only: bool,
+    pub client_ca: Option<PathBuf>,
+    pub http2: bool,
+    pub max_concurrent_streams: u32,
+    pub watch_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertificateFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Explicit SNI names; empty: the certificate's own.
+    pub server_names: Vec<String>,
+}
 
 /// Seconds since the Unix epoch.
 pub fn now_unix() -> i64 {

@@ -6,13 +6,15 @@
 //! environment or a file and resolving a provider's host happen here, so a
 //! configuration that loads is one that can serve. The sections with a home
 //! of their own are checked there: providers in `providers`, the file
-//! control data in `control::file`, the log sink in `logs::config`. Nothing
-//! here touches the running gateway: `reload` swaps.
+//! control data in `control`, the log sink in `logs::config` (its owner,
+//! file shape and defaults included), the TLS listener's types in `tls`;
+//! they report into `config_error::Errors`, a leaf, and never import this
+//! module. Nothing here touches the running gateway: `reload` swaps.
 
+mod control;
 mod providers;
 pub mod raw;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64};
 use std::path::{Path, PathBuf};
@@ -22,44 +24,16 @@ use floopy_control_db::DbConfig;
 use floopy_model::{usd_to_micro, ControlData};
 use rustc_hash::FxHashSet;
 
-use crate::control::file::validate_file_control;
 use crate::logs::config::validate_log_sink;
 pub use crate::logs::config::LogSinkConfig;
 use crate::pricing::Price;
 use crate::upstream::{Endpoint, ProviderKind, Timeouts};
+use control::validate_file_control;
 use raw::*;
 pub use raw::{DEFAULT_COMPLETION_TOKENS, DEFAULT_MAX_BODY_BYTES, DEFAULT_STATE_FILE};
 
-/// One validation error: where, and what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.path, self.message)
-    }
-}
-
-/// Every error found in one file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{e}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
+pub(crate) use crate::config_error::Errors;
+pub use crate::config_error::{ConfigError, ConfigErrors};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -93,27 +67,7 @@ pub struct ServerSettings {
     pub upgrade_sock: Option<String>,
 }
 
-/// The TLS listener: where, which certificates (the first is the
-/// default), and how clients may connect.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TlsConfig {
-    pub listen: SocketAddr,
-    pub certificates: Vec<CertificateFiles>,
-    /// TLS 1.3 only; else 1.2 and 1.3.
-    pub tls13_only: bool,
-    pub client_ca: Option<PathBuf>,
-    pub http2: bool,
-    pub max_concurrent_streams: u32,
-    pub watch_interval: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertificateFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// Explicit SNI names; empty: the certificate's own.
-    pub server_names: Vec<String>,
-}
+pub use crate::tls::{CertificateFiles, TlsConfig};
 
 #[derive(Debug, Clone)]
 pub struct ProviderConfig {
@@ -197,19 +151,6 @@ pub fn parse_with(text: &str, resolve: Resolve) -> Result<Config, ConfigErrors> 
         ConfigErrors(vec![ConfigError { path, message }])
     })?;
     validate(raw, resolve)
-}
-
-/// Collects errors with their paths while validating.
-#[derive(Default)]
-pub(crate) struct Errors(Vec<ConfigError>);
-
-impl Errors {
-    pub(crate) fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
-    }
 }
 
 fn validate(raw: RawConfig, resolve: Resolve) -> Result<Config, ConfigErrors> {

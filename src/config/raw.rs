@@ -4,14 +4,16 @@
 //! plans and environments), so its error names the field's path; the rest
 //! (URLs, ids, slugs, money, cross-references) is checked by `config`'s
 //! validation, which reports every error of a file at once. Every default is
-//! a named constant here, with the reason for its value.
+//! a named constant here, with the reason for its value; the log sink's
+//! section is its owner's (`logs::config`).
 
 use std::net::SocketAddr;
-use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
+use std::num::{NonZeroU32, NonZeroU64};
 
 use floopy_model::{Environment, Plan};
 use serde::Deserialize;
 
+pub use crate::logs::config::RawLogSink;
 use crate::upstream::ProviderKind;
 
 /// SPEC section 3: the request body limit, 10 MiB.
@@ -45,22 +47,6 @@ pub const DEFAULT_POLL_INTERVAL_MS: u64 = 1_000;
 /// enough to ride out a database failover, short enough that a load
 /// balancer stops sending to a replica that lost its control data.
 pub const DEFAULT_MAX_STALENESS_SECONDS: u64 = 30;
-/// Request log records between the request path and the writer: about a
-/// second of traffic at a high request rate (records beyond it wait in the
-/// overflow list, never dropped).
-pub const DEFAULT_LOG_QUEUE_CAPACITY: usize = 65_536;
-/// The Kafka topic of request logs.
-pub const DEFAULT_KAFKA_TOPIC: &str = "floopy.request_logs";
-/// `log_sink.feedback_topic`.
-pub const DEFAULT_FEEDBACK_TOPIC: &str = "floopy.feedback";
-/// Where records the broker did not take wait.
-pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
-/// Kafka batching delay: 20 ms fills batches at a few hundred requests a
-/// second while adding nothing a client sees (logging is off the request
-/// path).
-pub const DEFAULT_LINGER_MS: u64 = 20;
-/// How long the producer retries a record before it is spooled.
-pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 10_000;
 /// Failed authentications (unknown keys) one client address may make in a
 /// minute before its requests get 429 without their keys being looked up:
 /// far more than a misconfigured client needs to notice, far too few to
@@ -282,73 +268,4 @@ pub struct RawEnvironmentLimits {
     pub environment: Environment,
     pub rpm: Option<NonZeroU32>,
     pub monthly_cost_usd: Option<f64>,
-}
-
-/// `log_sink.kind`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogSinkKind {
-    /// JSON Lines appended to `log_sink.path`.
-    File,
-    /// Kafka at `log_sink.brokers`, with the disk spool behind it.
-    Kafka,
-    /// Batched inserts into ClickHouse at `log_sink.url`, with the disk
-    /// spool behind them.
-    #[serde(rename = "clickhouse")]
-    ClickHouse,
-}
-
-/// `log_sink.compression`: the producer's codecs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Compression {
-    None,
-    Gzip,
-    Snappy,
-    /// Fast to compress at the request rates a gateway sees, and what the
-    /// broker and ClickHouse decode cheaply.
-    #[default]
-    Lz4,
-    Zstd,
-}
-
-impl Compression {
-    /// The name librdkafka's `compression.codec` takes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Compression::None => "none",
-            Compression::Gzip => "gzip",
-            Compression::Snappy => "snappy",
-            Compression::Lz4 => "lz4",
-            Compression::Zstd => "zstd",
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawLogSink {
-    pub kind: LogSinkKind,
-    /// file: the JSON Lines file.
-    pub path: Option<String>,
-    /// Records held in memory between the request path and the writer.
-    pub queue_capacity: Option<NonZeroUsize>,
-    /// kafka: `host:port[,host:port...]`.
-    pub brokers: Option<String>,
-    pub topic: Option<String>,
-    /// kafka: the feedback records' topic.
-    pub feedback_topic: Option<String>,
-    /// kafka and clickhouse: where records wait while they cannot be
-    /// delivered.
-    pub spool_dir: Option<String>,
-    /// clickhouse: `http://host:port`.
-    pub url: Option<String>,
-    pub database: Option<String>,
-    pub user: Option<String>,
-    pub password: Option<floopy_model::Secret>,
-    pub linger_ms: Option<u64>,
-    pub compression: Option<Compression>,
-    pub message_timeout_ms: Option<NonZeroU64>,
-    /// kafka: idempotent producer (default true).
-    pub idempotence: Option<bool>,
 }

@@ -24,7 +24,7 @@ use uuid::Uuid;
 use super::clock::{day_of, month_of};
 use super::shared::Shared;
 use super::{lock, Limiter};
-use crate::control::CONNECT_TIMEOUT;
+use crate::control_source::CONNECT_TIMEOUT;
 use crate::metrics::Metrics;
 
 impl Limiter {

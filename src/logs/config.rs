@@ -1,16 +1,103 @@
-//! `log_sink`: which sink writes the request logs, checked into a
+//! `log_sink`: which sink writes the request logs, as the file has it
+//! (`RawLogSink`, every default a named constant) and checked into a
 //! `LogSinkConfig`. Beside the sinks, so a new sink's settings live next to
 //! its code.
 
 use std::path::PathBuf;
 
-use crate::config::raw::{
-    LogSinkKind, RawLogSink, DEFAULT_FEEDBACK_TOPIC, DEFAULT_KAFKA_TOPIC, DEFAULT_LINGER_MS,
-    DEFAULT_LOG_QUEUE_CAPACITY, DEFAULT_MESSAGE_TIMEOUT_MS, DEFAULT_SPOOL_DIR,
-};
-use crate::config::Errors;
+use std::num::{NonZeroU64, NonZeroUsize};
+
+use serde::Deserialize;
+
+use crate::config_error::Errors;
 use crate::logs::clickhouse::ClickHouseSinkConfig;
 use crate::logs::kafka::KafkaSinkConfig;
+
+/// Request log records between the request path and the writer: about a
+/// second of traffic at a high request rate (records beyond it wait in the
+/// overflow list, never dropped).
+pub const DEFAULT_LOG_QUEUE_CAPACITY: usize = 65_536;
+/// The Kafka topic of request logs.
+pub const DEFAULT_KAFKA_TOPIC: &str = "floopy.request_logs";
+/// `log_sink.feedback_topic`.
+pub const DEFAULT_FEEDBACK_TOPIC: &str = "floopy.feedback";
+/// Where records the broker did not take wait.
+pub const DEFAULT_SPOOL_DIR: &str = "var/spool";
+/// Kafka batching delay: 20 ms fills batches at a few hundred requests a
+/// second while adding nothing a client sees (logging is off the request
+/// path).
+pub const DEFAULT_LINGER_MS: u64 = 20;
+/// How long the producer retries a record before it is spooled.
+pub const DEFAULT_MESSAGE_TIMEOUT_MS: u64 = 10_000;
+
+/// `log_sink.kind`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogSinkKind {
+    /// JSON Lines appended to `log_sink.path`.
+    File,
+    /// Kafka at `log_sink.brokers`, with the disk spool behind it.
+    Kafka,
+    /// Batched inserts into ClickHouse at `log_sink.url`, with the disk
+    /// spool behind them.
+    #[serde(rename = "clickhouse")]
+    ClickHouse,
+}
+
+/// `log_sink.compression`: the producer's codecs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    /// Fast to compress at the request rates a gateway sees, and what the
+    /// broker and ClickHouse decode cheaply.
+    #[default]
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The name librdkafka's `compression.codec` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLogSink {
+    pub kind: LogSinkKind,
+    /// file: the JSON Lines file.
+    pub path: Option<String>,
+    /// Records held in memory between the request path and the writer.
+    pub queue_capacity: Option<NonZeroUsize>,
+    /// kafka: `host:port[,host:port...]`.
+    pub brokers: Option<String>,
+    pub topic: Option<String>,
+    /// kafka: the feedback records' topic.
+    pub feedback_topic: Option<String>,
+    /// kafka and clickhouse: where records wait while they cannot be
+    /// delivered.
+    pub spool_dir: Option<String>,
+    /// clickhouse: `http://host:port`.
+    pub url: Option<String>,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub password: Option<floopy_model::Secret>,
+    pub linger_ms: Option<u64>,
+    pub compression: Option<Compression>,
+    pub message_timeout_ms: Option<NonZeroU64>,
+    /// kafka: idempotent producer (default true).
+    pub idempotence: Option<bool>,
+}
 
 /// Where request logs go.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use super::queue::{BatchWriter, LogQueue};
 use super::spool::{has_segments, spool_stats, Spool};
 use super::wal::{Pending, Wal};
 use super::{LogSink, RequestLog};
-use crate::config::raw::Compression;
+use crate::logs::config::Compression;
 use crate::metrics::Metrics;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@
 pub mod admission;
 mod body_reader;
 pub mod ctx;
+mod feedback;
 pub mod headers;
 mod record;
 pub mod route;
@@ -39,7 +40,7 @@ use pingora_proxy::FailToProxy;
 use crate::auth::AuthError;
 use crate::error::GatewayError;
 use crate::limits::Limiter;
-use crate::logs::feedback::{self, Feedback};
+use crate::logs::feedback::Feedback;
 use crate::logs::{LogId, LogSink};
 use crate::metrics::Metrics;
 use crate::request_id;

@@ -6,7 +6,7 @@
 import { get, post, patch, put, del, all } from "./api.js";
 import { h, append, clear, section, table, empty, field, select, showErrors, apiForm, dialog, confirmDialog, toast, usdText, usdInput, pct, when, short, projectBadge, ICONS } from "./dom.js";
 import { progress } from "./charts.js";
-import { ctx, link, runsTheOrg, canCreateProjects, adminProjects, projectById, reloadProjects } from "./app.js";
+import { ctx, link, runsTheOrg, canCreateProjects, adminProjects, projectById, reloadProjects } from "./state.js";
 
 const O = (path = "") => `/orgs/${ctx.org}${path}`;
 const ENVIRONMENTS = ["development", "staging", "production", "other"];

@@ -6,7 +6,7 @@
 import { get, post } from "./api.js";
 import { h, append, clear, section, table, empty, loading, failure, field, select, dialog, toast, int, usd, pct, ms, score, when, short, projectBadge } from "./dom.js";
 import { lineChart, legend, bars, stackedBars, progress, PALETTE } from "./charts.js";
-import { ctx, scope, rangeInterval, link, go, projectById } from "./app.js";
+import { ctx, scope, rangeInterval, link, go, projectById } from "./state.js";
 
 const A = (path) => `/orgs/${ctx.org}/analytics/${path}`;
 

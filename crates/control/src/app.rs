@@ -1,11 +1,10 @@
-//! The server: shared state (the connection pool, the configuration, the
-//! counters), the router, health and metrics, and a graceful shutdown
+//! The server: the router over the state every handler shares (`state`),
+//! health and metrics, and a graceful shutdown
 //! (SIGTERM or SIGINT: stop accepting, let requests in flight finish within
 //! the grace period).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
@@ -13,50 +12,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
 
-use crate::config::Config;
 use crate::error::ApiError;
-
-/// Counters for `/metrics`, by status class.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub responses: [AtomicU64; 5],
-}
-
-/// What every handler shares. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: Pool,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    /// The analytics store, when `clickhouse` is configured.
-    pub analytics: Option<Arc<crate::analytics::Analytics>>,
-}
-
-impl AppState {
-    /// A pooled connection to the control database.
-    pub async fn db(&self) -> Result<Object, ApiError> {
-        Ok(self.pool.get().await?)
-    }
-}
-
-/// A pool of connections to the control database (none opened yet).
-pub fn pool(config: &Config) -> anyhow::Result<Pool> {
-    let mut pg = config.db.postgres_config().clone();
-    if pg.get_application_name().is_none() {
-        pg.application_name("floopy-control");
-    }
-    pg.connect_timeout(std::time::Duration::from_secs(5));
-    let manager = Manager::from_config(
-        pg,
-        config.db.tls(),
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
-    Ok(Pool::builder(manager).max_size(config.pool_size).build()?)
-}
+use crate::state::AppState;
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {

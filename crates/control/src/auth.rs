@@ -25,8 +25,8 @@ use axum::http::{header, Method};
 use floopy_control_db::tables::sessions;
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::error::ApiError;
+use crate::state::AppState;
 
 /// The session cookie's name.
 pub const SESSION_COOKIE: &str = "floopy_session";

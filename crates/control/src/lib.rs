@@ -17,13 +17,14 @@
 //! login throttling, the `Caller` extractor), `roles` (who may do what: one
 //! function of caller, action and object), `http` (a module per resource:
 //! extract, authorize, validate, call `floopy_control_db::tables`, answer),
-//! `openapi` (the document, generated from the handlers), `app` (the router
-//! and the server), `jobs` (what the background jobs share), `budgets` (the
-//! evaluator of budgets and alert rules), `webhooks` (alert delivery from
-//! the outbox), `analytics` (the ClickHouse queries behind
-//! `http::analytics`, and the hourly rollup) and `dashboard` (the web page
-//! at `/`, a client of the API). Every write to the control database goes
-//! through `floopy_control_db::tables`, which records its audit entry.
+//! `openapi` (the document, generated from the handlers), `state` (what the
+//! handlers share), `app` (the router and the server), `jobs` (what the
+//! background jobs share), `budgets` (the evaluator of budgets and alert
+//! rules), `webhooks` (alert delivery from the outbox), `analytics` (the
+//! ClickHouse queries behind `http::analytics`), `rollup` (the hourly
+//! rollup job) and `dashboard` (the web page at `/`, a client of the API).
+//! Every write to the control database goes through
+//! `floopy_control_db::tables`, which records its audit entry.
 
 pub mod analytics;
 pub mod app;
@@ -36,4 +37,6 @@ pub mod http;
 pub mod jobs;
 pub mod openapi;
 pub mod roles;
+pub mod rollup;
+pub mod state;
 pub mod webhooks;

@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use floopy_control::app::{self, AppState};
+use floopy_control::app;
 use floopy_control::auth::{check_password, hash_password};
 use floopy_control::config;
+use floopy_control::state::{self, AppState};
 use floopy_control_db::tables::{members, orgs};
 use floopy_control_db::Actor;
 use floopy_model::validate::{check_length, NAME_CHARS};
@@ -152,7 +153,7 @@ async fn prepare(path: PathBuf) -> anyhow::Result<AppState> {
     floopy_control_db::migrate::migrate(&mut conn.client)
         .await
         .with_context(|| format!("migrating the control database {}", config.db.target()))?;
-    let pool = app::pool(&config)?;
+    let pool = state::pool(&config)?;
     let analytics = config
         .clickhouse
         .as_ref()
@@ -182,7 +183,7 @@ async fn serve(path: PathBuf) -> anyhow::Result<()> {
         state.config.delivery,
     ));
     if let (Some(analytics), Some(ch)) = (&state.analytics, &state.config.clickhouse) {
-        tokio::spawn(floopy_control::analytics::rollup::run(
+        tokio::spawn(floopy_control::rollup::run(
             state.config.db.clone(),
             analytics.clone(),
             ch.rollup_interval,

@@ -1105,7 +1105,7 @@ async fn every_endpoint_is_exact_and_scoped_on_known_data_in_clickhouse_18_16_an
             ("feedback_direct", scores),
         ],
         // The rollup, computed on chdb as the job computes it on the server.
-        "statements": [sql::rollup::recompute(None, 1, 1)],
+        "statements": [floopy_control::rollup::recompute(None, 1, 1)],
         "queries": queries,
     });
     let input_path = dir.path().join("input.json");

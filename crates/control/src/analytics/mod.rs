@@ -21,8 +21,6 @@
 //! USING`, time buckets as integer arithmetic on `ts_ms` (UTC, whatever the
 //! server's time zone), every result column cast to the type its row reads.
 
-pub mod rollup;
-
 use std::fmt::Write as _;
 use std::time::Duration;
 

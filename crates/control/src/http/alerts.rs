@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action, Membership};
+use crate::state::AppState;
 
 /// The longest webhook URL.
 const URL_CHARS: usize = 2000;
@@ -256,7 +256,7 @@ async fn managed_rule(
     get,
     path = "/v1/orgs/{org}/alert-rules",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<AlertRuleView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<AlertRuleView>), crate::http::schema::Refusals),
 )]
 pub async fn list_rules(
     State(state): State<AppState>,
@@ -282,7 +282,7 @@ pub async fn list_rules(
     path = "/v1/orgs/{org}/alert-rules",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = AlertRuleFields,
-    responses((status = 201, body = AlertRuleView), crate::openapi::Refusals),
+    responses((status = 201, body = AlertRuleView), crate::http::schema::Refusals),
 )]
 pub async fn create_rule(
     State(state): State<AppState>,
@@ -325,7 +325,7 @@ pub async fn create_rule(
     get,
     path = "/v1/orgs/{org}/alert-rules/{rule}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
-    responses((status = 200, body = AlertRuleView), crate::openapi::Refusals),
+    responses((status = 200, body = AlertRuleView), crate::http::schema::Refusals),
 )]
 pub async fn read_rule_handler(
     State(state): State<AppState>,
@@ -346,7 +346,7 @@ pub async fn read_rule_handler(
     path = "/v1/orgs/{org}/alert-rules/{rule}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
     request_body = AlertRuleFields,
-    responses((status = 200, body = AlertRuleView), crate::openapi::Refusals),
+    responses((status = 200, body = AlertRuleView), crate::http::schema::Refusals),
 )]
 pub async fn update_rule(
     State(state): State<AppState>,
@@ -374,7 +374,7 @@ pub async fn update_rule(
     delete,
     path = "/v1/orgs/{org}/alert-rules/{rule}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("rule" = Uuid, Path, description = "The alert rule's id")),
-    responses((status = 204, description = "Deleted"), crate::openapi::Refusals),
+    responses((status = 204, description = "Deleted"), crate::http::schema::Refusals),
 )]
 pub async fn delete_rule(
     State(state): State<AppState>,
@@ -449,7 +449,7 @@ pub struct AlertQuery {
     get,
     path = "/v1/orgs/{org}/alerts",
     params(("org" = Uuid, Path, description = "The organization's id"), AlertQuery),
-    responses((status = 200, body = Page<AlertView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<AlertView>), crate::http::schema::Refusals),
 )]
 pub async fn list_alerts(
     State(state): State<AppState>,

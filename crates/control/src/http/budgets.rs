@@ -21,10 +21,10 @@ use super::alerts::{
     usd_field,
 };
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BudgetView {
@@ -228,7 +228,7 @@ impl BudgetFields {
     get,
     path = "/v1/orgs/{org}/budgets",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<BudgetView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<BudgetView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -254,7 +254,7 @@ pub async fn list(
     path = "/v1/orgs/{org}/budgets",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = BudgetFields,
-    responses((status = 201, body = BudgetView), crate::openapi::Refusals),
+    responses((status = 201, body = BudgetView), crate::http::schema::Refusals),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -328,7 +328,7 @@ async fn managed(
     get,
     path = "/v1/orgs/{org}/budgets/{budget}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
-    responses((status = 200, body = BudgetView), crate::openapi::Refusals),
+    responses((status = 200, body = BudgetView), crate::http::schema::Refusals),
 )]
 pub async fn read(
     State(state): State<AppState>,
@@ -350,7 +350,7 @@ pub async fn read(
     path = "/v1/orgs/{org}/budgets/{budget}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
     request_body = BudgetFields,
-    responses((status = 200, body = BudgetView), crate::openapi::Refusals),
+    responses((status = 200, body = BudgetView), crate::http::schema::Refusals),
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -384,7 +384,7 @@ pub async fn update(
     delete,
     path = "/v1/orgs/{org}/budgets/{budget}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
-    responses((status = 204, description = "Deleted"), crate::openapi::Refusals),
+    responses((status = 204, description = "Deleted"), crate::http::schema::Refusals),
 )]
 pub async fn delete(
     State(state): State<AppState>,
@@ -414,7 +414,7 @@ pub struct Restored {
     post,
     path = "/v1/orgs/{org}/budgets/{budget}/restore",
     params(("org" = Uuid, Path, description = "The organization's id"), ("budget" = Uuid, Path, description = "The budget's id")),
-    responses((status = 200, body = Restored), crate::openapi::Refusals),
+    responses((status = 200, body = Restored), crate::http::schema::Refusals),
 )]
 pub async fn restore(
     State(state): State<AppState>,

@@ -15,10 +15,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::{check_password, hash_password, new_secret, secret_hash, Caller};
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action, OrgRole};
+use crate::state::AppState;
 use floopy_control_db::tables::{invitations, members, sessions};
 use floopy_control_db::Actor;
 
@@ -77,7 +77,7 @@ fn normalize_email(email: &str) -> Result<String, FieldError> {
     path = "/v1/orgs/{org}/invitations",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = NewInvitation,
-    responses((status = 201, body = CreatedInvitation), crate::openapi::Refusals),
+    responses((status = 201, body = CreatedInvitation), crate::http::schema::Refusals),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -141,7 +141,7 @@ pub struct Accepted {
     post,
     path = "/v1/invitations/accept",
     request_body = Acceptance,
-    responses((status = 200, body = Accepted), crate::openapi::Refusals),
+    responses((status = 200, body = Accepted), crate::http::schema::Refusals),
     security((), ("token" = [])),
 )]
 pub async fn accept(
@@ -212,7 +212,7 @@ pub async fn accept(
     get,
     path = "/v1/orgs/{org}/invitations",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<InvitationView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<InvitationView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -247,7 +247,7 @@ pub async fn list(
     delete,
     path = "/v1/orgs/{org}/invitations/{invitation}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("invitation" = Uuid, Path, description = "The invitation's id")),
-    responses((status = 204, description = "Revoked"), crate::openapi::Refusals),
+    responses((status = 204, description = "Revoked"), crate::http::schema::Refusals),
 )]
 pub async fn revoke(
     State(state): State<AppState>,

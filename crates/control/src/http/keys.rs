@@ -18,17 +18,17 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, project_role, Action, Membership};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct KeyView {
     pub id: Uuid,
     pub org_id: Uuid,
     pub name: String,
-    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
+    #[schema(value_type = Option<crate::http::schema::EnvironmentName>)]
     pub environment: Option<Environment>,
     /// Every request of the key goes to this project.
     pub project_id: Option<Uuid>,
@@ -85,7 +85,7 @@ fn visible(m: &Membership, key: Option<KeyRow>) -> Result<KeyRow, ApiError> {
     get,
     path = "/v1/orgs/{org}/keys",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<KeyView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<KeyView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -109,7 +109,7 @@ pub async fn list(
     get,
     path = "/v1/orgs/{org}/keys/{key}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
-    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+    responses((status = 200, body = KeyView), crate::http::schema::Refusals),
 )]
 pub async fn read(
     State(state): State<AppState>,
@@ -126,7 +126,7 @@ pub async fn read(
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,
-    #[schema(value_type = Option<crate::openapi::EnvironmentName>)]
+    #[schema(value_type = Option<crate::http::schema::EnvironmentName>)]
     pub environment: Option<Environment>,
     pub project_id: Option<Uuid>,
     pub default_project_id: Option<Uuid>,
@@ -148,7 +148,7 @@ pub struct CreatedKey {
     path = "/v1/orgs/{org}/keys",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = NewKey,
-    responses((status = 201, body = CreatedKey), crate::openapi::Refusals),
+    responses((status = 201, body = CreatedKey), crate::http::schema::Refusals),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -230,7 +230,7 @@ async fn managed_key(
     path = "/v1/orgs/{org}/keys/{key}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
     request_body = KeyRename,
-    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+    responses((status = 200, body = KeyView), crate::http::schema::Refusals),
 )]
 pub async fn rename(
     State(state): State<AppState>,
@@ -258,7 +258,7 @@ pub async fn rename(
     post,
     path = "/v1/orgs/{org}/keys/{key}/revoke",
     params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
-    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+    responses((status = 200, body = KeyView), crate::http::schema::Refusals),
 )]
 pub async fn revoke(
     State(state): State<AppState>,
@@ -285,7 +285,7 @@ pub async fn revoke(
     post,
     path = "/v1/orgs/{org}/keys/{key}/restore",
     params(("org" = Uuid, Path, description = "The organization's id"), ("key" = Uuid, Path, description = "The key's id")),
-    responses((status = 200, body = KeyView), crate::openapi::Refusals),
+    responses((status = 200, body = KeyView), crate::http::schema::Refusals),
 )]
 pub async fn restore(
     State(state): State<AppState>,

@@ -12,14 +12,14 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LimitsView {
-    #[schema(value_type = crate::openapi::EnvironmentName)]
+    #[schema(value_type = crate::http::schema::EnvironmentName)]
     pub environment: Environment,
     /// Requests per minute, all keys of the environment together.
     pub rpm: Option<i32>,
@@ -50,7 +50,7 @@ impl From<LimitsRow> for LimitsView {
     get,
     path = "/v1/orgs/{org}/limits",
     params(("org" = Uuid, Path, description = "The organization's id")),
-    responses((status = 200, body = Page<LimitsView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<LimitsView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -99,7 +99,7 @@ fn parse_environment(value: &str) -> Result<Environment, ApiError> {
     path = "/v1/orgs/{org}/limits/{environment}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("environment" = String, Path, description = "development, staging, production or other")),
     request_body = LimitsChange,
-    responses((status = 200, body = LimitsView), crate::openapi::Refusals),
+    responses((status = 200, body = LimitsView), crate::http::schema::Refusals),
 )]
 pub async fn set(
     State(state): State<AppState>,
@@ -145,7 +145,7 @@ pub async fn set(
     delete,
     path = "/v1/orgs/{org}/limits/{environment}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("environment" = String, Path, description = "development, staging, production or other")),
-    responses((status = 204, description = "No limits for the environment"), crate::openapi::Refusals),
+    responses((status = 204, description = "No limits for the environment"), crate::http::schema::Refusals),
 )]
 pub async fn remove(
     State(state): State<AppState>,

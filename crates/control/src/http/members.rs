@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, project_role, Action, Membership, OrgRole, ProjectRole};
+use crate::state::AppState;
 
 /// Granting, changing or removing a project's `owner` takes an owner: the
 /// project's own, or the org's owner or admin. A project admin manages the
@@ -67,7 +67,7 @@ impl From<MemberRow> for MemberView {
     get,
     path = "/v1/orgs/{org}/members",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<MemberView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<MemberView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -92,7 +92,7 @@ pub async fn list(
     delete,
     path = "/v1/orgs/{org}/members/{user}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
-    responses((status = 204, description = "Removed"), crate::openapi::Refusals),
+    responses((status = 204, description = "Removed"), crate::http::schema::Refusals),
 )]
 pub async fn remove(
     State(state): State<AppState>,
@@ -131,7 +131,7 @@ pub struct RoleChange {
     path = "/v1/orgs/{org}/members/{user}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("user" = Uuid, Path, description = "The user's id")),
     request_body = RoleChange,
-    responses((status = 200, description = "The member's new role", body = Object), crate::openapi::Refusals),
+    responses((status = 200, description = "The member's new role", body = Object), crate::http::schema::Refusals),
 )]
 pub async fn set_member_role(
     State(state): State<AppState>,
@@ -167,7 +167,7 @@ pub async fn set_member_role(
     get,
     path = "/v1/orgs/{org}/projects/{project}/members",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), PageQuery),
-    responses((status = 200, body = Page<MemberView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<MemberView>), crate::http::schema::Refusals),
 )]
 pub async fn list_project(
     State(state): State<AppState>,
@@ -204,7 +204,7 @@ pub struct ProjectRoleChange {
     path = "/v1/orgs/{org}/projects/{project}/members/{user}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), ("user" = Uuid, Path, description = "The user's id")),
     request_body = ProjectRoleChange,
-    responses((status = 200, body = MemberView), crate::openapi::Refusals),
+    responses((status = 200, body = MemberView), crate::http::schema::Refusals),
 )]
 pub async fn set_project(
     State(state): State<AppState>,
@@ -246,7 +246,7 @@ pub async fn set_project(
     delete,
     path = "/v1/orgs/{org}/projects/{project}/members/{user}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id"), ("user" = Uuid, Path, description = "The user's id")),
-    responses((status = 204, description = "Removed"), crate::openapi::Refusals),
+    responses((status = 204, description = "Removed"), crate::http::schema::Refusals),
 )]
 pub async fn remove_project(
     State(state): State<AppState>,

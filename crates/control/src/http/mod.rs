@@ -11,6 +11,7 @@ pub mod limits;
 pub mod members;
 pub mod orgs;
 pub mod projects;
+pub mod schema;
 pub mod session;
 
 use axum::body::Bytes;
@@ -21,10 +22,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{Membership, OrgRole, ProjectRole};
+use crate::state::AppState;
 
 /// Every route of the API.
 pub fn routes() -> Router<AppState> {

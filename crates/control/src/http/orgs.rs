@@ -12,16 +12,16 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action, OrgRole};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OrgView {
     pub id: Uuid,
     pub name: String,
-    #[schema(value_type = crate::openapi::PlanName)]
+    #[schema(value_type = crate::http::schema::PlanName)]
     pub plan: Plan,
     /// Most projects the plan allows, Default included; absent: unlimited.
     pub max_projects: Option<usize>,
@@ -48,7 +48,7 @@ fn org_view((org, role): (OrgRow, String)) -> Result<OrgView, ApiError> {
     get,
     path = "/v1/orgs",
     params(PageQuery),
-    responses((status = 200, body = Page<OrgView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<OrgView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -80,7 +80,7 @@ async fn read_org(
     get,
     path = "/v1/orgs/{org}",
     params(("org" = Uuid, Path, description = "The organization's id")),
-    responses((status = 200, body = OrgView), crate::openapi::Refusals),
+    responses((status = 200, body = OrgView), crate::http::schema::Refusals),
 )]
 pub async fn read(
     State(state): State<AppState>,
@@ -95,7 +95,7 @@ pub async fn read(
 #[serde(deny_unknown_fields)]
 pub struct OrgUpdate {
     pub name: Option<String>,
-    #[schema(value_type = Option<crate::openapi::PlanName>)]
+    #[schema(value_type = Option<crate::http::schema::PlanName>)]
     pub plan: Option<Plan>,
 }
 
@@ -108,7 +108,7 @@ pub struct OrgUpdate {
     path = "/v1/orgs/{org}",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = OrgUpdate,
-    responses((status = 200, body = OrgView), crate::openapi::Refusals),
+    responses((status = 200, body = OrgView), crate::http::schema::Refusals),
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -162,7 +162,7 @@ pub struct AuditView {
     get,
     path = "/v1/orgs/{org}/audit",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<AuditView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<AuditView>), crate::http::schema::Refusals),
 )]
 pub async fn audit(
     State(state): State<AppState>,

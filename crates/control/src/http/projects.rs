@@ -19,10 +19,10 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{membership, Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, project_role, Action, OrgRole, ProjectRole};
+use crate::state::AppState;
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ProjectView {
@@ -125,7 +125,7 @@ impl ProjectFields {
     get,
     path = "/v1/orgs/{org}/projects",
     params(("org" = Uuid, Path, description = "The organization's id"), PageQuery),
-    responses((status = 200, body = Page<ProjectView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<ProjectView>), crate::http::schema::Refusals),
 )]
 pub async fn list(
     State(state): State<AppState>,
@@ -157,7 +157,7 @@ pub async fn list(
     path = "/v1/orgs/{org}/projects",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = ProjectFields,
-    responses((status = 201, body = ProjectView), crate::openapi::Refusals),
+    responses((status = 201, body = ProjectView), crate::http::schema::Refusals),
 )]
 pub async fn create(
     State(state): State<AppState>,
@@ -202,7 +202,7 @@ pub async fn create(
     get,
     path = "/v1/orgs/{org}/projects/{project}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+    responses((status = 200, body = ProjectView), crate::http::schema::Refusals),
 )]
 pub async fn read(
     State(state): State<AppState>,
@@ -243,7 +243,7 @@ async fn changed_project(
     path = "/v1/orgs/{org}/projects/{project}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
     request_body = ProjectFields,
-    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+    responses((status = 200, body = ProjectView), crate::http::schema::Refusals),
 )]
 pub async fn update(
     State(state): State<AppState>,
@@ -287,7 +287,7 @@ async fn set_archived(
     post,
     path = "/v1/orgs/{org}/projects/{project}/archive",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+    responses((status = 200, body = ProjectView), crate::http::schema::Refusals),
 )]
 pub async fn archive(
     State(state): State<AppState>,
@@ -304,7 +304,7 @@ pub async fn archive(
     post,
     path = "/v1/orgs/{org}/projects/{project}/unarchive",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
-    responses((status = 200, body = ProjectView), crate::openapi::Refusals),
+    responses((status = 200, body = ProjectView), crate::http::schema::Refusals),
 )]
 pub async fn unarchive(
     State(state): State<AppState>,
@@ -322,7 +322,7 @@ pub async fn unarchive(
     delete,
     path = "/v1/orgs/{org}/projects/{project}",
     params(("org" = Uuid, Path, description = "The organization's id"), ("project" = Uuid, Path, description = "The project's id")),
-    responses((status = 204, description = "Deleted; its locked keys revoked"), crate::openapi::Refusals),
+    responses((status = 204, description = "Deleted; its locked keys revoked"), crate::http::schema::Refusals),
 )]
 pub async fn delete(
     State(state): State<AppState>,

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{Ids, JsonBody, Page, PageQuery, QueryParams};
-use crate::app::AppState;
 use crate::auth::{
     client_address, new_secret, secret_hash, verify_password, Caller, Credential, SESSION_COOKIE,
     TOKEN_PREFIX,
 };
 use crate::error::{ApiError, FieldError};
+use crate::state::AppState;
 use floopy_control_db::tables::orgs;
 use floopy_control_db::tables::sessions::{self, TokenRow};
 use floopy_control_db::Actor;
@@ -54,7 +54,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddress {
     post,
     path = "/v1/auth/login",
     request_body = Login,
-    responses((status = 200, description = "Signed in: the floopy_session cookie is set", body = LoggedIn), crate::openapi::Refusals),
+    responses((status = 200, description = "Signed in: the floopy_session cookie is set", body = LoggedIn), crate::http::schema::Refusals),
     security(()),
 )]
 pub async fn login(
@@ -126,7 +126,7 @@ pub async fn login(
     tag = "session",
     post,
     path = "/v1/auth/logout",
-    responses((status = 204, description = "Signed out"), crate::openapi::Refusals),
+    responses((status = 204, description = "Signed out"), crate::http::schema::Refusals),
 )]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     if let Credential::Session { token_hash } = &caller.credential {
@@ -165,7 +165,7 @@ pub struct MyOrg {
     tag = "session",
     get,
     path = "/v1/me",
-    responses((status = 200, body = Me), crate::openapi::Refusals),
+    responses((status = 200, body = Me), crate::http::schema::Refusals),
 )]
 pub async fn me(State(state): State<AppState>, caller: Caller) -> Result<Json<Me>, ApiError> {
     let db = state.db().await?;
@@ -224,7 +224,7 @@ pub struct CreatedToken {
     post,
     path = "/v1/tokens",
     request_body = NewToken,
-    responses((status = 201, body = CreatedToken), crate::openapi::Refusals),
+    responses((status = 201, body = CreatedToken), crate::http::schema::Refusals),
 )]
 pub async fn create_token(
     State(state): State<AppState>,
@@ -275,7 +275,7 @@ impl From<TokenRow> for TokenView {
     get,
     path = "/v1/tokens",
     params(PageQuery),
-    responses((status = 200, body = Page<TokenView>), crate::openapi::Refusals),
+    responses((status = 200, body = Page<TokenView>), crate::http::schema::Refusals),
 )]
 pub async fn list_tokens(
     State(state): State<AppState>,
@@ -296,7 +296,7 @@ pub async fn list_tokens(
     delete,
     path = "/v1/tokens/{token}",
     params(("token" = Uuid, Path, description = "The token's id")),
-    responses((status = 204, description = "Revoked"), crate::openapi::Refusals),
+    responses((status = 204, description = "Revoked"), crate::http::schema::Refusals),
 )]
 pub async fn revoke_token(
     State(state): State<AppState>,

@@ -174,7 +174,7 @@ def main():
         expect(page.get_by_role("heading", name="Overview")).to_be_visible()
         # The pages add children through dom.js's append (arrays flattened,
         # nulls left out), never the DOM's own, which writes them as text.
-        for script in ["app.js", "pages.js", "manage.js"]:
+        for script in ["app.js", "state.js", "pages.js", "manage.js"]:
             source = page.request.get(f"{CONTROL}/assets/{script}").text()
             assert ".append(" not in source, f"{script} calls Element.append: use append(el, ...) of dom.js"
         step(page, "signed-in")

@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::{ask, share, AnalyticsQuery};
 use crate::analytics as sql;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CacheView {
@@ -50,7 +50,7 @@ pub struct CacheReport {
     get,
     path = "/v1/orgs/{org}/analytics/cache",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = CacheReport), crate::openapi::Refusals),
+    responses((status = 200, body = CacheReport), crate::http::schema::Refusals),
 )]
 pub async fn cache(
     State(state): State<AppState>,

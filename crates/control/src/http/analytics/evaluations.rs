@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::{ask, AnalyticsQuery, RECENT_SCORES};
 use crate::analytics as sql;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProjectQuality {
@@ -50,7 +50,7 @@ pub struct Evaluations {
     get,
     path = "/v1/orgs/{org}/analytics/evaluations",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Evaluations), crate::openapi::Refusals),
+    responses((status = 200, body = Evaluations), crate::http::schema::Refusals),
 )]
 pub async fn evaluations(
     State(state): State<AppState>,

@@ -8,11 +8,11 @@ use uuid::Uuid;
 
 use super::{check, now_ms, store};
 use crate::analytics as sql;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::http::{membership, Ids, JsonBody};
 use crate::roles::{authorize, Action};
+use crate::state::AppState;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -44,7 +44,7 @@ const MAX_COMMENT_CHARS: usize = 2_000;
     path = "/v1/orgs/{org}/feedback",
     params(("org" = Uuid, Path, description = "The organization's id")),
     request_body = NewFeedback,
-    responses((status = 201, body = FeedbackCreated), crate::openapi::Refusals),
+    responses((status = 201, body = FeedbackCreated), crate::http::schema::Refusals),
 )]
 pub async fn create_feedback(
     State(state): State<AppState>,

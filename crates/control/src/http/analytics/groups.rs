@@ -10,10 +10,10 @@ use uuid::Uuid;
 
 use super::{ask, check, AnalyticsQuery};
 use crate::analytics as sql;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 
 /// A session or a user: its requests over the range.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -82,7 +82,7 @@ async fn group_page(
     get,
     path = "/v1/orgs/{org}/analytics/sessions",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = GroupPage), crate::openapi::Refusals),
+    responses((status = 200, body = GroupPage), crate::http::schema::Refusals),
 )]
 pub async fn sessions(
     State(state): State<AppState>,
@@ -103,7 +103,7 @@ pub async fn sessions(
     get,
     path = "/v1/orgs/{org}/analytics/users",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = GroupPage), crate::openapi::Refusals),
+    responses((status = 200, body = GroupPage), crate::http::schema::Refusals),
 )]
 pub async fn users(
     State(state): State<AppState>,
@@ -138,7 +138,7 @@ pub struct PropertyPage {
     get,
     path = "/v1/orgs/{org}/analytics/properties",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = PropertyPage), crate::openapi::Refusals),
+    responses((status = 200, body = PropertyPage), crate::http::schema::Refusals),
 )]
 pub async fn properties(
     State(state): State<AppState>,

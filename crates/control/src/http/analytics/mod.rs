@@ -12,7 +12,7 @@
 //!
 //! The widgets, the all-projects table, cost by environment and the time
 //! series read the hourly rollup when the only filter is the environment
-//! (`crate::analytics::rollup`): they count whole UTC hours, the range
+//! (`crate::rollup`): they count whole UTC hours, the range
 //! rounded out to the hour, the current hour as of the rollup's last run
 //! (every `clickhouse.rollup_interval_ms`). With other filters they read the
 //! raw rows, to the millisecond.
@@ -43,10 +43,10 @@ use uuid::Uuid;
 
 use super::membership;
 use crate::analytics::{self as sql, Analytics, Filters, Range, Scope};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::roles::{authorize, Action, Membership};
+use crate::state::AppState;
 
 /// The default range: the last 30 days.
 const DEFAULT_RANGE_MS: u64 = 30 * 86_400_000;

@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::figures::ProjectFigures;
 use super::{ask, ratio, share, AnalyticsQuery};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 use floopy_control_db::tables::projects;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -52,7 +52,7 @@ pub struct Breakdown {
     get,
     path = "/v1/orgs/{org}/analytics/projects",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Breakdown), crate::openapi::Refusals),
+    responses((status = 200, body = Breakdown), crate::http::schema::Refusals),
 )]
 pub async fn projects(
     State(state): State<AppState>,

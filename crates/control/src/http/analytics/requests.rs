@@ -13,10 +13,10 @@ use uuid::Uuid;
 
 use super::{ask, check, AnalyticsQuery, PAGE_SPANS_MS};
 use crate::analytics::{self as sql, After, Range};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 use floopy_control_db::tables::keys;
 
 /// One request's record.
@@ -112,7 +112,7 @@ fn parse_after(cursor: &str) -> Option<After> {
     get,
     path = "/v1/orgs/{org}/analytics/requests",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = RequestPage), crate::openapi::Refusals),
+    responses((status = 200, body = RequestPage), crate::http::schema::Refusals),
 )]
 pub async fn requests(
     State(state): State<AppState>,
@@ -219,7 +219,7 @@ pub struct RequestDetail {
         ("org" = Uuid, Path, description = "The organization's id"),
         ("request" = Uuid, Path, description = "The request's id (its floopy-request-id)"),
     ),
-    responses((status = 200, body = RequestDetail), crate::openapi::Refusals),
+    responses((status = 200, body = RequestDetail), crate::http::schema::Refusals),
 )]
 pub async fn request(
     State(state): State<AppState>,

@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::{ask, check, AnalyticsQuery};
 use crate::analytics as sql;
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::{Ids, QueryParams};
+use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SeriesPoint {
@@ -53,7 +53,7 @@ fn interval_name(secs: u64) -> String {
     get,
     path = "/v1/orgs/{org}/analytics/timeseries",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Series), crate::openapi::Refusals),
+    responses((status = 200, body = Series), crate::http::schema::Refusals),
 )]
 pub async fn timeseries(
     State(state): State<AppState>,
@@ -160,7 +160,7 @@ pub struct LimitedSeries {
     get,
     path = "/v1/orgs/{org}/analytics/rate-limits",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = LimitedSeries), crate::openapi::Refusals),
+    responses((status = 200, body = LimitedSeries), crate::http::schema::Refusals),
 )]
 pub async fn rate_limits(
     State(state): State<AppState>,
@@ -215,7 +215,7 @@ pub struct RefusalSeries {
     get,
     path = "/v1/orgs/{org}/analytics/security",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = RefusalSeries), crate::openapi::Refusals),
+    responses((status = 200, body = RefusalSeries), crate::http::schema::Refusals),
 )]
 pub async fn security(
     State(state): State<AppState>,

@@ -14,11 +14,11 @@ use uuid::Uuid;
 use super::figures::ProjectFigures;
 use super::{ask, now_ms, ratio, AnalyticsQuery};
 use crate::analytics::{self as sql, Range};
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, FieldError};
 use crate::http::{Ids, QueryParams};
 use crate::roles::{authorize, Action};
+use crate::state::AppState;
 use floopy_control_db::tables::limits;
 
 /// A project's figure next to the average of every project the caller sees.
@@ -63,7 +63,7 @@ fn selected(q: &AnalyticsQuery) -> Result<Uuid, ApiError> {
     get,
     path = "/v1/orgs/{org}/analytics/widgets/cost-per-mtok",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Comparison), crate::openapi::Refusals),
+    responses((status = 200, body = Comparison), crate::http::schema::Refusals),
 )]
 pub async fn widget_cost_per_mtok(
     State(state): State<AppState>,
@@ -88,7 +88,7 @@ pub async fn widget_cost_per_mtok(
     get,
     path = "/v1/orgs/{org}/analytics/widgets/latency",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Comparison), crate::openapi::Refusals),
+    responses((status = 200, body = Comparison), crate::http::schema::Refusals),
 )]
 pub async fn widget_latency(
     State(state): State<AppState>,
@@ -112,7 +112,7 @@ pub async fn widget_latency(
     get,
     path = "/v1/orgs/{org}/analytics/widgets/quality",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Comparison), crate::openapi::Refusals),
+    responses((status = 200, body = Comparison), crate::http::schema::Refusals),
 )]
 pub async fn widget_quality(
     State(state): State<AppState>,
@@ -202,7 +202,7 @@ fn metric_values(figures: &ProjectFigures, metric: Metric) -> Vec<(String, f64)>
     get,
     path = "/v1/orgs/{org}/analytics/widgets/rank",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = Rank), crate::openapi::Refusals),
+    responses((status = 200, body = Rank), crate::http::schema::Refusals),
 )]
 pub async fn widget_rank(
     State(state): State<AppState>,
@@ -282,7 +282,7 @@ pub struct EnvironmentCosts {
     get,
     path = "/v1/orgs/{org}/analytics/widgets/cost-by-environment",
     params(("org" = Uuid, Path, description = "The organization's id"), AnalyticsQuery),
-    responses((status = 200, body = EnvironmentCosts), crate::openapi::Refusals),
+    responses((status = 200, body = EnvironmentCosts), crate::http::schema::Refusals),
 )]
 pub async fn widget_cost_by_environment(
     State(state): State<AppState>,

@@ -17,8 +17,8 @@ use floopy_model::{
 use rustc_hash::FxHashSet;
 use uuid::Uuid;
 
-use crate::config::raw::{RawApiKey, RawControl, RawProject};
-use crate::config::Errors;
+use super::raw::{RawApiKey, RawControl, RawProject};
+use super::Errors;
 
 /// `control.orgs` of a file with `source: file`, checked.
 pub(crate) fn validate_file_control(raw: &RawControl, errors: &mut Errors) -> ControlData {

@@ -18,7 +18,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{quote, Analytics, StoreError};
+use crate::analytics::{llm_only, quote, Analytics, StoreError};
 use crate::jobs::{take_tick, JobError};
 
 /// Inserts take this long at most to become visible: rows inserted up to
@@ -102,7 +102,7 @@ pub fn recompute(org: Option<(&str, &[u32])>, computed_at: u32, version: u64) ->
            FROM feedback WHERE {scores} GROUP BY org_id, request_id) AS hour_scores \
           USING (org_id, request_id) \
           GROUP BY org_id, r_hour, project_id, environment)",
-        llm = super::llm_only()
+        llm = llm_only()
     )
 }
 

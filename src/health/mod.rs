@@ -1,7 +1,8 @@
-//! The admin listener: `GET /healthz` (the process is up), `GET /readyz`
-//! (a snapshot is loaded and the log sink accepts records), `GET /metrics`
-//! (Prometheus text), and with `FLOOPY_TIMELINE=1` `GET /debug/timeline`
-//! (the slowest requests' phase timelines, see `timeline`).
+//! The health listener (on `admin_listen`): `GET /healthz` (the process is
+//! up), `GET /readyz` (a snapshot is loaded and the log sink accepts
+//! records), `GET /metrics` (Prometheus text), and with
+//! `FLOOPY_TIMELINE=1` `GET /debug/timeline` (the slowest requests' phase
+//! timelines, see `timeline`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use crate::logs::LogSink;
 use crate::metrics::{Metrics, SnapshotGauges};
 use crate::snapshot::SnapshotStore;
 
-pub struct AdminApp {
+pub struct HealthApp {
     store: Arc<SnapshotStore>,
     metrics: Arc<Metrics>,
     sink: Arc<dyn LogSink>,
@@ -24,14 +25,14 @@ pub struct AdminApp {
     max_staleness: Option<Duration>,
 }
 
-impl AdminApp {
+impl HealthApp {
     pub fn new(
         store: Arc<SnapshotStore>,
         metrics: Arc<Metrics>,
         sink: Arc<dyn LogSink>,
         max_staleness: Option<Duration>,
     ) -> Self {
-        AdminApp {
+        HealthApp {
             store,
             metrics,
             sink,
@@ -89,7 +90,7 @@ fn reply(status: u16, content_type: &str, body: String) -> Response<Vec<u8>> {
 }
 
 #[async_trait]
-impl ServeHttp for AdminApp {
+impl ServeHttp for HealthApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         if req.method != http::Method::GET {
