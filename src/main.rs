@@ -311,7 +311,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             config_path: cli.config.clone(),
             store: store.clone(),
             metrics: metrics.clone(),
-            control: config.control.clone(),
+            started: Arc::new(config.clone()),
             tls,
         },
     ));

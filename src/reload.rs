@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use arc_swap::ArcSwap;
 
-use crate::config::{self, ConfigError, ConfigErrors, ControlSource, TlsConfig};
+use crate::config::{self, Config, ConfigError, ConfigErrors, ControlSource, TlsConfig};
 use crate::metrics::Metrics;
 use crate::snapshot::{ConfigParts, SnapshotStore};
 use crate::tls::{CertificateSet, Certificates};
@@ -22,23 +22,31 @@ use crate::tls::{CertificateSet, Certificates};
 /// control source the file's orgs, projects and keys are swapped too; with
 /// Postgres the data stays what the database says.
 ///
-/// The control source is read at start only (its sync service and the
-/// spend persistence were chosen for it): a file whose `control` section
-/// differs from `running` in anything but the file source's own data is
-/// refused whole, so a reload is never half-applied.
-///
-/// The TLS listener's certificates are read again and swapped with the rest
-/// (its other settings are read at start only, like the control source).
+/// What the process was built from at start is read at start only: the
+/// listeners, the worker threads, the shutdown timings, the PID file and
+/// upgrade socket, the spend persistence (state file, exchange interval),
+/// the log sink, the control source (but for the file source's own data)
+/// and the TLS listener's settings (but for its certificates, which are
+/// read again and swapped with the rest). A file that changes any of them
+/// is refused whole, every such field named, so a reload is never
+/// half-applied.
 pub fn reload(
     path: &std::path::Path,
     store: &SnapshotStore,
-    running: &ControlSource,
+    started: &Config,
     tls: Option<&RunningTls>,
 ) -> Result<(), ConfigErrors> {
     let config = config::load(path)?;
-    check_control_unchanged(running, &config.control)?;
+    let mut refused = start_only_changes(started, &config);
+    refused.extend(control_changes(&started.control, &config.control));
     let running_tls = tls.map(|t| t.config.load_full());
-    check_tls_unchanged(running_tls.as_deref(), config.server.tls.as_ref())?;
+    refused.extend(tls_changes(
+        running_tls.as_deref(),
+        config.server.tls.as_ref(),
+    ));
+    if !refused.is_empty() {
+        return Err(ConfigErrors(refused));
+    }
     let certificates = match (tls, &config.server.tls) {
         (Some(_), Some(new)) => {
             Some(CertificateSet::load(new, crate::tls::now_unix()).map_err(ConfigErrors)?)
@@ -57,12 +65,48 @@ pub fn reload(
     Ok(())
 }
 
-/// `Err` naming each start-only `control` field that `new` changes.
-fn check_control_unchanged(
-    running: &ControlSource,
-    new: &ControlSource,
-) -> Result<(), ConfigErrors> {
-    const RESTART: &str = "is read at start only; restart the gateway to change it";
+const RESTART: &str = "is read at start only; restart the gateway to change it";
+
+/// The start-only fields outside `control` and `server.tls` that `new`
+/// changes, each with its path.
+fn start_only_changes(old: &Config, new: &Config) -> Vec<ConfigError> {
+    let (a, b) = (&old.server, &new.server);
+    [
+        ("server.listen", a.listen == b.listen),
+        ("server.admin_listen", a.admin_listen == b.admin_listen),
+        ("server.threads", a.threads == b.threads),
+        (
+            "server.grace_period_seconds",
+            a.grace_period_seconds == b.grace_period_seconds,
+        ),
+        (
+            "server.graceful_shutdown_timeout_seconds",
+            a.graceful_shutdown_timeout_seconds == b.graceful_shutdown_timeout_seconds,
+        ),
+        (
+            "server.header_timeout_ms",
+            a.header_timeout == b.header_timeout,
+        ),
+        ("server.pid_file", a.pid_file == b.pid_file),
+        ("server.upgrade_sock", a.upgrade_sock == b.upgrade_sock),
+        ("limits.state_file", old.state_file == new.state_file),
+        (
+            "limits.exchange_interval_ms",
+            old.exchange_interval == new.exchange_interval,
+        ),
+        ("log_sink", old.log_sink == new.log_sink),
+    ]
+    .into_iter()
+    .filter(|(_, same)| !same)
+    .map(|(path, _)| ConfigError {
+        path: path.to_string(),
+        message: RESTART.to_string(),
+    })
+    .collect()
+}
+
+/// Each start-only `control` field that `new` changes.
+fn control_changes(running: &ControlSource, new: &ControlSource) -> Vec<ConfigError> {
     let error = |field: &str, detail: String| ConfigError {
         path: format!("control.{field}"),
         message: format!("{detail} {RESTART}"),
@@ -93,11 +137,7 @@ fn check_control_unchanged(
             ),
         )),
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    errors
 }
 
 /// The TLS listener of the running process: its certificates and
@@ -108,13 +148,9 @@ pub struct RunningTls {
     pub config: Arc<ArcSwap<TlsConfig>>,
 }
 
-/// `Err` naming each start-only TLS setting that `new` changes (everything
-/// but the certificates).
-fn check_tls_unchanged(
-    running: Option<&TlsConfig>,
-    new: Option<&TlsConfig>,
-) -> Result<(), ConfigErrors> {
-    const RESTART: &str = "is read at start only; restart the gateway to change it";
+/// Each start-only TLS setting that `new` changes (everything but the
+/// certificates).
+fn tls_changes(running: Option<&TlsConfig>, new: Option<&TlsConfig>) -> Vec<ConfigError> {
     let error = |field: &str| ConfigError {
         path: format!("server.tls{field}"),
         message: RESTART.to_string(),
@@ -140,11 +176,7 @@ fn check_tls_unchanged(
             }
         }
     }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(ConfigErrors(errors))
-    }
+    errors
 }
 
 fn source_name(source: &ControlSource) -> &'static str {
@@ -159,8 +191,9 @@ pub struct Reloader {
     pub config_path: PathBuf,
     pub store: Arc<SnapshotStore>,
     pub metrics: Arc<Metrics>,
-    /// The control source the process started with.
-    pub control: ControlSource,
+    /// The configuration the process started with (its start-only fields
+    /// stay).
+    pub started: Arc<Config>,
     pub tls: Option<RunningTls>,
 }
 
@@ -168,11 +201,11 @@ impl Reloader {
     async fn reload_now(&self) {
         let path = self.config_path.clone();
         let store = self.store.clone();
-        let running = self.control.clone();
+        let started = self.started.clone();
         let tls = self.tls.clone();
         // Reading files and resolving provider hosts block: not on a worker.
         let result =
-            tokio::task::spawn_blocking(move || reload(&path, &store, &running, tls.as_ref()))
+            tokio::task::spawn_blocking(move || reload(&path, &store, &started, tls.as_ref()))
                 .await;
         match result {
             Ok(Ok(())) => {

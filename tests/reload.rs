@@ -1,5 +1,6 @@
 //! SIGHUP under load: a good file is swapped in, a bad one is rejected with
-//! its error logged, and no request in flight (streams included) fails.
+//! its error logged, and no request in flight (streams included) fails; a
+//! file that changes a field read at start only is refused whole, naming it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -160,6 +161,76 @@ async fn sighup_swaps_good_files_rejects_bad_ones_and_fails_no_request() {
     assert!(ok.load(Ordering::Relaxed) > 50, "the load really ran");
     assert_eq!(metric(&gw, "floopy_config_reloads_total").await, 2);
     assert_eq!(metric(&gw, "floopy_config_reload_failures_total").await, 1);
+}
+
+/// Waits until the gateway has rejected `n` reloads.
+async fn wait_for_failures(gw: &Gateway, n: u64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(gw, "floopy_config_reload_failures_total").await < n {
+        assert!(Instant::now() < deadline, "reload {n} was not rejected");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_that_changes_a_start_only_field_is_refused_whole() {
+    let provider = start_provider().await;
+    let gw = Gateway::start(&provider, Options::default()).await;
+    let url = gw.url("/v1/chat/completions");
+    let with_key = render_config(
+        &gw.upstream,
+        gw.addr,
+        gw.admin,
+        &gw.log_path,
+        gw.dead_port,
+        &Options {
+            extra_keys: NEW_KEY_ENTRY.to_string(),
+            ..Options::default()
+        },
+    );
+    let log_path = gw.log_path.display().to_string();
+    // Each file adds a key (a change a reload applies) and changes one
+    // field read at start only: none of the file is applied.
+    let changes = [
+        ("  threads: 2", "  threads: 3", "server.threads"),
+        (
+            "  grace_period_seconds: 1",
+            "  grace_period_seconds: 2",
+            "server.grace_period_seconds",
+        ),
+        (
+            "  state_file:",
+            "  exchange_interval_ms: 500\n  state_file:",
+            "limits.exchange_interval_ms",
+        ),
+        (
+            log_path.as_str(),
+            "/tmp/floopy-another-request-log.jsonl",
+            "log_sink",
+        ),
+    ];
+    for (n, (from, to, field)) in changes.iter().enumerate() {
+        assert!(with_key.contains(from), "the test config has {from:?}");
+        std::fs::write(&gw.config_path, with_key.replacen(from, to, 1)).unwrap();
+        gw.signal("HUP");
+        wait_for_failures(&gw, n as u64 + 1).await;
+        let stderr = gw.stderr();
+        assert!(
+            stderr.contains(&format!("{field}: ")) && stderr.contains("read at start only"),
+            "the refusal names {field}:\n{stderr}"
+        );
+        assert_eq!(
+            status_with(&url, KEY_NEW).await,
+            401,
+            "nothing of a refused file is applied ({field})"
+        );
+    }
+    assert_eq!(metric(&gw, "floopy_config_reloads_total").await, 0);
+    // The same file without the start-only change is applied.
+    std::fs::write(&gw.config_path, &with_key).unwrap();
+    gw.signal("HUP");
+    wait_for_status(&url, KEY_NEW, 200).await;
+    assert_eq!(metric(&gw, "floopy_config_reloads_total").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
