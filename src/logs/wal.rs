@@ -20,8 +20,7 @@
 //!   duplicate, which consumers remove): marking a record done in the line
 //!   itself wrote into a page the group commit had just synced, which the
 //!   kernel write-protects, so each page took a second page fault and was
-//!   written to disk twice. Segments written before the map existed mark a
-//!   done line by a `-` as its first byte; recovery still reads that.
+//!   written to disk twice.
 //! - The writer thread makes the next segment ahead of time and faults its
 //!   pages in (`MADV_POPULATE_WRITE`), so appends on the request path copy
 //!   into pages that are already mapped.
@@ -57,9 +56,6 @@ pub const SEGMENT_BYTES: usize = 8 * 1024 * 1024;
 const DONE_MAP_BYTES: usize = SEGMENT_BYTES / 8 / 8;
 /// A segment file's size: its lines, then its done map.
 const FILE_BYTES: usize = SEGMENT_BYTES + DONE_MAP_BYTES;
-/// The first byte of a delivered line, in a segment written before the
-/// done map existed.
-const DONE: u8 = b'-';
 
 /// One segment file, mapped; deleted when its last record is done.
 pub struct Segment {
@@ -456,7 +452,7 @@ impl Wal {
                 let (lines, done) = bytes.split_at(SEGMENT_BYTES);
                 (lines, Some(done))
             } else {
-                // Written before the done map existed.
+                // Cut short before its map: every line is delivered again.
                 (&bytes[..], None)
             };
             recovered.corrupt += read_records(lines, done, &mut recovered.records);
@@ -523,8 +519,8 @@ fn flush_yielding(map: &MmapRaw, from: usize, len: usize) -> io::Result<()> {
 
 /// The records of a segment's lines that are not done, appended to `out`;
 /// returns the number of corrupt lines. `done` is the segment's done map
-/// (`None` for a segment written before it existed, whose done lines begin
-/// with `-`). Zero bytes (the unwritten rest of the segment, or a write the
+/// (`None`: a file cut short before its map, whose every line is
+/// delivered again; consumers deduplicate). Zero bytes (the unwritten rest of the segment, or a write the
 /// crash cut short) separate nothing.
 pub fn read_records(bytes: &[u8], done: Option<&[u8]>, out: &mut Vec<Vec<u8>>) -> u64 {
     let mut corrupt = 0;
@@ -543,7 +539,7 @@ pub fn read_records(bytes: &[u8], done: Option<&[u8]>, out: &mut Vec<Vec<u8>>) -
         let marked = done
             .and_then(|map| map.get(bit / 8))
             .is_some_and(|byte| byte & (1 << (bit % 8)) != 0);
-        if marked || line[0] == DONE {
+        if marked {
             continue;
         }
         match parse_line(line) {
@@ -668,21 +664,23 @@ mod tests {
     }
 
     #[test]
-    fn a_segment_of_the_earlier_format_is_recovered_by_its_marks() {
+    fn a_segment_without_its_done_map_is_recovered_whole() {
         let dir = tempfile::tempdir().unwrap();
         let good = |json: &str| format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
         let mut bytes = Vec::new();
         bytes.extend_from_slice(good(r#"{"n":1}"#).as_bytes());
-        let mut done = good(r#"{"n":2}"#).into_bytes();
-        done[0] = DONE;
-        bytes.extend_from_slice(&done);
+        bytes.extend_from_slice(good(r#"{"n":2}"#).as_bytes());
         bytes.extend_from_slice(good(r#"{"n":3}"#).as_bytes());
         bytes.resize(SEGMENT_BYTES, 0);
         std::fs::write(dir.path().join("wal-1-1-1.log"), &bytes).unwrap();
         let recovered = Wal::open(dir.path()).unwrap().recover().unwrap();
         assert_eq!(
             recovered.records,
-            vec![br#"{"n":1}"#.to_vec(), br#"{"n":3}"#.to_vec()]
+            vec![
+                br#"{"n":1}"#.to_vec(),
+                br#"{"n":2}"#.to_vec(),
+                br#"{"n":3}"#.to_vec()
+            ]
         );
     }
 
@@ -816,7 +814,6 @@ mod tests {
         let mut bytes = Vec::new();
         let good = |json: &str| format!("{:08x} {json}\n", crc32fast::hash(json.as_bytes()));
         bytes.extend_from_slice(good(r#"{"n":1}"#).as_bytes());
-        bytes.extend_from_slice(b"-0000000 {\"done\":1}\n");
         let torn = good(r#"{"n":2}"#);
         bytes.extend_from_slice(&torn.as_bytes()[..10]);
         bytes.extend_from_slice(&[0; 64]);

@@ -39,8 +39,6 @@ pub struct RequestCtx {
     pub status: Option<u16>,
     /// The error the gateway answered with, if it answered itself.
     pub error: Option<GatewayError>,
-    /// Status of the upstream response, once its header arrived.
-    pub upstream_status: Option<u16>,
     pub first_byte_at: Option<Instant>,
     /// Boxed: the context lives in every request's future, and most
     /// answers are not streams.
@@ -73,7 +71,6 @@ impl RequestCtx {
             inject_usage: false,
             status: None,
             error: None,
-            upstream_status: None,
             first_byte_at: None,
             sse: None,
             capture: None,

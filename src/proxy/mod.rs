@@ -348,7 +348,6 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.status = Some(status);
-        ctx.upstream_status = Some(status);
         ctx.first_byte_at.get_or_insert_with(Instant::now);
         if let Some(marks) = ctx.timeline.as_mut() {
             marks.response_header_us = timeline::since(ctx.started);
