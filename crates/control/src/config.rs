@@ -1,6 +1,7 @@
 //! The control plane's YAML configuration, read like the gateway's: unknown
-//! fields are errors, every error names its path, `--check-config`
-//! validates a file without starting. Every default is a named constant.
+//! fields are errors, every error names its path, every invalid value of a
+//! file is reported at once, `--check-config` validates a file without
+//! starting. Every default is a named constant.
 
 use std::net::SocketAddr;
 use std::num::{NonZeroU32, NonZeroU64, NonZeroUsize};
@@ -196,7 +197,9 @@ pub fn load(path: &Path) -> Result<Config, String> {
     parse(&text)
 }
 
-/// Parses and validates configuration text.
+/// Parses and validates configuration text. A file serde cannot read
+/// stops at its first shape error (serde's); past that, every invalid
+/// value is reported, one line each.
 pub fn parse(text: &str) -> Result<Config, String> {
     let de = serde_yaml::Deserializer::from_str(text);
     let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
@@ -204,8 +207,16 @@ pub fn parse(text: &str) -> Result<Config, String> {
         let message = without_location_prefix(&path, e.into_inner().to_string());
         format!("{path}: {message}")
     })?;
-    let db = DbConfig::parse(&raw.database.url).map_err(|e| format!("database.url: {e}"))?;
-    let clickhouse = raw.clickhouse.map(clickhouse_config).transpose()?;
+    let mut errors = Vec::new();
+    let db = DbConfig::parse(&raw.database.url)
+        .map_err(|e| errors.push(format!("database.url: {e}")))
+        .ok();
+    let clickhouse = raw
+        .clickhouse
+        .and_then(|raw| clickhouse_config(raw, &mut errors));
+    let Some(db) = db.filter(|_| errors.is_empty()) else {
+        return Err(errors.join("\n"));
+    };
     Ok(Config {
         clickhouse,
         listen: raw.listen,
@@ -259,9 +270,11 @@ pub fn parse(text: &str) -> Result<Config, String> {
     })
 }
 
-fn clickhouse_config(raw: RawClickHouse) -> Result<ClickHouseConfig, String> {
+/// The `clickhouse` section; each invalid value is pushed to `errors`.
+fn clickhouse_config(raw: RawClickHouse, errors: &mut Vec<String>) -> Option<ClickHouseConfig> {
+    let before = errors.len();
     if !raw.url.starts_with("http://") || raw.url.len() <= "http://".len() {
-        return Err(format!(
+        errors.push(format!(
             "clickhouse.url: {:?} is not http://host:port (ClickHouse's HTTP interface)",
             raw.url
         ));
@@ -272,19 +285,20 @@ fn clickhouse_config(raw: RawClickHouse) -> Result<ClickHouseConfig, String> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_')
     {
-        return Err(format!(
+        errors.push(format!(
             "clickhouse.database: {database:?} is not a database name (letters, digits, _)"
         ));
     }
     let mut prices = Vec::new();
     for (i, p) in raw.prices.into_iter().enumerate() {
-        let per_mtok = |field: &str, usd: f64| {
+        let mut per_mtok = |field: &str, usd: f64| {
             floopy_model::usd_to_micro(usd)
-                .map_err(|e| format!("clickhouse.prices[{i}].{field}: {e}"))
+                .map_err(|e| errors.push(format!("clickhouse.prices[{i}].{field}: {e}")))
+                .unwrap_or(0)
         };
-        let input = per_mtok("input_per_mtok_usd", p.input_per_mtok_usd)?;
+        let input = per_mtok("input_per_mtok_usd", p.input_per_mtok_usd);
         let cached_input = match p.cached_input_per_mtok_usd {
-            Some(usd) => per_mtok("cached_input_per_mtok_usd", usd)?,
+            Some(usd) => per_mtok("cached_input_per_mtok_usd", usd),
             None => input,
         };
         prices.push(ModelPrice {
@@ -293,7 +307,10 @@ fn clickhouse_config(raw: RawClickHouse) -> Result<ClickHouseConfig, String> {
             cached_input,
         });
     }
-    Ok(ClickHouseConfig {
+    if errors.len() > before {
+        return None;
+    }
+    Some(ClickHouseConfig {
         url: raw.url.trim_end_matches('/').to_string(),
         database,
         user: raw.user,
@@ -354,6 +371,27 @@ mod tests {
         let e = parse(&bad).unwrap_err();
         assert!(
             e.starts_with("login_throttle.max_failures_per_account: invalid value"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_at_once() {
+        let bad = format!(
+            "{}clickhouse:\n  url: \"ch:8123\"\n  database: \"a-b\"\n  prices:\n    - {{model: m, input_per_mtok_usd: -1}}\n    - {{model: n, input_per_mtok_usd: 1, cached_input_per_mtok_usd: -2}}\n",
+            MINIMAL.replace("postgres://u@h/d", "postgres://u@h/d?sslmode=sometimes")
+        );
+        let e = parse(&bad).unwrap_err();
+        let paths: Vec<&str> = e.lines().filter_map(|l| l.split(": ").next()).collect();
+        assert_eq!(
+            paths,
+            [
+                "database.url",
+                "clickhouse.url",
+                "clickhouse.database",
+                "clickhouse.prices[0].input_per_mtok_usd",
+                "clickhouse.prices[1].cached_input_per_mtok_usd",
+            ],
             "{e}"
         );
     }
