@@ -3,25 +3,30 @@
 //! `request_filter` does the session I/O (reading the body, answering) and
 //! calls these two in order; unit tests call them without a server.
 //!
-//! Each step writes what it learned into the request context as soon as it
-//! is known (the key, the route, the project, the model, the RPM state), so
-//! the request log and the response headers have it even when a later step
-//! refuses the request.
+//! The data flows one way: `admit_header` returns what it decided
+//! (`Admitted`) for `admit_body` to take, and neither touches the request
+//! context. A refusal carries what was learned before it (the key, the
+//! route, the model, the RPM state), which the dispatcher keeps in the
+//! context, so the request log and the response headers have it even when
+//! a later step refuses the request.
+
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pingora_http::RequestHeader;
+use uuid::Uuid;
 
-use super::ctx::RequestCtx;
 use super::route::Route;
 use super::PROJECT_ID_NAME;
-use crate::auth::{authenticate, AuthError};
+use crate::auth::{authenticate, AuthError, Principal};
 use crate::body::{parse_request, request_stream_usage};
 use crate::error::GatewayError;
-use crate::limits::{LimitRefusal, Limiter};
+use crate::limits::rpm::RpmDecision;
+use crate::limits::{Admission, LimitRefusal, Limiter};
 use crate::pricing::estimate_cost;
 use crate::project::resolve_project;
-use crate::request_id;
 use crate::snapshot::Snapshot;
+use crate::upstream::Provider;
 
 /// The largest request header block accepted (HTTP/1.x): an API client
 /// sends a few hundred bytes; 64 KiB leaves room for long cookies and
@@ -69,16 +74,35 @@ fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
     line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
+/// What the request header decided: whose key, which operation, for which
+/// project. `admit_body` takes it.
+#[derive(Debug, Clone)]
+pub struct Admitted {
+    pub principal: Principal,
+    pub route: Route,
+    pub project_id: Uuid,
+}
+
+/// A refusal of the header, with what was learned before it: a known key
+/// (a revoked one too) and the route belong to the request's log record.
+#[derive(Debug)]
+pub struct HeaderRefusal {
+    pub error: GatewayError,
+    pub principal: Option<Principal>,
+    pub route: Option<Route>,
+}
+
 /// Step 1, from the request header: the key (401), the route (404), the
-/// project (400/403/404). Sets `ctx.principal`, `ctx.route`,
-/// `ctx.project_id`.
+/// project (400/403/404), in that order.
 // Out of line: load-tests/instructions.sh reports its cost (one call).
 #[inline(never)]
-pub fn admit_header(
-    snapshot: &Snapshot,
-    req: &RequestHeader,
-    ctx: &mut RequestCtx,
-) -> Result<Route, GatewayError> {
+pub fn admit_header(snapshot: &Snapshot, req: &RequestHeader) -> Result<Admitted, HeaderRefusal> {
+    let refused =
+        |error: GatewayError, principal: Option<Principal>, route: Option<Route>| HeaderRefusal {
+            error,
+            principal,
+            route,
+        };
     let authorization = req
         .headers
         .get(http::header::AUTHORIZATION)
@@ -86,67 +110,96 @@ pub fn admit_header(
     let principal = match authenticate(snapshot, authorization) {
         Ok(principal) => principal,
         Err(AuthError::Revoked(principal)) => {
-            // A revoked key still names its org: the attempt is logged.
-            ctx.request_id = request_id::tagged(ctx.request_id, principal.org_id);
-            ctx.principal = Some(principal.clone());
-            return Err(AuthError::Revoked(principal).into());
+            let known = Some(principal.clone());
+            return Err(refused(AuthError::Revoked(principal).into(), known, None));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(refused(e.into(), None, None)),
     };
-    ctx.request_id = request_id::tagged(ctx.request_id, principal.org_id);
-    let principal = ctx.principal.insert(principal);
-
-    let route =
-        Route::classify(&req.method, req.uri.path()).ok_or_else(|| GatewayError::UnknownPath {
+    let Some(route) = Route::classify(&req.method, req.uri.path()) else {
+        let error = GatewayError::UnknownPath {
             method: req.method.to_string(),
             path: req.uri.path().to_string(),
-        })?;
-    ctx.route = Some(route);
-
+        };
+        return Err(refused(error, Some(principal), None));
+    };
     let header = req.headers.get(&PROJECT_ID_NAME).map(|v| v.as_bytes());
-    ctx.project_id = Some(resolve_project(snapshot, principal, header)?);
-    Ok(route)
+    match resolve_project(snapshot, &principal, header) {
+        Ok(project_id) => Ok(Admitted {
+            principal,
+            route,
+            project_id,
+        }),
+        Err(e) => Err(refused(e.into(), Some(principal), Some(route))),
+    }
+}
+
+/// What the body told, kept for the request's log record whatever step 2
+/// decides: the model, stream and user as sent, the provider once chosen,
+/// the RPM state once counted.
+#[derive(Debug, Default)]
+pub struct BodyFacts {
+    pub model: String,
+    pub stream: bool,
+    pub user: Option<String>,
+    pub provider: Option<Arc<Provider>>,
+    pub rpm: Option<RpmDecision>,
+}
+
+/// How an admitted request goes to its provider.
+#[derive(Debug)]
+pub struct Forward {
+    /// What the limits reserved (none for a key without an environment);
+    /// settled once the request ends.
+    pub admission: Option<Admission>,
+    /// The body to send (with `stream_options` added when the gateway
+    /// needs a stream's usage the client did not ask for).
+    pub upstream_body: Bytes,
+    pub inject_usage: bool,
 }
 
 /// Step 2, once the body is read: its fields (400), the model's provider
 /// (404, or 400 on the other kind's path), the environment's limits (429,
-/// 402), and the body to send (with `stream_options` added when the gateway
-/// needs a stream's usage the client did not ask for). Sets the model,
-/// stream, user, provider, admission, RPM state and upstream body of `ctx`.
+/// 402), and the body to send.
 pub fn admit_body(
     snapshot: &Snapshot,
     limiter: &Limiter,
-    route: Route,
+    header: &Admitted,
     path: &str,
     body: Bytes,
-    ctx: &mut RequestCtx,
-) -> Result<(), GatewayError> {
+) -> (BodyFacts, Result<Forward, GatewayError>) {
+    let mut facts = BodyFacts::default();
+    let forward = decide_body(snapshot, limiter, header, path, body, &mut facts);
+    (facts, forward)
+}
+
+fn decide_body(
+    snapshot: &Snapshot,
+    limiter: &Limiter,
+    header: &Admitted,
+    path: &str,
+    body: Bytes,
+    facts: &mut BodyFacts,
+) -> Result<Forward, GatewayError> {
     let mut fields = parse_request(&body)?;
-    // The model and the user belong to the request's log record from here
-    // on, whatever happens next.
-    ctx.model = std::mem::take(&mut fields.model);
-    ctx.stream = fields.stream;
-    ctx.body_user = fields.user.take();
+    facts.model = std::mem::take(&mut fields.model);
+    facts.stream = fields.stream;
+    facts.user = fields.user.take();
     let provider = snapshot
         .routes()
-        .provider_for(&ctx.model)
-        .ok_or_else(|| GatewayError::UnknownModel(ctx.model.clone()))?;
-    if route.provider_kind() != Some(provider.kind) {
+        .provider_for(&facts.model)
+        .ok_or_else(|| GatewayError::UnknownModel(facts.model.clone()))?;
+    if header.route.provider_kind() != Some(provider.kind) {
         return Err(GatewayError::ModelPathMismatch {
-            model: ctx.model.clone(),
+            model: facts.model.clone(),
             path: path.to_string(),
         });
     }
-    ctx.provider = Some(provider.clone());
+    facts.provider = Some(provider.clone());
 
-    let Some(principal) = &ctx.principal else {
-        return Err(GatewayError::Internal(
-            "admit_body before admit_header".into(),
-        ));
-    };
-    if let Some(environment) = principal.environment {
-        let org = principal.org_id;
-        let estimate = snapshot.prices().get(&ctx.model).map_or(0, |price| {
+    let mut admission = None;
+    if let Some(environment) = header.principal.environment {
+        let org = header.principal.org_id;
+        let estimate = snapshot.prices().get(&facts.model).map_or(0, |price| {
             let output = fields
                 .max_tokens
                 .unwrap_or(snapshot.settings().default_completion_tokens);
@@ -154,12 +207,12 @@ pub fn admit_body(
         });
         let limits = snapshot.environment_limits(org, environment);
         match limiter.admit(org, environment, limits, estimate) {
-            Ok(admission) => {
-                ctx.rpm = admission.rpm;
-                ctx.admission = Some(admission);
+            Ok(admitted) => {
+                facts.rpm = admitted.rpm;
+                admission = Some(admitted);
             }
             Err(LimitRefusal::RateLimited(decision)) => {
-                ctx.rpm = Some(decision);
+                facts.rpm = Some(decision);
                 return Err(GatewayError::RateLimited {
                     environment: environment.as_str(),
                     limit: decision.limit,
@@ -176,14 +229,18 @@ pub fn admit_body(
 
     // The gateway needs the usage of every stream; when the client did not
     // ask for it, ask on its behalf (and strip it from the answer).
-    let inject_usage = fields.stream && route.supports_stream_usage() && !fields.include_usage;
-    ctx.upstream_body = if inject_usage {
+    let inject_usage =
+        fields.stream && header.route.supports_stream_usage() && !fields.include_usage;
+    let upstream_body = if inject_usage {
         request_stream_usage(&body, &fields)?
     } else {
         body
     };
-    ctx.inject_usage = inject_usage;
-    Ok(())
+    Ok(Forward {
+        admission,
+        upstream_body,
+        inject_usage,
+    })
 }
 
 #[cfg(test)]
@@ -193,6 +250,7 @@ mod tests {
     use super::*;
     use crate::config::{parse_with, ControlSource, Resolve};
     use crate::limits::clock::{month_start_ms, FakeClock};
+    use crate::proxy::ctx::RequestCtx;
     use crate::snapshot::ConfigParts;
 
     #[test]
@@ -274,7 +332,8 @@ log_sink: {{kind: file, path: x}}
         req
     }
 
-    /// Both steps, as `request_filter` runs them.
+    /// Both steps, as `request_filter` runs them, the context keeping what
+    /// each learned.
     fn admit(
         snapshot: &Snapshot,
         limiter: &Limiter,
@@ -282,9 +341,12 @@ log_sink: {{kind: file, path: x}}
         body: &str,
         ctx: &mut RequestCtx,
     ) -> Result<(), GatewayError> {
-        let route = admit_header(snapshot, req, ctx)?;
+        let header = ctx.learn_header(admit_header(snapshot, req))?;
         let body = Bytes::copy_from_slice(body.as_bytes());
-        admit_body(snapshot, limiter, route, req.uri.path(), body, ctx)
+        let (facts, forward) = admit_body(snapshot, limiter, &header, req.uri.path(), body);
+        ctx.learn_body(facts);
+        ctx.forward(forward?);
+        Ok(())
     }
 
     fn code(result: Result<(), GatewayError>) -> &'static str {
@@ -296,7 +358,7 @@ log_sink: {{kind: file, path: x}}
         let snapshot = snapshot();
         let decide = |req: RequestHeader| {
             let mut ctx = RequestCtx::new();
-            let result = admit_header(&snapshot, &req, &mut ctx).map(drop);
+            let result = ctx.learn_header(admit_header(&snapshot, &req)).map(drop);
             (code(result), ctx)
         };
         let chat = "/v1/chat/completions";

@@ -7,11 +7,13 @@ use std::time::Instant;
 use bytes::Bytes;
 use uuid::Uuid;
 
+use super::admission::{Admitted, BodyFacts, Forward, HeaderRefusal};
 use super::route::Route;
 use crate::auth::Principal;
 use crate::error::GatewayError;
 use crate::limits::rpm::RpmDecision;
 use crate::limits::Admission;
+use crate::request_id;
 use crate::snapshot::Snapshot;
 use crate::upstream::Provider;
 use crate::usage::json::ResponseCapture;
@@ -79,6 +81,43 @@ impl RequestCtx {
             logged: false,
             timeline: crate::timeline::enabled().then(crate::timeline::Marks::start),
         }
+    }
+}
+
+impl RequestCtx {
+    /// Keeps what the header told, admitted or not (a known key tags the
+    /// request id with its org), and passes the decision on.
+    pub fn learn_header(
+        &mut self,
+        header: Result<Admitted, HeaderRefusal>,
+    ) -> Result<Admitted, GatewayError> {
+        let (principal, route, project) = match &header {
+            Ok(a) => (Some(&a.principal), Some(a.route), Some(a.project_id)),
+            Err(r) => (r.principal.as_ref(), r.route, None),
+        };
+        if let Some(principal) = principal {
+            self.request_id = request_id::tagged(self.request_id, principal.org_id);
+            self.principal = Some(principal.clone());
+        }
+        self.route = route;
+        self.project_id = project;
+        header.map_err(|r| r.error)
+    }
+
+    /// Keeps what the body told, admitted or not.
+    pub fn learn_body(&mut self, facts: BodyFacts) {
+        self.model = facts.model;
+        self.stream = facts.stream;
+        self.body_user = facts.user;
+        self.provider = facts.provider;
+        self.rpm = facts.rpm;
+    }
+
+    /// Keeps how an admitted request goes to its provider.
+    pub fn forward(&mut self, forward: Forward) {
+        self.admission = forward.admission;
+        self.upstream_body = forward.upstream_body;
+        self.inject_usage = forward.inject_usage;
     }
 }
 

@@ -1,12 +1,51 @@
 //! `POST /v1/feedback`: the body an application sends to score a request
-//! it made, read field by field; anything else is a 400 naming the field.
-//! The record it becomes is `logs::feedback`'s.
+//! it made, read field by field (anything else is a 400 naming the field),
+//! and the record it becomes (`logs::feedback`'s) handed to the sink.
 
+use bytes::Bytes;
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::admission::Admitted;
 use crate::error::GatewayError;
-use crate::logs::feedback::MAX_COMMENT_CHARS;
+use crate::logs::feedback::{Feedback, MAX_COMMENT_CHARS};
+use crate::logs::{LogId, LogSink};
+use crate::request_id;
+
+/// Accepts a score from the key the header admitted: attributed to its org
+/// (and the project it resolved to), for a request of that org only; the
+/// answer echoes it with its id.
+pub fn accept(
+    sink: &dyn LogSink,
+    header: &Admitted,
+    ts_ms: u64,
+    body: &[u8],
+) -> Result<Bytes, GatewayError> {
+    let fields = parse_body(body)?;
+    let key = &header.principal;
+    if !request_id::belongs_to(fields.request_id, key.org_id) {
+        return Err(GatewayError::UnknownRequest(fields.request_id));
+    }
+    let feedback_id = Uuid::now_v7();
+    sink.submit_feedback(&Feedback {
+        feedback_id: LogId(Some(feedback_id)),
+        request_id: LogId(Some(fields.request_id)),
+        ts_ms,
+        org_id: LogId(Some(key.org_id)),
+        project_id: LogId(Some(header.project_id)),
+        api_key_id: LogId(Some(key.id)),
+        user_id: String::new(),
+        score: fields.score,
+        comment: fields.comment,
+    });
+    let answer = serde_json::json!({
+        "id": feedback_id,
+        "object": "feedback",
+        "request_id": fields.request_id,
+        "score": fields.score,
+    });
+    Ok(Bytes::from(answer.to_string()))
+}
 
 /// The fields of a `POST /v1/feedback` body.
 #[derive(Debug, Clone, PartialEq)]

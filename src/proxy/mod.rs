@@ -4,18 +4,21 @@
 //! result in the request context. Phase contracts, in order:
 //!
 //! - `request_filter`: load the snapshot once; `admission::admit_header`
-//!   (key, route, project); answer `GET /v1/models`; read the body;
-//!   answer `POST /v1/feedback`;
-//!   `admission::admit_body` (model, provider, limits, usage injection).
-//!   Answers itself on any error.
+//!   (key, route, project) decides an `Admitted`; answer `GET /v1/models`;
+//!   read the body; answer `POST /v1/feedback` (`feedback::accept`);
+//!   `admission::admit_body` takes the `Admitted` (model, provider, limits,
+//!   usage injection). The context keeps what each step learned, refused
+//!   or not. Answers itself on any error.
 //! - `upstream_peer`: the chosen provider's peer.
 //! - `upstream_request_filter`: provider credential, path, length headers.
 //! - `request_body_filter`: sends the body kept in the context.
 //! - `response_filter` / `response_body_filter`: gateway headers
-//!   (`headers`); usage from the stream or the body, stripping the usage
-//!   chunk the gateway asked for.
+//!   (`headers`); usage from the stream (`SseUsageParser::rewrite`, which
+//!   strips the usage chunk the gateway asked for) or the body.
 //! - `fail_to_proxy`: the OpenAI-shaped 502/504 (`GatewayError::from_proxy_failure`).
-//! - `logging`: one request log record, every request that reached auth.
+//! - `logging`: one request log record, every request that reached auth
+//!   (`complete`: the record built and counted, the spend settled, the
+//!   record submitted; for an answered request, before its last byte).
 
 pub mod admission;
 mod body_reader;
@@ -30,7 +33,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
 use pingora_error::{ErrorSource, ErrorType};
@@ -40,10 +43,8 @@ use pingora_proxy::FailToProxy;
 use crate::auth::AuthError;
 use crate::error::GatewayError;
 use crate::limits::Limiter;
-use crate::logs::feedback::Feedback;
-use crate::logs::{LogId, LogSink};
+use crate::logs::LogSink;
 use crate::metrics::Metrics;
-use crate::request_id;
 use crate::snapshot::{Snapshot, SnapshotStore};
 use crate::timeline;
 use crate::usage::json::ResponseCapture;
@@ -118,65 +119,35 @@ impl Gateway {
             tracing::debug!(client = %ip, "failed authentications throttled");
             return Err(GatewayError::AuthThrottled);
         }
-        let route =
-            admission::admit_header(snapshot, session.req_header(), ctx).inspect_err(|e| {
+        let header = ctx
+            .learn_header(admission::admit_header(snapshot, session.req_header()))
+            .inspect_err(|e| {
                 if let (GatewayError::Auth(AuthError::UnknownKey), Some(ip)) = (e, client) {
                     self.auth_throttle.failed(ip);
                 }
             })?;
-        if route == Route::Models {
+        if header.route == Route::Models {
             self.respond(session, ctx, 200, snapshot.config.models_body.clone())
                 .await;
             return Ok(Admission::Answered);
         }
         let body = body_reader::read_body(session, snapshot.settings().max_body_bytes).await?;
-        if route == Route::Feedback {
-            let answer = self.accept_feedback(&body, ctx)?;
+        if header.route == Route::Feedback {
+            let ts_ms = record::epoch_ms(ctx.started, Instant::now());
+            let answer = feedback::accept(self.sink.as_ref(), &header, ts_ms, &body)?;
             self.respond(session, ctx, 200, answer).await;
             return Ok(Admission::Answered);
         }
         let path = session.req_header().uri.path();
-        admission::admit_body(snapshot, &self.limiter, route, path, body, ctx).inspect_err(
-            |e| match e {
-                GatewayError::RateLimited { .. } => self.metrics.rate_limited.inc(),
-                GatewayError::CostCapReached { .. } => self.metrics.cost_capped.inc(),
-                _ => {}
-            },
-        )?;
+        let (facts, forward) = admission::admit_body(snapshot, &self.limiter, &header, path, body);
+        ctx.learn_body(facts);
+        let forward = forward.inspect_err(|e| match e {
+            GatewayError::RateLimited { .. } => self.metrics.rate_limited.inc(),
+            GatewayError::CostCapReached { .. } => self.metrics.cost_capped.inc(),
+            _ => {}
+        })?;
+        ctx.forward(forward);
         Ok(Admission::Forward)
-    }
-
-    /// `POST /v1/feedback`: the score, attributed to the key's org (and the
-    /// project it resolved to), goes to the log sink; the answer echoes it
-    /// with its id.
-    fn accept_feedback(&self, body: &[u8], ctx: &RequestCtx) -> Result<Bytes, GatewayError> {
-        let fields = feedback::parse_body(body)?;
-        let key = ctx
-            .principal
-            .as_ref()
-            .ok_or_else(|| GatewayError::Internal("feedback before authentication".into()))?;
-        if !request_id::belongs_to(fields.request_id, key.org_id) {
-            return Err(GatewayError::UnknownRequest(fields.request_id));
-        }
-        let feedback_id = uuid::Uuid::now_v7();
-        self.sink.submit_feedback(&Feedback {
-            feedback_id: LogId(Some(feedback_id)),
-            request_id: LogId(Some(fields.request_id)),
-            ts_ms: record::epoch_ms(ctx.started, Instant::now()),
-            org_id: LogId(Some(key.org_id)),
-            project_id: LogId(ctx.project_id),
-            api_key_id: LogId(Some(key.id)),
-            user_id: String::new(),
-            score: fields.score,
-            comment: fields.comment,
-        });
-        let answer = serde_json::json!({
-            "id": feedback_id,
-            "object": "feedback",
-            "request_id": fields.request_id,
-            "score": fields.score,
-        });
-        Ok(Bytes::from(answer.to_string()))
     }
 
     /// Writes a complete JSON response from the gateway itself, its record
@@ -212,8 +183,8 @@ impl Gateway {
         }
     }
 
-    /// The end of a request: its spend settled, its record built, counted
-    /// and submitted; once. Called before the answer's last byte goes to
+    /// The end of a request, once: its record built and counted, its spend
+    /// settled, the record submitted. Called before the answer's last byte goes to
     /// the client, so that an answered request's record outlives a crash
     /// (the sink's write-ahead log holds it from here); `logging` calls it
     /// for the requests that ended otherwise (a failure, a client gone).
@@ -226,38 +197,43 @@ impl Gateway {
         if let Some(marks) = ctx.timeline.as_mut() {
             marks.record_in_us = timeline::since(ctx.started);
         }
-        self.submit_record(req, e, ctx);
+        match record::build(req, e, ctx, &self.metrics) {
+            Some(record) => {
+                self.metrics
+                    .count_request(record.status, record.environment, &record.provider);
+                self.settle(ctx, record.cost_micro_usd);
+                self.sink.submit(record);
+            }
+            // An unknown key: no org, no record, nothing to settle; still
+            // counted.
+            None => self
+                .metrics
+                .count_request(ctx.status.unwrap_or(499), "", ""),
+        }
         if let Some(marks) = ctx.timeline.as_mut() {
             marks.record_out_us = timeline::since(ctx.started);
         }
     }
 
-    /// The record of a request, its spend settled, to the sink.
-    fn submit_record(&self, req: &RequestHeader, e: Option<&Error>, ctx: &mut RequestCtx) {
-        let Some(record) = record::build(req, e, ctx, &self.metrics) else {
-            // An unknown key: no org, no record; still counted.
-            self.metrics
-                .count_request(ctx.status.unwrap_or(499), "", "");
+    /// The request's spend: its reservation (if the limits made one)
+    /// replaced by what it cost, against its org, environment and project.
+    fn settle(&self, ctx: &mut RequestCtx, cost_micro_usd: u64) {
+        let Some(key) = &ctx.principal else {
             return;
         };
-        self.metrics
-            .count_request(record.status, record.environment, &record.provider);
-        if let Some(key) = &ctx.principal {
-            let cap = ctx
-                .snapshot
-                .as_ref()
-                .zip(key.environment)
-                .and_then(|(snapshot, env)| snapshot.environment_limits(key.org_id, env))
-                .and_then(|l| l.monthly_cost_micro_usd);
-            self.limiter.settle(
-                ctx.admission.take().unwrap_or_default(),
-                key.org_id,
-                ctx.project_id,
-                cap,
-                record.cost_micro_usd,
-            );
-        }
-        self.sink.submit(record);
+        let cap = ctx
+            .snapshot
+            .as_ref()
+            .zip(key.environment)
+            .and_then(|(snapshot, env)| snapshot.environment_limits(key.org_id, env))
+            .and_then(|l| l.monthly_cost_micro_usd);
+        self.limiter.settle(
+            ctx.admission.take().unwrap_or_default(),
+            key.org_id,
+            ctx.project_id,
+            cap,
+            cost_micro_usd,
+        );
     }
 }
 
@@ -383,27 +359,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Option<std::time::Duration>> {
         if let Some(parser) = ctx.sse.as_mut() {
-            if let Some(chunk) = body.as_ref() {
-                if let Some(replacement) = parser.filter(chunk) {
-                    *body = Some(replacement);
-                }
-            }
-            if end_of_stream {
-                if let Some(rest) = parser.finish().filter(|rest| !rest.is_empty()) {
-                    *body = Some(match body.take() {
-                        Some(chunk) if !chunk.is_empty() => {
-                            let mut joined = BytesMut::with_capacity(chunk.len() + rest.len());
-                            joined.extend_from_slice(&chunk);
-                            joined.extend_from_slice(&rest);
-                            joined.freeze()
-                        }
-                        _ => rest,
-                    });
-                }
-            }
-            if body.as_ref().is_some_and(Bytes::is_empty) && !end_of_stream {
-                *body = None;
-            }
+            parser.rewrite(body, end_of_stream);
         } else if let (Some(capture), Some(chunk)) = (ctx.capture.as_mut(), body.as_ref()) {
             capture.push(chunk);
         }

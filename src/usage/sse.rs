@@ -70,6 +70,34 @@ impl SseUsageParser {
         out.map(BytesMut::freeze)
     }
 
+    /// One `response_body_filter` call: reads `body` and, when rewriting,
+    /// replaces it with what the client gets: the chunk's complete events
+    /// and, at the end of the stream, the carried rest joined to it. A
+    /// chunk that becomes empty mid-stream is sent as nothing.
+    pub fn rewrite(&mut self, body: &mut Option<Bytes>, end_of_stream: bool) {
+        if let Some(chunk) = body.as_ref() {
+            if let Some(replacement) = self.filter(chunk) {
+                *body = Some(replacement);
+            }
+        }
+        if end_of_stream {
+            if let Some(rest) = self.finish().filter(|rest| !rest.is_empty()) {
+                *body = Some(match body.take() {
+                    Some(chunk) if !chunk.is_empty() => {
+                        let mut joined = BytesMut::with_capacity(chunk.len() + rest.len());
+                        joined.extend_from_slice(&chunk);
+                        joined.extend_from_slice(&rest);
+                        joined.freeze()
+                    }
+                    _ => rest,
+                });
+            }
+        }
+        if body.as_ref().is_some_and(Bytes::is_empty) && !end_of_stream {
+            *body = None;
+        }
+    }
+
     /// Ends the stream: a last event without its blank line is still read.
     /// Returns the bytes still owed to the client when rewriting.
     pub fn finish(&mut self) -> Option<Bytes> {
