@@ -66,7 +66,10 @@ const WEB_STACK: &[&str] = &[
 #[test]
 fn the_gateway_links_neither_the_control_plane_nor_the_fake_provider() {
     assert_none_of("floopy-gateway", WEB_STACK);
-    assert_none_of("floopy-gateway", &["floopy-fake-provider"]);
+    assert_none_of(
+        "floopy-gateway",
+        &["floopy-fake-provider", "floopy-test-kit"],
+    );
     // And it does link what it is made of, so the check reads a real tree.
     let linked = linked_packages("floopy-gateway", None);
     for needed in ["pingora-proxy", "floopy-model", "floopy-control-db"] {
@@ -89,6 +92,27 @@ fn the_model_depends_on_neither_plane() {
     ];
     forbidden.extend_from_slice(WEB_STACK);
     assert_none_of("floopy-model", &forbidden);
+}
+
+#[test]
+fn the_control_plane_links_no_test_code() {
+    assert_none_of(
+        "floopy-control",
+        &["floopy-fake-provider", "floopy-test-kit"],
+    );
+}
+
+#[test]
+fn the_test_kit_depends_on_neither_plane() {
+    assert_none_of(
+        "floopy-test-kit",
+        &[
+            "floopy-gateway",
+            "floopy-control",
+            "floopy-control-db",
+            "pingora",
+        ],
+    );
 }
 
 #[test]

@@ -377,7 +377,7 @@ async fn schema_constraints_reject_bad_data_with_clear_messages() {
     let org = admin(&url, &["create-org", "--name", "Acme", "--plan", "starter"])
         .trim()
         .to_string();
-    let client = db.client().await;
+    let client = db.owner_client().await;
     let org_id: uuid::Uuid = org.parse().unwrap();
 
     let default: i64 = client

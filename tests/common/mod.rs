@@ -3,11 +3,12 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-pub mod clickhouse;
 pub mod kafka;
 pub mod pg;
 
-use std::net::{SocketAddr, TcpListener};
+pub use floopy_test_kit::{clickhouse, free_port};
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -153,15 +154,6 @@ impl Default for Options {
             timeline: false,
         }
     }
-}
-
-/// A port nothing listens on (bound, read, released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 pub struct Gateway {

@@ -3,9 +3,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "../../../../tests/common/clickhouse.rs"]
-pub mod clickhouse;
 pub mod receiver;
+
+pub use floopy_test_kit::pg::{admin_url, TestDb};
+pub use floopy_test_kit::{clickhouse, free_port};
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -14,74 +15,7 @@ use std::time::{Duration, Instant};
 use floopy_fake_provider::FakeProvider;
 
 use serde_json::Value;
-use tokio_postgres::NoTls;
 use uuid::Uuid;
-
-pub fn admin_url() -> String {
-    std::env::var("FLOOPY_TEST_PG")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
-}
-
-/// A database of its own, dropped by `drop_db`.
-pub struct TestDb {
-    pub name: String,
-    pub client: tokio_postgres::Client,
-    admin: tokio_postgres::Client,
-}
-
-async fn connect(url: &str) -> tokio_postgres::Client {
-    let (client, conn) = tokio_postgres::connect(url, NoTls)
-        .await
-        .expect("the test Postgres (FLOOPY_TEST_PG) is reachable");
-    tokio::spawn(conn);
-    client
-}
-
-impl TestDb {
-    pub async fn create() -> TestDb {
-        let admin = connect(&admin_url()).await;
-        let name = format!("floopy_c_{}", Uuid::now_v7().simple());
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .await
-            .unwrap();
-        let client = connect(&Self::url_of(&name)).await;
-        TestDb {
-            name,
-            client,
-            admin,
-        }
-    }
-
-    fn url_of(name: &str) -> String {
-        let mut config: tokio_postgres::Config = admin_url().parse().unwrap();
-        config.dbname(name);
-        let host = match &config.get_hosts()[0] {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        };
-        let port = config.get_ports().first().copied().unwrap_or(5432);
-        format!(
-            "postgres://{}@{host}:{port}/{name}",
-            config.get_user().unwrap_or("postgres")
-        )
-    }
-
-    pub fn url(&self) -> String {
-        Self::url_of(&self.name)
-    }
-
-    pub async fn drop_db(self) {
-        drop(self.client);
-        self.admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ))
-            .await
-            .unwrap();
-    }
-}
 
 /// `target/debug` (or wherever this test binary's profile puts binaries).
 pub fn bin_dir() -> std::path::PathBuf {
@@ -276,15 +210,6 @@ pub async fn call(
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// A port nothing listens on (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A TCP proxy in front of the test Postgres that can cut every connection

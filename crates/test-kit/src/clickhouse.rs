@@ -4,13 +4,12 @@
 //! librdkafka of scripts/install-kafka-tools.sh (`FLOOPY_CH_LIBS`), which
 //! speaks to tansu where Debian's does not.
 
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::free_port;
+use crate::free_port;
+pub use crate::repo_root;
 
 pub struct ClickHouse {
     child: Child,
@@ -221,14 +220,6 @@ pub fn shipped_queries(org: &str) -> Vec<(PathBuf, String)> {
             (p, sql)
         })
         .collect()
-}
-
-/// The repository's root (this file serves the tests of more than one
-/// package of the workspace).
-pub fn repo_root() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("conf/clickhouse").is_dir() && dir.pop() {}
-    dir
 }
 
 /// The `.sql` files of a directory of the repository, in name order.
